@@ -1,0 +1,71 @@
+"""Run configuration: YAML files in ``configs/`` read into dataclasses; flags override them."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import StreamerError
+
+
+class ConfigError(StreamerError):
+    """A config file is unreadable or names a setting that does not exist."""
+
+
+@dataclass
+class ModelConfig:
+    """Which network to run, with which weights, where."""
+
+    name: str = "sam2.1_hiera_tiny"
+    checkpoint: str | None = None
+    random_weights: bool = False
+    image_size: int | None = None
+    device: str | None = None
+    precision: str = "auto"
+
+
+@dataclass
+class TrackerConfig:
+    """StreamingTracker options (see its constructor)."""
+
+    history: int = 8
+    max_cond_frames: int = 8
+    corrections_as_cond: bool = False
+    fill_hole_area: int = 8
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read ``path`` (or return the defaults), rejecting unknown sections and keys by name."""
+    if path is None:
+        return Config()
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping of sections")
+    config = Config()
+    for section, values in raw.items():
+        target = getattr(config, section, None)
+        if target is None or not dataclasses.is_dataclass(target):
+            raise ConfigError(f"config {path}: unknown section {section!r} (known: model, tracker)")
+        _update(target, values or {}, f"{path}: {section}")
+    return config
+
+
+def _update(target: Any, values: dict[str, Any], where: str) -> None:
+    names = {f.name for f in dataclasses.fields(target)}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"config {where}: unknown key {key!r} (known: {', '.join(sorted(names))})")
+        setattr(target, key, value)

@@ -1,0 +1,58 @@
+"""Shared fixtures: real clip frames from ../shared/media and tiny-resolution SAM 2 models."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
+IMAGE_SIZE = 256  # the official predictor runs ~0.2 s/frame here at this size
+
+
+def clip_path(name: str = "bedroom.mp4") -> Path:
+    path = MEDIA / name
+    if not path.is_file():
+        pytest.fail(f"test clip {path} is missing: the tests expect ../shared/media beside the repo")
+    return path
+
+
+def read_frames(count: int, name: str = "bedroom.mp4", step: int = 1) -> list[np.ndarray]:
+    """The first ``count`` frames (every ``step``-th) of a shared clip, as RGB uint8."""
+    capture = cv2.VideoCapture(str(clip_path(name)))
+    frames: list[np.ndarray] = []
+    index = 0
+    while len(frames) < count:
+        ok, bgr = capture.read()
+        assert ok, f"{name} has fewer than {count * step} frames"
+        if index % step == 0:
+            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        index += 1
+    capture.release()
+    return frames
+
+
+@pytest.fixture(scope="session")
+def jpeg_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[np.ndarray]]:
+    """24 clip frames as a JPEG folder (the official loader's input) and as the decoded arrays.
+
+    The arrays are read back from the JPEGs with PIL, as the official loader reads them, so
+    both trackers see the very same pixels.
+    """
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("jpeg_clip")
+    frames = []
+    for i, rgb in enumerate(read_frames(24)):
+        path = folder / f"{i:05d}.jpg"
+        Image.fromarray(rgb).save(path, quality=95)
+        frames.append(np.array(Image.open(path).convert("RGB")))
+    return folder, frames
+
+
+@pytest.fixture(autouse=True)
+def _quiet_sam2_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="streamer")
