@@ -13,9 +13,9 @@ import argparse
 import json
 import logging
 import multiprocessing as mp
-import platform
 import resource
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -28,6 +28,9 @@ import torch
 from PIL import Image
 
 from streamer import StreamingTracker
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.machine import describe  # noqa: E402
 
 CLIP = Path(__file__).resolve().parents[2] / "shared" / "media" / "bedroom.mp4"
 CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
@@ -240,9 +243,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
 
     report = {
-        "device": torch.cuda.get_device_name()
-        if args.device.startswith("cuda")
-        else platform.processor() or "cpu",
+        "device": describe(args.device),
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "model": "sam2.1_hiera_tiny (seeded random weights)",

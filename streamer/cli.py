@@ -1,23 +1,28 @@
-"""Command line: track objects through a video with the streaming tracker.
+"""Command line: track objects through a video or a live source with the streaming tracker.
 
-Until the live server exists this is the product's front door: it reads a video frame by frame
-(as a camera would deliver it), applies the prompts given on the command line to the first
-frame, and writes the tracked video with the masks drawn in.
+Until the live server exists this is the product's front door: it applies the prompts given on
+the command line to the first frame and writes the tracked video with the masks drawn in. A
+video file is tracked frame by frame; a live source (camera, stream, synthetic) always hands the
+tracker its newest frame, as the live product will.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from .config import Config, load_config
 from .errors import StreamerError
 from .overlay import draw_masks
+from .sources import open_source
 from .tracker import StreamingTracker
 from .weights import MODELS
 
@@ -36,7 +41,11 @@ def _floats(text: str, count: int) -> list[float]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="run_stream.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--source", required=True, help="video file to track through")
+    parser.add_argument(
+        "--source",
+        required=True,
+        help="video file, camera ('0', 'webcam:0'), rtsp:// or http(s):// URL, or 'synthetic'",
+    )
     parser.add_argument("--config", help="YAML file in configs/ (flags override it)")
     parser.add_argument("--model", choices=sorted(MODELS), help="SAM 2.1 model size")
     parser.add_argument("--checkpoint", help="official .pt file (default: download to the cache)")
@@ -79,22 +88,40 @@ def build_tracker(args: argparse.Namespace, config: Config) -> StreamingTracker:
     )
 
 
-def track_file(args: argparse.Namespace, tracker: StreamingTracker) -> int:
-    """Track through ``args.source``; return the number of frames written."""
-    capture = cv2.VideoCapture(args.source)
+async def _file_frames(path: str) -> AsyncIterator[np.ndarray]:
+    """Every frame of a video file, in order (offline tracking wants them all)."""
+    capture = cv2.VideoCapture(path)
     if not capture.isOpened():
-        raise StreamerError(f"cannot open video {args.source!r}: is the path right and the file a video?")
-    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+        raise StreamerError(f"cannot open video {path!r}: is it a video file?")
+    try:
+        while True:
+            ok, bgr = await asyncio.to_thread(capture.read)
+            if not ok:
+                return
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    finally:
+        capture.release()
+
+
+async def _live_frames(spec: str) -> AsyncIterator[np.ndarray]:
+    async with open_source(spec) as source:
+        async for frame in source:
+            yield frame.image
+
+
+async def track(args: argparse.Namespace, tracker: StreamingTracker) -> int:
+    """Track through ``args.source`` into ``args.out``; return the number of frames written."""
+    is_file = Path(args.source).is_file()
+    frames = _file_frames(args.source) if is_file else _live_frames(args.source)
+    fps = 30.0
+    if is_file:
+        fps = cv2.VideoCapture(args.source).get(cv2.CAP_PROP_FPS) or fps
     writer = None
     count, started = 0, time.perf_counter()
     try:
-        while not args.max_frames or count < args.max_frames:
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            result = tracker.step(rgb)
-            if count == 0:
+        async for rgb in frames:
+            result = await asyncio.to_thread(tracker.step, rgb)
+            if writer is None:
                 h, w = rgb.shape[:2]
                 for obj_id, (x, y) in enumerate(args.point, start=1):
                     result = tracker.add_prompt(obj_id, points=[[x * w, y * h]], labels=[1])
@@ -102,13 +129,15 @@ def track_file(args: argparse.Namespace, tracker: StreamingTracker) -> int:
                     result = tracker.add_prompt(obj_id, box=[box[0] * w, box[1] * h, box[2] * w, box[3] * h])
                 writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
             drawn = draw_masks(rgb, result.masks, result.obj_ids, labels=True)
-            writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))  # type: ignore[union-attr]
+            writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
             count += 1
             if count % 30 == 0:
                 rate = count / (time.perf_counter() - started)
                 logger.info("frame %d, %.1f fps, objects %s", count, rate, result.obj_ids)
+            if args.max_frames and count >= args.max_frames:
+                break
     finally:
-        capture.release()
+        await frames.aclose()
         if writer is not None:
             writer.release()
     return count
@@ -119,11 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = load_config(args.config)
-        if not Path(args.source).is_file():
-            raise StreamerError(f"video {args.source!r} not found")
         tracker = build_tracker(args, config)
-        count = track_file(args, tracker)
-    except StreamerError as exc:
+        count = asyncio.run(track(args, tracker))
+    except (StreamerError, ValueError) as exc:
         logger.error("%s", exc)
         return 2
     except KeyboardInterrupt:

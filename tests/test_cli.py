@@ -43,10 +43,21 @@ def test_tracks_a_clip_into_an_overlaid_video(tmp_path: Path) -> None:
     assert (diff > 60).mean() > 0.01
 
 
-def test_missing_video_is_a_clear_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A source that does not exist exits with status 2 and says so, without a traceback."""
-    assert main(["--source", str(tmp_path / "nope.mp4"), "--random-weights"]) == 2
-    assert "not found" in caplog.text
+def test_tracks_a_live_synthetic_source(tmp_path: Path) -> None:
+    """A live source (the synthetic pattern) goes through open_source and is tracked and written."""
+    out = tmp_path / "live.mp4"
+    args = ["--source", "synthetic", "--random-weights", "--image-size", "128", "--device", "cpu"]
+    assert main([*args, "--box", "0.1,0.1,0.6,0.6", "--max-frames", "3", "--out", str(out)]) == 0
+    video = cv2.VideoCapture(str(out))
+    assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 3 and video.get(cv2.CAP_PROP_FRAME_WIDTH) == 640
+
+
+def test_bad_sources_are_clear_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A missing file or an unknown spec exits with status 2 and says so, without a traceback."""
+    assert main(["--source", str(tmp_path / "nope.mp4"), "--random-weights", "--image-size", "128"]) == 2
+    assert "no such file" in caplog.text
+    assert main(["--source", "bogus", "--random-weights", "--image-size", "128"]) == 2
+    assert "unknown source 'bogus'" in caplog.text
 
 
 def test_bad_point_is_rejected_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
