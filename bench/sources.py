@@ -120,9 +120,7 @@ async def main_async(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=240, help="frames for the latency run (stream is 10 s)")
     parser.add_argument("--outage", type=float, default=2.0, help="seconds the server stays down")
     parser.add_argument("--repeats", type=int, default=3)

@@ -1,9 +1,8 @@
-"""Command line: track objects through a video or a live source with the streaming tracker.
+"""Command line: serve a live source to browsers, or track a video into a file.
 
-Until the live server exists this is the product's front door: it applies the prompts given on
-the command line to the first frame and writes the tracked video with the masks drawn in. A
-video file is tracked frame by frame; a live source (camera, stream, synthetic) always hands the
-tracker its newest frame, as the live product will.
+Live (the default): open the printed URL, click objects, watch them tracked. With ``--out`` the
+prompts given on the command line are applied to the first frame and the tracked video is
+written with the masks drawn in: a video file frame by frame, a live source newest frame first.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -22,6 +22,8 @@ import numpy as np
 from .config import Config, load_config
 from .errors import StreamerError
 from .overlay import draw_masks
+from .pipeline import Pipeline
+from .server import ServerConfig, StreamServer
 from .sources import open_source
 from .tracker import StreamingTracker
 from .weights import MODELS
@@ -43,15 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="run_stream.py", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--source",
-        required=True,
-        help="video file, camera ('0', 'webcam:0'), rtsp:// or http(s):// URL, or 'synthetic'",
+        help="video file, camera ('0', 'webcam:0'), rtsp:// or http(s):// URL, or 'synthetic' "
+        "(default: webcam 0 when there is one)",
     )
     parser.add_argument("--config", help="YAML file in configs/ (flags override it)")
     parser.add_argument("--model", choices=sorted(MODELS), help="SAM 2.1 model size")
     parser.add_argument("--checkpoint", help="official .pt file (default: download to the cache)")
-    parser.add_argument(
-        "--random-weights", action="store_true", help="seeded random weights: smoke tests only"
-    )
+    parser.add_argument("--random-weights", action="store_true", help="seeded random weights: smoke tests only")
     parser.add_argument("--image-size", type=int, help="model input size (default: the model's 1024)")
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument(
@@ -70,9 +70,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="X0,Y0,X1,Y1",
         help="a box on the first frame, 0..1 of width and height; each one a new object",
     )
-    parser.add_argument("--out", default="tracked.mp4", help="where to write the tracked video")
-    parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
-    return parser.parse_args(argv)
+    parser.add_argument("--out", help="track into this video file instead of serving browsers")
+    parser.add_argument("--max-frames", type=int, default=0, help="with --out: stop after this many frames")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
+    parser.add_argument("--token", help="secret the page, websocket and endpoints require")
+    parser.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without --token")
+    args = parser.parse_args(argv)
+    if args.source is None:
+        if not Path("/dev/video0").exists():
+            parser.error("no camera found (/dev/video0); pass --source synthetic, a video file or an rtsp:// URL")
+        args.source = "0"
+    return args
 
 
 def build_tracker(args: argparse.Namespace, config: Config) -> StreamingTracker:
@@ -149,14 +158,48 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         tracker = build_tracker(args, config)
-        count = asyncio.run(track(args, tracker))
+        if args.out:
+            count = asyncio.run(track(args, tracker))
+            logger.info("tracked %d frames into %s", count, args.out)
+        else:
+            asyncio.run(serve_live(args, tracker))
     except (StreamerError, ValueError) as exc:
         logger.error("%s", exc)
         return 2
     except KeyboardInterrupt:
         return 130
-    logger.info("tracked %d frames into %s", count, args.out)
     return 0
+
+
+async def serve_live(args: argparse.Namespace, tracker: StreamingTracker) -> None:
+    """Serve until SIGINT/SIGTERM, then shut down in order: viewers, worker and source, tracker."""
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        insecure=args.insecure,
+        random_weights=args.random_weights,
+    )
+    source = open_source(args.source)
+    pipeline = Pipeline(source, tracker)
+    try:
+        server = StreamServer(pipeline, config)
+        await server.start()
+    except BaseException:
+        await pipeline.stop()
+        raise
+    pipeline.start()
+    logger.info("serving %s: open %s in a browser (Ctrl-C to stop)", source.name, server.url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        logger.info("shutting down")
+        await server.stop()
+        await pipeline.stop()
 
 
 if __name__ == "__main__":

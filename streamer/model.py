@@ -77,9 +77,7 @@ def load_checkpoint(model: SAM2Base, path: Path, spec: ModelSpec) -> None:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {exc}. Is it a complete SAM 2.1 .pt file?"
-        ) from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}. Is it a complete SAM 2.1 .pt file?") from exc
     state = blob.get("model", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds no state dict")

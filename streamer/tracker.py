@@ -72,10 +72,7 @@ class _Features:
 
     @property
     def high_res(self) -> list[torch.Tensor]:
-        return [
-            x.permute(1, 2, 0).view(x.size(1), x.size(2), *s)
-            for x, s in zip(self.vision[:-1], self.sizes[:-1])
-        ]
+        return [x.permute(1, 2, 0).view(x.size(1), x.size(2), *s) for x, s in zip(self.vision[:-1], self.sizes[:-1])]
 
     @property
     def top(self) -> torch.Tensor:
@@ -232,9 +229,7 @@ class StreamingTracker:
         total = sum(size(x) for f in self._frames for xs in f.backbone.values() for x in xs)
         for obj in self._objects.values():
             for out in [*obj.cond.values(), *obj.non_cond.values()]:
-                total += sum(
-                    size(x) for x in (out.pred_masks, out.obj_ptr, out.object_score_logits, out.maskmem)
-                )
+                total += sum(size(x) for x in (out.pred_masks, out.obj_ptr, out.object_score_logits, out.maskmem))
             total += sum(size(x) for p in obj.points.values() for x in p.values())
         return total
 
@@ -399,13 +394,9 @@ class StreamingTracker:
                 if out is None or not out.pending or out.pred_masks is None:
                     continue
                 size = self.model.image_size
-                high_res = F.interpolate(
-                    out.pred_masks, size=(size, size), mode="bilinear", align_corners=False
-                )
+                high_res = F.interpolate(out.pred_masks, size=(size, size), mode="bilinear", align_corners=False)
                 features = self._features(record, 1)
-                out.maskmem, _ = self._encode_memory(
-                    features, high_res, out.object_score_logits, from_prompt=True
-                )
+                out.maskmem, _ = self._encode_memory(features, high_res, out.object_score_logits, from_prompt=True)
                 out.pending = False
 
     def _encode_memory(

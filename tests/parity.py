@@ -43,9 +43,7 @@ def _record(store: dict, frame_index: int, obj_ids, logits) -> None:
     store[frame_index] = {int(o): logits[i] for i, o in enumerate(obj_ids)}
 
 
-def run_session(
-    tracker: StreamingTracker, folder: Path, frames: list[np.ndarray], image_size: int
-) -> Session:
+def run_session(tracker: StreamingTracker, folder: Path, frames: list[np.ndarray], image_size: int) -> Session:
     """Points and a box on frame 0, a mask object on frame 6, a correction click on frame 12,
     then (at frame 23) a new object on frame 20 and a correction on frame 21, both in history."""
     height, width = frames[0].shape[:2]
@@ -88,9 +86,7 @@ def run_session(
         for f, ids, masks in predictor.propagate_in_video(state, 6, 6):  # frames 6..12
             _record(off, f, ids, masks)
         # the click comes after frame 12 was tracked, as in a live stream: a correction
-        _record(
-            off, 12, *predictor.add_new_points_or_box(state, 12, 1, fix1, [0], clear_old_points=False)[1:]
-        )
+        _record(off, 12, *predictor.add_new_points_or_box(state, 12, 1, fix1, [0], clear_old_points=False)[1:])
         for f, ids, masks in predictor.propagate_in_video(state, 13, 10):
             _record(off, f, ids, masks)
         predictor.add_new_points_or_box(state, 20, 4, points=click4, labels=[1, 0])

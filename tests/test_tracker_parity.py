@@ -30,9 +30,7 @@ def _compare(session: Session, frame) -> None:
         assert got.shape == ref.shape
         assert 0.02 < (ref > 0).mean() < 0.98, "degenerate reference mask: the check would be empty"
         assert iou(got > 0, ref > 0) >= 0.99, f"frame {frame}, object {obj_id}"
-        np.testing.assert_allclose(
-            got, ref, rtol=0, atol=LOGIT_TOLERANCE, err_msg=f"frame {frame} object {obj_id}"
-        )
+        np.testing.assert_allclose(got, ref, rtol=0, atol=LOGIT_TOLERANCE, err_msg=f"frame {frame} object {obj_id}")
 
 
 @pytest.mark.parametrize("frame", range(6))

@@ -1,0 +1,182 @@
+"""The viewer's websocket protocol: parsing and validating JSON messages, building replies.
+
+No I/O here: the server feeds raw messages in and sends what comes out. Every malformed input
+becomes a ``ProtocolError`` with a stable ``code`` and a human message; nothing a client sends can
+raise anything else. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import StreamerError
+
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_POINTS = 64
+MAX_OBJ_ID = 2**31 - 1
+MAX_CLIENT_ID_CHARS = 64
+MAX_SDP_CHARS = 32 * 1024
+
+
+class ProtocolError(StreamerError):
+    """A client message that cannot be accepted; ``code`` is machine-readable."""
+
+    def __init__(self, code: str, message: str, msg_id: str | int | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.msg_id = code, message, msg_id
+
+
+@dataclass(frozen=True)
+class AddPoints:
+    id: str | int | None
+    obj_id: int
+    points: list[tuple[float, float]]  # normalised 0..1 of the displayed frame
+    labels: list[int]
+    frame_index: int | None
+    frame_ts: float | None  # capture time of the frame the user saw, server clock, ms
+
+
+@dataclass(frozen=True)
+class AddBox:
+    id: str | int | None
+    obj_id: int
+    box: tuple[float, float, float, float]  # normalised x0, y0, x1, y1
+    frame_index: int | None
+    frame_ts: float | None
+
+
+@dataclass(frozen=True)
+class RemoveObject:
+    id: str | int | None
+    obj_id: int
+
+
+@dataclass(frozen=True)
+class Reset:
+    id: str | int | None
+
+
+@dataclass(frozen=True)
+class Offer:
+    id: str | int | None
+    sdp: str
+
+
+Message = AddPoints | AddBox | RemoveObject | Reset | Offer
+TYPES = ("add_points", "add_box", "remove_object", "reset", "offer")
+
+
+def parse_message(raw: str | bytes) -> Message:
+    """Validate one raw websocket message; raise ProtocolError saying what is wrong."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("too_large", f"message is larger than {MAX_MESSAGE_BYTES} bytes")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("bad_json", "message is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("bad_message", "message must be a JSON object")
+    msg_id = data.get("id")
+    if msg_id is not None and not (
+        (isinstance(msg_id, str) and len(msg_id) <= MAX_CLIENT_ID_CHARS)
+        or (isinstance(msg_id, int) and not isinstance(msg_id, bool))
+    ):
+        raise ProtocolError(
+            "bad_field", f"id must be a string of at most {MAX_CLIENT_ID_CHARS} characters or an integer"
+        )
+    kind = data.get("type")
+    if kind not in TYPES:
+        raise ProtocolError("unknown_type", f"type must be one of {', '.join(TYPES)}", msg_id)
+    try:
+        return _PARSERS[kind](data, msg_id)
+    except ProtocolError as exc:
+        exc.msg_id = msg_id
+        raise
+
+
+def _field(data: dict[str, Any], name: str) -> Any:
+    if name not in data:
+        raise ProtocolError("missing_field", f"{data['type']} needs {name!r}")
+    return data[name]
+
+
+def _number(value: Any, name: str, low: float = 0.0, high: float = 1.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ProtocolError("bad_field", f"{name} must be a number")
+    if not low <= value <= high:
+        raise ProtocolError("out_of_range", f"{name} must be between {low:g} and {high:g}, got {value!r}")
+    return float(value)
+
+
+def _int(value: Any, name: str, low: int = 0, high: int = MAX_OBJ_ID) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError("bad_field", f"{name} must be an integer")
+    if not low <= value <= high:
+        raise ProtocolError("out_of_range", f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _frame_ref(data: dict[str, Any]) -> tuple[int | None, float | None]:
+    index = data.get("frame_index")
+    ts = data.get("frame_ts")
+    return (
+        None if index is None else _int(index, "frame_index", 0, 2**62),
+        None if ts is None else _number(ts, "frame_ts", 0.0, 1e15),
+    )
+
+
+def _add_points(data: dict[str, Any], msg_id: str | int | None) -> AddPoints:
+    points, labels = _field(data, "points"), _field(data, "labels")
+    if not isinstance(points, list) or not 1 <= len(points) <= MAX_POINTS:
+        raise ProtocolError("bad_field", f"points must be a list of 1 to {MAX_POINTS} [x, y] pairs")
+    if not isinstance(labels, list) or len(labels) != len(points):
+        raise ProtocolError("bad_field", "labels must be a list with one label per point")
+    pairs = []
+    for point in points:
+        if not isinstance(point, list) or len(point) != 2:
+            raise ProtocolError("bad_field", "each point must be [x, y]")
+        pairs.append((_number(point[0], "x"), _number(point[1], "y")))
+    checked = [_int(label, "label", 0, 1) for label in labels]
+    return AddPoints(msg_id, _int(_field(data, "obj_id"), "obj_id"), pairs, checked, *_frame_ref(data))
+
+
+def _add_box(data: dict[str, Any], msg_id: str | int | None) -> AddBox:
+    box = _field(data, "box")
+    if not isinstance(box, list) or len(box) != 4:
+        raise ProtocolError("bad_field", "box must be [x0, y0, x1, y1]")
+    x0, y0, x1, y1 = (_number(v, "box coordinate") for v in box)
+    if not (x0 < x1 and y0 < y1):
+        raise ProtocolError("out_of_range", "box needs x0 < x1 and y0 < y1")
+    return AddBox(msg_id, _int(_field(data, "obj_id"), "obj_id"), (x0, y0, x1, y1), *_frame_ref(data))
+
+
+def _remove(data: dict[str, Any], msg_id: str | int | None) -> RemoveObject:
+    return RemoveObject(msg_id, _int(_field(data, "obj_id"), "obj_id"))
+
+
+def _offer(data: dict[str, Any], msg_id: str | int | None) -> Offer:
+    sdp = _field(data, "sdp")
+    if not isinstance(sdp, str) or not 0 < len(sdp) <= MAX_SDP_CHARS:
+        raise ProtocolError("bad_field", f"sdp must be a non-empty string of at most {MAX_SDP_CHARS} characters")
+    return Offer(msg_id, sdp)
+
+
+_PARSERS = {
+    "add_points": _add_points,
+    "add_box": _add_box,
+    "remove_object": _remove,
+    "reset": lambda data, msg_id: Reset(msg_id),
+    "offer": _offer,
+}
+
+
+def encode(kind: str, **fields: Any) -> str:
+    """A server message: ``{"type": kind, ...fields}`` as compact JSON."""
+    return json.dumps({"type": kind, **fields}, separators=(",", ":"), allow_nan=False)
+
+
+def error_reply(exc: ProtocolError) -> str:
+    return encode("error", id=exc.msg_id, code=exc.code, message=exc.message)

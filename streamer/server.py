@@ -1,0 +1,300 @@
+"""One server, one port: the viewer page and its files, /healthz, /metrics, and the websocket that
+carries prompts, state and the WebRTC offer/answer.
+
+The ``websockets`` server answers plain HTTP GETs through its ``process_request`` hook, so no second
+web framework is needed. Secure by default: loopback unless told otherwise, a token on everything
+when one is set (query ``?token=`` or the cookie the page sets), websocket ``Origin`` checked
+against the served host, only files under ``web/`` served, message size and rate capped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import http
+import ipaddress
+import json
+import logging
+import mimetypes
+import re
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from .errors import StreamerError
+from .pipeline import Pipeline
+from .protocol import (
+    MAX_MESSAGE_BYTES,
+    AddBox,
+    AddPoints,
+    Offer,
+    ProtocolError,
+    RemoveObject,
+    encode,
+    error_reply,
+    parse_message,
+)
+from .protocol import Reset as ResetMessage
+from .webrtc import Viewers
+
+logger = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+COOKIE = "streamer_token"
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    insecure: bool = False  # allow a public host without a token
+    max_peers: int = 16
+    rate: float = 20.0  # messages per second per connection, sustained
+    burst: int = 40
+    state_interval: float = 0.5
+    random_weights: bool = False  # the page shows a banner
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``: a flood gets errors, not the server's time."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.stamp = float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class StreamServer:
+    """Serves one pipeline to any number of viewers."""
+
+    def __init__(self, pipeline: Pipeline, config: ServerConfig, web_dir: Path = WEB_DIR) -> None:
+        if not is_loopback(config.host) and not config.token and not config.insecure:
+            raise StreamerError(
+                f"refusing to listen on {config.host} without --token: anyone on the network could "
+                "watch and control the stream. Pass --token SECRET (or --insecure if you really mean it)."
+            )
+        self.pipeline, self.config, self.web_dir = pipeline, config, web_dir.resolve()
+        self.viewers = Viewers(pipeline, config.max_peers)
+        self.connections: set[ServerConnection] = set()
+        self._server: Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        pipeline.on_error = self._broadcast_error
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
+        query = f"?token={urllib.parse.quote(self.config.token)}" if self.config.token else ""
+        return f"http://{host}:{self.port}/{query}"
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._process_request,
+            max_size=MAX_MESSAGE_BYTES,
+            compression=None,
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting, close websockets and peers, in that order."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        await self.viewers.close_all()
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urllib.parse.urlsplit(request.path)
+        query = urllib.parse.parse_qs(url.query)
+        if not self._authorised(request.headers, query):
+            return _response(http.HTTPStatus.UNAUTHORIZED, "missing or wrong token: open the URL the server printed\n")
+        if url.path == "/ws":
+            origin = request.headers.get("Origin")
+            host = request.headers.get("Host", "")
+            if origin is not None and urllib.parse.urlsplit(origin).netloc != host:
+                return _response(http.HTTPStatus.FORBIDDEN, "websocket origin does not match this server\n")
+            return None  # go on with the websocket handshake
+        if url.path == "/healthz":
+            return _response(http.HTTPStatus.OK, json.dumps(self.health()), "application/json")
+        if url.path == "/metrics":
+            return _response(http.HTTPStatus.OK, self.pipeline.metrics.render(), "text/plain; version=0.0.4")
+        response = self._static(url.path)
+        if response.status_code == 200 and url.path in ("/", "/index.html") and self.config.token:
+            response.headers["Set-Cookie"] = f"{COOKIE}={self.config.token}; HttpOnly; SameSite=Strict; Path=/"
+        return response
+
+    def _authorised(self, headers: Headers, query: dict[str, list[str]]) -> bool:
+        if not self.config.token:
+            return True
+        offered = query.get("token", [""])[0]
+        if not offered:
+            for part in headers.get("Cookie", "").split(";"):
+                name, _, value = part.strip().partition("=")
+                if name == COOKIE:
+                    offered = value
+        return hmac.compare_digest(offered.encode(), self.config.token.encode())
+
+    def _static(self, path: str) -> Response:
+        relative = urllib.parse.unquote(path).lstrip("/") or "index.html"
+        target = (self.web_dir / relative).resolve()
+        if not target.is_relative_to(self.web_dir) or not target.is_file():
+            return _response(http.HTTPStatus.NOT_FOUND, "not found\n")
+        kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        return _response(http.HTTPStatus.OK, target.read_bytes(), kind)
+
+    def health(self) -> dict:
+        state, stats = self.pipeline.state, self.pipeline.source.stats
+        return {
+            "source_alive": state.source_alive,
+            "reconnecting": state.reconnecting,
+            "source": self.pipeline.source.name,
+            "fps": round(state.fps, 2),
+            "source_fps": round(stats.fps, 2),
+            "viewers": len(self.viewers.peers),
+            "connections": len(self.connections),
+            "objects": self.pipeline.tracker.obj_ids,
+            "last_error": state.last_error,
+        }
+
+    # -- websocket ----------------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        self.connections.add(ws)
+        bucket = TokenBucket(self.config.rate, self.config.burst)
+        peers = []
+        pusher = asyncio.create_task(self._push_state(ws), name="state pusher")
+        try:
+            await ws.send(encode("hello", random_weights=self.config.random_weights, **self._state()))
+            async for raw in ws:
+                if not bucket.take():
+                    await ws.send(encode("error", id=None, code="rate_limited", message="too many messages; slow down"))
+                    continue
+                reply, peer = await self._reply(raw)
+                if peer is not None:
+                    peers.append(peer)
+                await ws.send(reply)
+        except ConnectionClosed:
+            pass
+        finally:
+            pusher.cancel()
+            await asyncio.gather(pusher, return_exceptions=True)
+            for peer in peers:
+                await self.viewers.close(peer)
+            self.connections.discard(ws)
+
+    async def _reply(self, raw: str | bytes) -> tuple[str, object | None]:
+        """Answer one message: an ack, an answer, or an error; never raise."""
+        msg_id = None
+        try:
+            message = parse_message(raw)
+            msg_id = message.id
+            if isinstance(message, Offer):
+                peer, sdp = await self.viewers.answer(message.sdp)
+                return encode("answer", id=msg_id, sdp=sdp), peer
+            if isinstance(message, (AddPoints, AddBox)):
+                objects = await self.pipeline.prompt(message)
+            elif isinstance(message, RemoveObject):
+                objects = await self.pipeline.remove_object(message.obj_id)
+            else:
+                assert isinstance(message, ResetMessage)
+                objects = await self.pipeline.reset()
+            self.pipeline.metrics.prompts.labels("ok").inc()
+            return encode("ack", id=msg_id, objects=objects), None
+        except ProtocolError as exc:
+            self.pipeline.metrics.prompts.labels("rejected").inc()
+            if exc.msg_id is None:
+                exc.msg_id = msg_id
+            return error_reply(exc), None
+        except StreamerError as exc:  # PromptError, UnknownObjectError, TooManyViewersError...
+            self.pipeline.metrics.prompts.labels("rejected").inc()
+            code = re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__.removesuffix("Error")).lower()
+            return encode("error", id=msg_id, code=code, message=str(exc)), None
+        except Exception as exc:  # a bug or a GPU failure: report it, keep serving
+            logger.exception("message failed")
+            self.pipeline.metrics.errors.labels("prompt").inc()
+            return encode(
+                "error", id=msg_id, code="internal", message=f"the server failed on this message: {exc}"
+            ), None
+
+    def _state(self) -> dict:
+        state = self.pipeline.state
+        latest = self.pipeline.latest
+        return {
+            "objects": self.pipeline.tracker.obj_ids,
+            "fps": round(state.fps, 2),
+            "latency_ms": round(state.latency_ms, 1),
+            "inference_ms": round(state.inference_ms, 1),
+            "frame_index": None if latest is None else latest.frame_index,
+            "server_time_ms": time.time() * 1000,
+            "source_alive": state.source_alive,
+            "reconnecting": state.reconnecting,
+            "viewers": len(self.viewers.peers),
+        }
+
+    async def _push_state(self, ws: ServerConnection) -> None:
+        while True:
+            await asyncio.sleep(self.config.state_interval)
+            try:
+                await ws.send(encode("state", **self._state()))
+            except ConnectionClosed:
+                return
+
+    def _broadcast_error(self, code: str, message: str) -> None:
+        """Called from the tracker thread: hand the message to the event loop."""
+        if self._loop is None:
+            return
+        text = encode("error", id=None, code=code, message=message)
+        for ws in list(self.connections):
+            asyncio.run_coroutine_threadsafe(_send_quietly(ws, text), self._loop)
+
+
+async def _send_quietly(ws: ServerConnection, text: str) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(text)
+
+
+def _response(status: http.HTTPStatus, body: str | bytes, content_type: str = "text/plain; charset=utf-8") -> Response:
+    data = body.encode() if isinstance(body, str) else body
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(data))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, data)

@@ -1,0 +1,90 @@
+"""WebRTC to the viewers (aiortc): each peer gets a track of the pipeline's overlaid frames.
+
+A track hands its encoder the newest output it has not sent yet, so a slow viewer skips frames
+rather than queueing them. aiortc encodes per RTCRtpSender, i.e. once per viewer; encoding once
+for all viewers is left for issue D.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from av import VideoFrame
+
+from .errors import StreamerError
+from .pipeline import Pipeline
+
+logger = logging.getLogger(__name__)
+
+VIDEO_CLOCK = 90_000
+TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
+
+
+class TooManyViewersError(StreamerError):
+    """The server already serves its maximum number of peer connections."""
+
+
+class OverlayTrack(VideoStreamTrack):
+    """The pipeline's overlaid frames, newest first, timestamped from their capture time."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self._sent = -1
+        self._origin: float | None = None
+
+    async def recv(self) -> VideoFrame:
+        output = await self.pipeline.next_output(self._sent)
+        self._sent = output.frame_index
+        if self._origin is None:
+            self._origin = output.captured_at
+        frame = VideoFrame.from_ndarray(output.image, format="rgb24")
+        frame.pts = int((output.captured_at - self._origin) * VIDEO_CLOCK)
+        frame.time_base = TIME_BASE
+        self.pipeline.record_sent(output)
+        return frame
+
+
+class Viewers:
+    """Owns every RTCPeerConnection: creates them from offers, closes them, caps their number."""
+
+    def __init__(self, pipeline: Pipeline, max_peers: int = 16) -> None:
+        self.pipeline, self.max_peers = pipeline, max_peers
+        self.peers: set[RTCPeerConnection] = set()
+
+    async def answer(self, offer_sdp: str) -> tuple[RTCPeerConnection, str]:
+        """Answer a viewer's offer with a peer sending the overlaid video (no STUN: local ICE only)."""
+        if len(self.peers) >= self.max_peers:
+            raise TooManyViewersError(f"this server already has {self.max_peers} viewers; try again later")
+        peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.peers.add(peer)
+        self._update_gauge()
+
+        @peer.on("connectionstatechange")
+        async def on_state() -> None:
+            if peer.connectionState in ("failed", "closed"):
+                await self.close(peer)
+
+        try:
+            peer.addTrack(OverlayTrack(self.pipeline))
+            await peer.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            await peer.setLocalDescription(await peer.createAnswer())
+        except Exception as exc:
+            await self.close(peer)
+            raise StreamerError(f"cannot use this WebRTC offer: {exc}") from exc
+        return peer, peer.localDescription.sdp
+
+    async def close(self, peer: RTCPeerConnection) -> None:
+        if peer in self.peers:
+            self.peers.discard(peer)
+            self._update_gauge()
+            await peer.close()
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(self.close(peer) for peer in list(self.peers)))
+
+    def _update_gauge(self) -> None:
+        self.pipeline.metrics.viewers.set(len(self.peers))

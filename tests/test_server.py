@@ -1,0 +1,257 @@
+"""The live server on 127.0.0.1: pages, health, metrics, security checks and the prompt protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError, InvalidStatus
+
+from streamer import StreamerError, StreamingTracker
+from streamer.pipeline import Pipeline
+from streamer.server import ServerConfig, StreamServer
+from streamer.sources import open_source
+
+
+@pytest.fixture(scope="module")
+def tracker() -> StreamingTracker:
+    return StreamingTracker.build(random_init=True, image_size=128, device="cpu")
+
+
+@contextlib.asynccontextmanager
+async def running(tracker: StreamingTracker, **options) -> AsyncIterator[StreamServer]:
+    tracker.reset()
+    pipeline = Pipeline(open_source("synthetic", width=160, height=120), tracker)
+    server = StreamServer(pipeline, ServerConfig(port=0, **options))
+    await server.start()
+    pipeline.start()
+    try:
+        await pipeline.next_output(-1)
+        yield server
+    finally:
+        await server.stop()
+        await pipeline.stop()
+
+
+def _get(port: int, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", path, headers=headers or {})
+    response = conn.getresponse()
+    result = response.status, dict(response.getheaders()), response.read()
+    conn.close()
+    return result
+
+
+async def get(server: StreamServer, path: str, **headers: str) -> tuple[int, dict, bytes]:
+    return await asyncio.to_thread(_get, server.port, path, headers)
+
+
+async def reply(ws, message) -> dict:
+    """Send one message and return the first reply that is not a periodic state push."""
+    await ws.send(message if isinstance(message, str) else json.dumps(message))
+    while True:
+        answer = json.loads(await ws.recv())
+        if answer["type"] not in ("state", "hello"):
+            return answer
+
+
+def test_page_health_and_metrics(tracker) -> None:
+    """The page and its files are served; /healthz says the source is alive; /metrics is Prometheus text."""
+
+    async def main() -> None:
+        async with running(tracker) as server:
+            status, headers, body = await get(server, "/")
+            assert status == 200 and headers["Content-Type"] == "text/html" and b"app.js" in body
+            assert (await get(server, "/app.js"))[0] == 200
+            await asyncio.sleep(0.6)
+            status, headers, body = await get(server, "/healthz")
+            health = json.loads(body)
+            assert status == 200 and health["source_alive"] is True and health["fps"] > 0
+            status, _, body = await get(server, "/metrics")
+            text = body.decode()
+            assert status == 200 and "streamer_frames_processed_total" in text
+            assert "streamer_inference_ms_bucket" in text and "streamer_viewers 0.0" in text
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../pyproject.toml",
+        "/%2e%2e/pyproject.toml",
+        "/..%2fREADME.md",
+        "/static/../../streamer/server.py",
+        "//etc/passwd",
+    ],
+)
+def test_no_path_traversal(tracker, path: str) -> None:
+    """Only files under web/ are served: anything that climbs out is a 404."""
+
+    async def main() -> None:
+        async with running(tracker) as server:
+            status, _, body = await get(server, path)
+            assert status == 404 and b"root:" not in body and b"[project]" not in body
+
+    asyncio.run(main())
+
+
+def test_token_required_everywhere(tracker) -> None:
+    """With a token, the page, files, health, metrics and websocket refuse requests without it."""
+
+    async def main() -> None:
+        async with running(tracker, token="s3cret") as server:
+            for path in ("/", "/app.js", "/healthz", "/metrics"):
+                assert (await get(server, path))[0] == 401, path
+                assert (await get(server, path + "?token=wrong"))[0] == 401, path
+            status, headers, _ = await get(server, "/?token=s3cret")
+            assert status == 200 and "streamer_token=s3cret" in headers["Set-Cookie"]
+            assert (await get(server, "/app.js", Cookie="streamer_token=s3cret"))[0] == 200
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(f"ws://127.0.0.1:{server.port}/ws"):
+                    pass
+            assert refused.value.response.status_code == 401
+            async with connect(f"ws://127.0.0.1:{server.port}/ws?token=s3cret") as ws:
+                assert json.loads(await ws.recv())["type"] == "hello"
+
+    asyncio.run(main())
+
+
+def test_websocket_origin_checked(tracker) -> None:
+    """A websocket from another site's page is refused; the server's own origin is accepted."""
+
+    async def main() -> None:
+        async with running(tracker) as server:
+            url = f"ws://127.0.0.1:{server.port}/ws"
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(url, origin="http://evil.example"):
+                    pass
+            assert refused.value.response.status_code == 403
+            async with connect(url, origin=f"http://127.0.0.1:{server.port}") as ws:
+                assert json.loads(await ws.recv())["type"] == "hello"
+
+    asyncio.run(main())
+
+
+def test_public_host_needs_token(tracker) -> None:
+    """Listening beyond loopback without --token (or --insecure) is refused with advice."""
+    pipeline = Pipeline(open_source("synthetic"), tracker)
+    with pytest.raises(StreamerError, match="without --token"):
+        StreamServer(pipeline, ServerConfig(host="0.0.0.0"))
+    StreamServer(pipeline, ServerConfig(host="0.0.0.0", token="x"))
+    asyncio.run(pipeline.source.close())
+
+
+def test_prompt_protocol(tracker) -> None:
+    """Points, boxes, removal and reset are acked with the object list; mistakes get coded errors."""
+
+    async def main() -> None:
+        async with running(tracker) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            hello = json.loads(await ws.recv())
+            assert hello["type"] == "hello" and hello["objects"] == []
+            add = {"type": "add_points", "id": "a", "obj_id": 1, "points": [[0.5, 0.5]], "labels": [1]}
+            assert await reply(ws, add) == {"type": "ack", "id": "a", "objects": [1]}
+            box = {"type": "add_box", "id": 2, "obj_id": 2, "box": [0.1, 0.1, 0.5, 0.6], "frame_ts": 0}
+            assert (await reply(ws, box))["objects"] == [1, 2]
+            stale = {**add, "id": "s", "frame_index": 0}
+            await asyncio.sleep(1.0)
+            err = await reply(ws, stale)
+            assert err["code"] == "stale_frame" and err["id"] == "s"
+            err = await reply(ws, {"type": "add_points", "id": 5, "obj_id": 1, "points": [[1.5, 0]], "labels": [1]})
+            assert err["code"] == "out_of_range" and "between 0 and 1" in err["message"]
+            err = await reply(ws, {"type": "remove_object", "id": 6, "obj_id": 9})
+            assert err["code"] == "unknown_object" and "[1, 2]" in err["message"]
+            assert (await reply(ws, {"type": "remove_object", "id": 7, "obj_id": 1}))["objects"] == [2]
+            assert (await reply(ws, {"type": "reset", "id": 8}))["objects"] == []
+            assert (await reply(ws, "{not json"))["code"] == "bad_json"
+            assert (await reply(ws, {"type": "teleport"}))["code"] == "unknown_type"
+            state = json.loads(await ws.recv())
+            assert state["type"] == "state" and state["frame_index"] > 0
+
+    asyncio.run(main())
+
+
+def test_oversized_message_closes_only_that_connection(tracker) -> None:
+    """A message over 64 KiB closes that websocket (1009); the server and others keep going."""
+
+    async def main() -> None:
+        async with running(tracker) as server:
+            url = f"ws://127.0.0.1:{server.port}/ws"
+            async with connect(url) as other, connect(url) as ws:
+                await ws.recv()
+                await ws.send("x" * (70 * 1024))
+                with pytest.raises(ConnectionClosedError) as closed:
+                    while True:
+                        await ws.recv()
+                assert closed.value.rcvd.code == 1009
+                await other.recv()
+                assert (await reply(other, {"type": "reset", "id": 1}))["type"] == "ack"
+
+    asyncio.run(main())
+
+
+def test_flood_is_rate_limited(tracker) -> None:
+    """A burst beyond the per-connection rate gets rate_limited errors, each answered."""
+
+    async def main() -> None:
+        async with running(tracker, rate=5, burst=5) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            await ws.recv()
+            for i in range(30):
+                await ws.send(json.dumps({"type": "teleport", "id": i}))
+            codes = []
+            while len(codes) < 30:
+                answer = json.loads(await ws.recv())
+                if answer["type"] == "error":
+                    codes.append(answer["code"])
+            assert codes.count("rate_limited") >= 20 and "unknown_type" in codes
+
+    asyncio.run(main())
+
+
+def _random_message(rng: random.Random) -> str:
+    """Valid, nearly valid and junk messages: wrong types, ranges, fields, encodings."""
+    values = [None, True, -1, 0, 1, 0.5, 2.5, 1e308, "x", "", [], [[0.5, 0.5]], [0.1, 0.2, 0.3, 0.4], {"a": 1}]
+    kind = rng.choice(["add_points", "add_box", "remove_object", "reset", "offer", "nope", None, 7])
+    message = {"type": kind, "id": rng.choice([None, 1, "q", [], 2**70])}
+    for key in rng.sample(["obj_id", "points", "labels", "box", "frame_index", "frame_ts", "sdp"], rng.randint(0, 5)):
+        message[key] = rng.choice(values)
+    if kind == "add_points" and rng.random() < 0.3:
+        message.update(obj_id=rng.randint(0, 3), points=[[rng.random(), rng.random()]], labels=[rng.randint(0, 1)])
+    text = json.dumps(message)
+    roll = rng.random()
+    if roll < 0.1:
+        return text[: rng.randint(0, len(text))]
+    if roll < 0.15:
+        return "".join(chr(rng.randint(0, 0x2FF)) for _ in range(rng.randint(0, 40)))
+    return text
+
+
+def test_fuzzed_messages_all_answered_while_streaming(tracker) -> None:
+    """2000 random and malformed messages: every one gets an ack or error, and frames keep flowing."""
+
+    async def main() -> None:
+        rng = random.Random(1234)
+        async with running(tracker, rate=1e6, burst=10**6) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            await ws.recv()
+            first = server.pipeline.latest.frame_index
+            answered = 0
+            for _ in range(2000):
+                await ws.send(_random_message(rng))
+                while True:
+                    answer = json.loads(await ws.recv())
+                    if answer["type"] in ("ack", "error"):
+                        answered += 1
+                        break
+            assert answered == 2000
+            await asyncio.sleep(0.5)
+            assert server.pipeline.latest.frame_index > first
+            status, _, body = await get(server, "/healthz")
+            assert status == 200 and json.loads(body)["source_alive"]
+
+    asyncio.run(main())

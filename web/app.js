@@ -1,0 +1,204 @@
+// The live viewer: WebRTC video from the server, prompts over the websocket (docs/protocol.md).
+"use strict";
+
+const video = document.getElementById("video");
+const drag = document.getElementById("drag");
+const statusEl = document.getElementById("status");
+const messageEl = document.getElementById("message");
+const objectsEl = document.getElementById("objects");
+
+const viewer = {
+  ws: null,
+  pc: null,
+  objects: [],        // ids the server tracks
+  selected: 1,
+  nextId: 1,
+  serverOffsetMs: 0,  // server clock minus ours
+  latencyMs: 0,       // server-side capture -> sent
+  jitterMs: 0,        // browser jitter buffer
+  frameIndex: null,
+  retryMs: 500,
+  seq: 0,
+  acks: [],           // every ack/error received (tests read this)
+};
+window.viewer = viewer;
+
+// Same palette as streamer/overlay.py color_for: golden-ratio hue steps.
+function colorFor(id) {
+  const h = (0.12 + id * 0.618033988749895) % 1.0;
+  const i = Math.floor(h * 6), f = h * 6 - i, v = 1, s = 0.85;
+  const p = v * (1 - s), q = v * (1 - f * s), t = v * (1 - (1 - f) * s);
+  const [r, g, b] = [[v, t, p], [q, v, p], [p, v, t], [p, q, v], [t, p, v], [v, p, q]][i % 6];
+  return `rgb(${Math.floor(r * 255)},${Math.floor(g * 255)},${Math.floor(b * 255)})`;
+}
+
+function send(msg) {
+  if (!viewer.ws || viewer.ws.readyState !== WebSocket.OPEN) return null;
+  msg.id = `c${++viewer.seq}`;
+  viewer.ws.send(JSON.stringify(msg));
+  return msg.id;
+}
+
+function setStatus(text) {
+  statusEl.textContent = text;
+  statusEl.classList.toggle("live", !text);
+}
+
+function renderObjects() {
+  const ids = [...new Set([...viewer.objects, viewer.selected])].sort((a, b) => a - b);
+  objectsEl.replaceChildren(...ids.map((id) => {
+    const li = document.createElement("li");
+    li.dataset.objId = id;
+    li.classList.toggle("selected", id === viewer.selected);
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = colorFor(id);
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = `object ${id}` + (viewer.objects.includes(id) ? "" : " (click to add)");
+    li.append(swatch, name);
+    if (viewer.objects.includes(id)) {
+      const remove = document.createElement("button");
+      remove.textContent = "remove";
+      remove.className = "remove";
+      remove.onclick = (e) => { e.stopPropagation(); send({ type: "remove_object", obj_id: id }); };
+      li.append(remove);
+    }
+    li.onclick = () => { viewer.selected = id; renderObjects(); };
+    return li;
+  }));
+  document.getElementById("count").textContent = viewer.objects.length;
+}
+
+function applyState(msg) {
+  viewer.objects = msg.objects;
+  viewer.nextId = Math.max(viewer.nextId, ...msg.objects.map((id) => id + 1), 1);
+  viewer.serverOffsetMs = msg.server_time_ms - Date.now();
+  viewer.latencyMs = msg.latency_ms;
+  viewer.frameIndex = msg.frame_index;
+  document.getElementById("fps").textContent = msg.fps.toFixed(1);
+  document.getElementById("latency").textContent = (msg.latency_ms + viewer.jitterMs).toFixed(0);
+  document.getElementById("inference").textContent = msg.inference_ms.toFixed(0);
+  if (msg.reconnecting) setStatus("camera reconnecting…");
+  else if (!msg.source_alive) setStatus("waiting for the camera…");
+  else if (video.readyState >= 2) setStatus("");
+  renderObjects();
+}
+
+// The capture time (server clock) of the frame on screen: now, minus what it took to get here.
+function shownFrameTs() {
+  return Date.now() + viewer.serverOffsetMs - viewer.latencyMs - viewer.jitterMs;
+}
+
+// Where in the frame (0..1) a mouse event is, given object-fit: contain letterboxing.
+function framePoint(event) {
+  const rect = drag.getBoundingClientRect();
+  const vw = video.videoWidth, vh = video.videoHeight;
+  if (!vw || !vh) return null;
+  const scale = Math.min(rect.width / vw, rect.height / vh);
+  const left = rect.left + (rect.width - vw * scale) / 2, top = rect.top + (rect.height - vh * scale) / 2;
+  const x = (event.clientX - left) / (vw * scale), y = (event.clientY - top) / (vh * scale);
+  if (x < 0 || x > 1 || y < 0 || y > 1) return null;
+  return [x, y];
+}
+
+let dragStart = null;
+drag.addEventListener("contextmenu", (e) => e.preventDefault());
+drag.addEventListener("mousedown", (e) => { dragStart = { p: framePoint(e), x: e.clientX, y: e.clientY }; });
+drag.addEventListener("mousemove", (e) => {
+  if (!dragStart) return;
+  const ctx = drag.getContext("2d");
+  drag.width = drag.clientWidth; drag.height = drag.clientHeight;
+  const r = drag.getBoundingClientRect();
+  ctx.strokeStyle = colorFor(viewer.selected);
+  ctx.lineWidth = 2;
+  ctx.strokeRect(dragStart.x - r.left, dragStart.y - r.top, e.clientX - dragStart.x, e.clientY - dragStart.y);
+});
+drag.addEventListener("mouseup", (e) => {
+  const start = dragStart;
+  dragStart = null;
+  drag.getContext("2d").clearRect(0, 0, drag.width, drag.height);
+  const end = framePoint(e);
+  if (!start || !start.p || !end) return;
+  const ts = shownFrameTs();
+  if (Math.hypot(e.clientX - start.x, e.clientY - start.y) > 8) {
+    const box = [Math.min(start.p[0], end[0]), Math.min(start.p[1], end[1]),
+                 Math.max(start.p[0], end[0]), Math.max(start.p[1], end[1])];
+    send({ type: "add_box", obj_id: viewer.selected, box, frame_ts: ts });
+  } else {
+    const label = e.shiftKey || e.button === 2 ? 0 : 1;
+    send({ type: "add_points", obj_id: viewer.selected, points: [end], labels: [label], frame_ts: ts });
+  }
+});
+
+document.getElementById("new-object").onclick = () => {
+  viewer.selected = Math.max(viewer.nextId, ...viewer.objects.map((id) => id + 1));
+  viewer.nextId = viewer.selected + 1;
+  renderObjects();
+};
+document.getElementById("reset").onclick = () => send({ type: "reset" });
+
+async function startWebRTC() {
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  viewer.pc = pc;
+  pc.addTransceiver("video", { direction: "recvonly" });
+  pc.ontrack = (event) => { video.srcObject = event.streams[0] || new MediaStream([event.track]); };
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === "failed" && viewer.ws) viewer.ws.close();
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
+    setTimeout(resolve, 2000);
+  });
+  send({ type: "offer", sdp: pc.localDescription.sdp });
+}
+
+async function pollJitter() {
+  if (!viewer.pc) return;
+  const stats = await viewer.pc.getStats();
+  stats.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "video" && s.jitterBufferEmittedCount) {
+      viewer.jitterMs = (1000 * s.jitterBufferDelay) / s.jitterBufferEmittedCount;
+    }
+  });
+}
+setInterval(pollJitter, 1000);
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${proto}://${location.host}/ws${location.search}`);
+  viewer.ws = ws;
+  ws.onopen = () => { viewer.retryMs = 500; setStatus("starting video…"); startWebRTC(); };
+  ws.onmessage = async (event) => {
+    const msg = JSON.parse(event.data);
+    if (msg.type === "hello") {
+      document.getElementById("banner").hidden = !msg.random_weights;
+      applyState(msg);
+    } else if (msg.type === "state") {
+      applyState(msg);
+    } else if (msg.type === "answer") {
+      await viewer.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+    } else if (msg.type === "ack") {
+      viewer.acks.push(msg);
+      viewer.objects = msg.objects;
+      messageEl.textContent = "";
+      renderObjects();
+    } else if (msg.type === "error") {
+      viewer.acks.push(msg);
+      messageEl.textContent = msg.message;
+    }
+  };
+  ws.onclose = () => {
+    if (viewer.pc) viewer.pc.close();
+    viewer.pc = null;
+    setStatus("disconnected, reconnecting…");
+    setTimeout(connect, viewer.retryMs);
+    viewer.retryMs = Math.min(viewer.retryMs * 2, 5000);
+  };
+}
+
+video.addEventListener("playing", () => setStatus(""));
+renderObjects();
+connect();
