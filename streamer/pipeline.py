@@ -40,8 +40,6 @@ class Output:
 
 @dataclass
 class PipelineState:
-    source_alive: bool = False
-    reconnecting: bool = False
     fps: float = 0.0
     inference_ms: float = 0.0
     latency_ms: float = 0.0
@@ -92,6 +90,16 @@ class Pipeline:
             logger.warning("a tracker step is still running; it will finish in the background")
 
     @property
+    def source_alive(self) -> bool:
+        return self.source.stats.connected
+
+    @property
+    def reconnecting(self) -> bool:
+        """The camera is gone and the source is trying to get it back."""
+        running = self._task is not None and not self._task.done()
+        return running and not self.source.stats.connected
+
+    @property
     def latest(self) -> Output | None:
         return self._latest
 
@@ -106,7 +114,6 @@ class Pipeline:
         while True:
             try:
                 async for frame in self.source:
-                    self.state.source_alive, self.state.reconnecting = True, False
                     self._sync_source_metrics()
                     output = await loop.run_in_executor(self._executor, self._process, frame.image, frame.captured_at)
                     wall = time.time() * 1000 - (time.monotonic() - frame.captured_at) * 1000
@@ -114,12 +121,10 @@ class Pipeline:
                     await self._publish(output)
                 return  # the source ended (a file without looping)
             except SourceTimeoutError as exc:
-                self.state.source_alive, self.state.reconnecting = False, True
                 self.state.last_error = str(exc)
                 self._sync_source_metrics()
                 logger.warning("%s", exc)
             except SourceError as exc:
-                self.state.source_alive = False
                 self.state.last_error = str(exc)
                 logger.error("source stopped: %s", exc)
                 return

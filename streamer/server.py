@@ -179,8 +179,8 @@ class StreamServer:
     def health(self) -> dict:
         state, stats = self.pipeline.state, self.pipeline.source.stats
         return {
-            "source_alive": state.source_alive,
-            "reconnecting": state.reconnecting,
+            "source_alive": self.pipeline.source_alive,
+            "reconnecting": self.pipeline.reconnecting,
             "source": self.pipeline.source.name,
             "fps": round(state.fps, 2),
             "source_fps": round(stats.fps, 2),
@@ -260,8 +260,8 @@ class StreamServer:
             "inference_ms": round(state.inference_ms, 1),
             "frame_index": None if latest is None else latest.frame_index,
             "server_time_ms": time.time() * 1000,
-            "source_alive": state.source_alive,
-            "reconnecting": state.reconnecting,
+            "source_alive": self.pipeline.source_alive,
+            "reconnecting": self.pipeline.reconnecting,
             "viewers": len(self.viewers.peers),
         }
 

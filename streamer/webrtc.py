@@ -27,6 +27,10 @@ class TooManyViewersError(StreamerError):
     """The server already serves its maximum number of peer connections."""
 
 
+class OfferError(StreamerError):
+    """A viewer's WebRTC offer cannot be answered."""
+
+
 class OverlayTrack(VideoStreamTrack):
     """The pipeline's overlaid frames, newest first, timestamped from their capture time."""
 
@@ -74,7 +78,7 @@ class Viewers:
             await peer.setLocalDescription(await peer.createAnswer())
         except Exception as exc:
             await self.close(peer)
-            raise StreamerError(f"cannot use this WebRTC offer: {exc}") from exc
+            raise OfferError(f"cannot use this WebRTC offer: {exc}") from exc
         return peer, peer.localDescription.sdp
 
     async def close(self, peer: RTCPeerConnection) -> None:

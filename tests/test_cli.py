@@ -83,3 +83,41 @@ def test_object_colours_are_distinct() -> None:
     colours = [np.array(color_for(i)) for i in range(1, 9)]
     for a, b in zip(colours, colours[1:]):
         assert np.abs(a - b).sum() > 100
+
+
+def test_live_server_prints_url_and_stops_on_ctrl_c() -> None:
+    """The live mode prints the URL to open, serves the page, and exits within 2 s of Ctrl-C
+    without a traceback."""
+    import signal
+    import time
+    import urllib.request
+
+    command = [sys.executable, str(ROOT / "run_stream.py"), "--source", "synthetic", "--random-weights"]
+    command += ["--image-size", "128", "--device", "cpu", "--port", "0"]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if "open http://" in line:
+                url = line.split("open ", 1)[1].split()[0]
+                break
+        assert url and url.startswith("http://127.0.0.1:")
+        assert b"app.js" in urllib.request.urlopen(url, timeout=10).read()
+        time.sleep(1.0)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - started < 2.0
+        assert "Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.skipif(Path("/dev/video0").exists(), reason="a camera is present")
+def test_no_camera_suggests_synthetic(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --source and without a camera, the CLI says so and suggests --source synthetic."""
+    with pytest.raises(SystemExit):
+        main(["--random-weights"])
+    err = capsys.readouterr().err
+    assert "no camera found" in err and "--source synthetic" in err

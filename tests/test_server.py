@@ -18,6 +18,9 @@ from streamer.pipeline import Pipeline
 from streamer.server import ServerConfig, StreamServer
 from streamer.sources import open_source
 
+from .conftest import clip_path
+from .rtsp import RtspServer
+
 
 @pytest.fixture(scope="module")
 def tracker() -> StreamingTracker:
@@ -160,7 +163,7 @@ def test_prompt_protocol(tracker) -> None:
             box = {"type": "add_box", "id": 2, "obj_id": 2, "box": [0.1, 0.1, 0.5, 0.6], "frame_ts": 0}
             assert (await reply(ws, box))["objects"] == [1, 2]
             stale = {**add, "id": "s", "frame_index": 0}
-            await asyncio.sleep(1.0)
+            await server.pipeline.next_output(tracker.history + 1)  # frame 0 has left the history
             err = await reply(ws, stale)
             assert err["code"] == "stale_frame" and err["id"] == "s"
             err = await reply(ws, {"type": "add_points", "id": 5, "obj_id": 1, "points": [[1.5, 0]], "labels": [1]})
@@ -171,6 +174,9 @@ def test_prompt_protocol(tracker) -> None:
             assert (await reply(ws, {"type": "reset", "id": 8}))["objects"] == []
             assert (await reply(ws, "{not json"))["code"] == "bad_json"
             assert (await reply(ws, {"type": "teleport"}))["code"] == "unknown_type"
+            bad_offer = await reply(ws, {"type": "offer", "id": 9, "sdp": "v=0 junk"})
+            assert bad_offer.get("code") == "offer", bad_offer
+            assert server.viewers.peers == set()
             state = json.loads(await ws.recv())
             assert state["type"] == "state" and state["frame_index"] > 0
 
@@ -255,3 +261,50 @@ def test_fuzzed_messages_all_answered_while_streaming(tracker) -> None:
             assert status == 200 and json.loads(body)["source_alive"]
 
     asyncio.run(main())
+
+
+def test_camera_outage_shows_reconnecting_then_recovers(tracker) -> None:
+    """An RTSP camera that dies mid-stream shows as reconnecting in /healthz and state pushes,
+    and the stream resumes by itself when the camera is back."""
+    camera = RtspServer(clip_path("02_cups.mp4"))
+    camera.start()
+
+    async def health(server: StreamServer) -> dict:
+        return json.loads((await get(server, "/healthz"))[2])
+
+    async def wait_for(server: StreamServer, key: str, timeout: float = 8.0) -> dict:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            state = await health(server)
+            if state[key]:
+                return state
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{key} never became true: {state}")
+
+    async def main() -> None:
+        tracker.reset()
+        pipeline = Pipeline(open_source(camera.url), tracker)
+        server = StreamServer(pipeline, ServerConfig(port=0))
+        await server.start()
+        pipeline.start()
+        try:
+            await pipeline.next_output(-1)
+            assert (await health(server))["source_alive"]
+            async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+                camera.kill()
+                down = await wait_for(server, "reconnecting")
+                assert not down["source_alive"]
+                while (state := json.loads(await ws.recv()))["type"] != "state" or not state["reconnecting"]:
+                    pass
+                before = pipeline.latest.frame_index
+                camera.start()
+                await wait_for(server, "source_alive")
+                await pipeline.next_output(before)
+        finally:
+            await server.stop()
+            await pipeline.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        camera.kill()

@@ -1,0 +1,182 @@
+"""WebRTC scenarios, run inside ../shared/tools/isolated-net (WebRTC finds no ICE candidates on
+loopback alone; the namespace adds a private veth pair whose traffic never leaves it).
+
+    isolated-net python tests/webrtc_scenarios.py viewers|browser [SCREENSHOT.png]
+
+Each prints one JSON line of measurements that tests/test_webrtc.py asserts on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
+from websockets.asyncio.client import connect  # noqa: E402
+
+from streamer import StreamingTracker  # noqa: E402
+from streamer.pipeline import Pipeline  # noqa: E402
+from streamer.server import ServerConfig, StreamServer  # noqa: E402
+from streamer.sources import open_source  # noqa: E402
+
+CLIP = ROOT.parent / "shared" / "media" / "bedroom.mp4"
+
+
+async def _reply(ws, message: dict) -> dict:
+    await ws.send(json.dumps(message))
+    while True:
+        answer = json.loads(await ws.recv())
+        if answer["type"] not in ("state", "hello"):
+            return answer
+
+
+async def view(port: int, frames: int) -> dict:
+    """One aiortc viewer: offer over the websocket, receive ``frames`` frames, leave."""
+    started = time.monotonic()
+    async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        peer = RTCPeerConnection()
+        peer.addTransceiver("video", direction="recvonly")
+        got: asyncio.Future = asyncio.get_running_loop().create_future()
+        peer.on("track", lambda track: got.done() or got.set_result(track))
+        await peer.setLocalDescription(await peer.createOffer())
+        answer = await _reply(ws, {"type": "offer", "id": 1, "sdp": peer.localDescription.sdp})
+        assert answer["type"] == "answer", answer
+        await peer.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        track = await asyncio.wait_for(got, 10)
+        first = await asyncio.wait_for(track.recv(), 10)
+        joined = time.monotonic() - started
+        sizes = {(first.width, first.height)}
+        for _ in range(frames - 1):
+            frame = await asyncio.wait_for(track.recv(), 10)
+            sizes.add((frame.width, frame.height))
+        await peer.close()
+    return {"join_s": joined, "sizes": sorted(sizes)}
+
+
+def _resources(server: StreamServer) -> dict:
+    return {
+        "peers": len(server.viewers.peers),
+        "tasks": len(asyncio.all_tasks()),
+        "threads": threading.active_count(),
+        "fds": len(os.listdir("/proc/self/fd")),
+    }
+
+
+async def viewers() -> dict:
+    tracker = StreamingTracker.build(random_init=True, image_size=128, device="cpu")
+    pipeline = Pipeline(open_source("synthetic", width=320, height=240), tracker)
+    server = StreamServer(pipeline, ServerConfig(port=0))
+    await server.start()
+    pipeline.start()
+    try:
+        two = await asyncio.gather(view(server.port, 8), view(server.port, 8))
+        await asyncio.sleep(1.0)
+        before = _resources(server)
+        joins = []
+        for _ in range(50):
+            joins.append((await view(server.port, 2))["join_s"])
+        await asyncio.sleep(2.0)
+        after = _resources(server)
+        return {"two_viewers": two, "churn_join_s": joins, "before": before, "after": after}
+    finally:
+        await server.stop()
+        await pipeline.stop()
+
+
+# How strongly the overlay colours a region: mean of (blue - green) over it. Object 1's colour
+# is a saturated violet, so a masked area moves this far more than the clip's own motion does.
+_TINT_JS = """([cx, cy, r]) => {
+  const v = document.getElementById('video');
+  const c = document.createElement('canvas');
+  c.width = v.videoWidth; c.height = v.videoHeight;
+  const g = c.getContext('2d'); g.drawImage(v, 0, 0);
+  const tint = (x0, y0, w, h) => {
+    const d = g.getImageData(x0, y0, w, h).data; let s = 0;
+    for (let i = 0; i < d.length; i += 4) s += d[i + 2] - d[i + 1];
+    return s / (d.length / 4);
+  };
+  const px = Math.round(cx * c.width), py = Math.round(cy * c.height);
+  return {frame: tint(0, 0, c.width, c.height), spot: tint(px - r, py - r, 2 * r + 1, 2 * r + 1)};
+}"""
+
+
+def browser(screenshot: str | None) -> dict:
+    """Chromium opens the page, plays the video, clicks an object, sees it coloured, removes it."""
+    import socket
+
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, str(ROOT / "run_stream.py"), "--source", str(CLIP), "--random-weights"]
+    command += ["--image-size", "256", "--device", "cpu", "--port", str(port)]
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    result: dict = {}
+    try:
+        for line in server.stderr:  # type: ignore[union-attr]
+            if "open http://" in line:
+                break
+        args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+        with sync_playwright() as p:
+            chrome = p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+            page = chrome.new_page(viewport={"width": 1280, "height": 720})
+            opened = time.monotonic()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.getElementById('video').currentTime > 0.5", timeout=30000)
+            result["first_video_s"] = time.monotonic() - opened
+            t0 = page.evaluate("document.getElementById('video').currentTime")
+            page.wait_for_timeout(1500)
+            result["video_advanced_s"] = page.evaluate("document.getElementById('video').currentTime") - t0
+            result["banner_shown"] = page.is_visible("#banner")
+            spot = [0.5, 0.55, 12]
+            result["before"] = page.evaluate(_TINT_JS, spot)
+            box = page.locator("#drag").bounding_box()
+            video_box = page.evaluate(
+                "(() => { const v = document.getElementById('video'); return [v.videoWidth, v.videoHeight]; })()"
+            )
+            scale = min(box["width"] / video_box[0], box["height"] / video_box[1])
+            x = box["x"] + (box["width"] - video_box[0] * scale) / 2 + spot[0] * video_box[0] * scale
+            y = box["y"] + (box["height"] - video_box[1] * scale) / 2 + spot[1] * video_box[1] * scale
+            clicked = time.monotonic()
+            page.mouse.click(x, y)
+            page.wait_for_function("window.viewer.acks.length > 0", timeout=15000)
+            result["ack"] = page.evaluate("window.viewer.acks[0]")
+            result["ack_s"] = time.monotonic() - clicked
+            page.wait_for_selector("#objects li[data-obj-id='1'] button.remove", timeout=5000)
+            page.wait_for_timeout(4000)
+            result["with_object"] = page.evaluate(_TINT_JS, spot)
+            if screenshot:
+                page.screenshot(path=screenshot)
+            page.click("#objects li[data-obj-id='1'] button.remove")
+            page.wait_for_function("window.viewer.acks.length > 1", timeout=15000)
+            result["remove_ack"] = page.evaluate("window.viewer.acks[1]")
+            page.wait_for_timeout(4000)
+            result["after_remove"] = page.evaluate(_TINT_JS, spot)
+            chrome.close()
+    finally:
+        server.terminate()
+        result["server_exit"] = server.wait(timeout=10)
+    return result
+
+
+def main() -> None:
+    scenario = sys.argv[1]
+    if scenario == "browser":
+        result = browser(sys.argv[2] if len(sys.argv) > 2 else None)
+    else:
+        result = asyncio.run(viewers())
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
