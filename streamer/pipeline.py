@@ -45,6 +45,14 @@ class PipelineState:
     latency_ms: float = 0.0
     last_error: str | None = None
     frame_times: deque[float] = field(default_factory=lambda: deque(maxlen=30))
+    recent_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=300))
+
+    def latency_percentiles(self) -> dict[str, float | None]:
+        """Median and p90 of the last 300 capture-to-sent latencies."""
+        values = sorted(self.recent_latency_ms)
+        if not values:
+            return {"p50": None, "p90": None}
+        return {"p50": values[len(values) // 2], "p90": values[int(0.9 * (len(values) - 1))]}
 
 
 class Pipeline:
@@ -177,6 +185,7 @@ class Pipeline:
         latency = 1000 * (time.monotonic() - output.captured_at)
         self.metrics.latency_ms.observe(latency)
         self.state.latency_ms = latency
+        self.state.recent_latency_ms.append(latency)
 
     async def prompt(self, message: AddPoints | AddBox) -> list[int]:
         """Apply a viewer's prompt on the frame they saw; return the object ids now tracked."""

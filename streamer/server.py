@@ -184,6 +184,7 @@ class StreamServer:
             "source": self.pipeline.source.name,
             "fps": round(state.fps, 2),
             "source_fps": round(stats.fps, 2),
+            "latency_ms": state.latency_percentiles(),
             "viewers": len(self.viewers.peers),
             "connections": len(self.connections),
             "objects": self.pipeline.tracker.obj_ids,
@@ -198,7 +199,14 @@ class StreamServer:
         peers = []
         pusher = asyncio.create_task(self._push_state(ws), name="state pusher")
         try:
-            await ws.send(encode("hello", random_weights=self.config.random_weights, **self._state()))
+            await ws.send(
+                encode(
+                    "hello",
+                    random_weights=self.config.random_weights,
+                    browser_camera=self.viewers.camera is not None,
+                    **self._state(),
+                )
+            )
             async for raw in ws:
                 if not bucket.take():
                     await ws.send(encode("error", id=None, code="rate_limited", message="too many messages; slow down"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import threading
 import time
@@ -131,7 +132,7 @@ class FrameSource:
                 waiter: asyncio.Future[None] = loop.create_future()
                 self._waiters.append((loop, waiter))
             timeout = None
-            if frame is None:
+            if frame is None and math.isfinite(self.open_timeout):
                 timeout = max(0.0, self._started_at + self.open_timeout - time.monotonic())
             try:
                 await asyncio.wait_for(waiter, timeout)
@@ -294,6 +295,27 @@ class WebcamSource(FrameSource):
             capture.release()
 
 
+class BrowserSource(FrameSource):
+    """A viewer's own camera, sent up over WebRTC: frames are pushed in, no reader thread.
+
+    Until a viewer connects its camera, consumers simply wait (the open timeout is effectively off).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("open_timeout", float("inf"))
+        super().__init__("browser camera", reconnect=False, **kwargs)
+
+    def start(self) -> BrowserSource:
+        return self
+
+    def push(self, image: np.ndarray, pts: float | None) -> None:
+        if not self._stop.is_set():
+            self._publish(image, pts)
+
+    def disconnected(self) -> None:
+        self.stats.connected = False
+
+
 @dataclass
 class StreamOptions:
     """FFmpeg input settings for network streams, tuned for latency over smoothness."""
@@ -379,12 +401,14 @@ class AVSource(FrameSource):
 def open_source(spec: str, **options: Any) -> FrameSource:
     """Open and start a source from its spec; the options go to its class.
 
-    ``"0"`` or ``"webcam:0"``: a local camera. ``rtsp://``, ``rtsps://``, ``http(s)://`` and other
-    FFmpeg URLs: a network stream. A file path: played at its own frame rate, looping unless
-    ``loop=False``. ``"synthetic"``: moving shapes made in code.
+    ``"0"`` or ``"webcam:0"``: a local camera. ``"browser"``: the viewer's camera over WebRTC.
+    ``rtsp://``, ``rtsps://``, ``http(s)://`` and other FFmpeg URLs: a network stream. A file path:
+    played at its own frame rate, looping unless ``loop=False``. ``"synthetic"``: moving shapes.
     """
     if spec == "synthetic":
         return SyntheticSource(**options).start()
+    if spec == "browser":
+        return BrowserSource(**options).start()
     if spec.isdigit() or spec.startswith("webcam:"):
         index = spec.removeprefix("webcam:")
         if not index.isdigit():
@@ -394,12 +418,13 @@ def open_source(spec: str, **options: Any) -> FrameSource:
         return AVSource(spec, **options).start()
     raise ValueError(
         f"unknown source {mask_credentials(spec)!r}: use a camera number ('0' or 'webcam:0'), "
-        "an rtsp://, rtsps:// or http(s):// URL, a video file path, or 'synthetic'"
+        "an rtsp://, rtsps:// or http(s):// URL, a video file path, 'synthetic', or 'browser'"
     )
 
 
 __all__ = [
     "AVSource",
+    "BrowserSource",
     "Frame",
     "FrameSource",
     "SourceError",

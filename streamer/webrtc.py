@@ -11,11 +11,13 @@ import asyncio
 import fractions
 import logging
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
 from .errors import StreamerError
 from .pipeline import Pipeline
+from .sources import BrowserSource
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +60,25 @@ class Viewers:
     def __init__(self, pipeline: Pipeline, max_peers: int = 16) -> None:
         self.pipeline, self.max_peers = pipeline, max_peers
         self.peers: set[RTCPeerConnection] = set()
+        source = pipeline.source
+        self.camera = source if isinstance(source, BrowserSource) else None
+        self._camera_peer: RTCPeerConnection | None = None
+        self._camera_task: asyncio.Task[None] | None = None
 
     async def answer(self, offer_sdp: str) -> tuple[RTCPeerConnection, str]:
-        """Answer a viewer's offer with a peer sending the overlaid video (no STUN: local ICE only)."""
+        """Answer a viewer's offer with a peer sending the overlaid video (no STUN: local ICE only).
+
+        In browser-camera mode the first viewer that sends video becomes the source.
+        """
         if len(self.peers) >= self.max_peers:
             raise TooManyViewersError(f"this server already has {self.max_peers} viewers; try again later")
+        sends_video = "a=sendrecv" in offer_sdp or "a=sendonly" in offer_sdp
+        if sends_video and (self.camera is None or self._camera_peer is not None):
+            raise OfferError(
+                "this server does not take a camera from viewers"
+                if self.camera is None
+                else "another viewer's camera is already the source; reconnect without sending video"
+            )
         peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.peers.add(peer)
         self._update_gauge()
@@ -71,6 +87,12 @@ class Viewers:
         async def on_state() -> None:
             if peer.connectionState in ("failed", "closed"):
                 await self.close(peer)
+
+        @peer.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video" and self.camera is not None and self._camera_peer in (None, peer):
+                self._camera_peer = peer
+                self._camera_task = asyncio.create_task(self._pull_camera(track), name="browser camera")
 
         try:
             peer.addTrack(OverlayTrack(self.pipeline))
@@ -85,7 +107,25 @@ class Viewers:
         if peer in self.peers:
             self.peers.discard(peer)
             self._update_gauge()
+            if peer is self._camera_peer and self._camera_task is not None:
+                self._camera_task.cancel()
+                await asyncio.gather(self._camera_task, return_exceptions=True)
+                self._camera_peer = self._camera_task = None
             await peer.close()
+
+    async def _pull_camera(self, track: MediaStreamTrack) -> None:
+        """Feed the viewer's camera frames to the pipeline's source (every frame is consumed, so
+        aiortc's receive queue never grows; the source keeps only the newest)."""
+        assert self.camera is not None
+        try:
+            while True:
+                frame = await track.recv()
+                image = await asyncio.to_thread(frame.to_ndarray, format="rgb24")
+                self.camera.push(image, None if frame.time is None else float(frame.time))
+        except MediaStreamError:
+            logger.info("the viewer's camera stopped")
+        finally:
+            self.camera.disconnected()
 
     async def close_all(self) -> None:
         await asyncio.gather(*(self.close(peer) for peer in list(self.peers)))

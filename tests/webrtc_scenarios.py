@@ -1,7 +1,7 @@
 """WebRTC scenarios, run inside ../shared/tools/isolated-net (WebRTC finds no ICE candidates on
 loopback alone; the namespace adds a private veth pair whose traffic never leaves it).
 
-    isolated-net python tests/webrtc_scenarios.py viewers|browser [SCREENSHOT.png]
+    isolated-net python tests/webrtc_scenarios.py viewers|browser|browser-camera [SCREENSHOT.png]
 
 Each prints one JSON line of measurements that tests/test_webrtc.py asserts on.
 """
@@ -109,8 +109,11 @@ _TINT_JS = """([cx, cy, r]) => {
 }"""
 
 
-def browser(screenshot: str | None) -> dict:
-    """Chromium opens the page, plays the video, clicks an object, sees it coloured, removes it."""
+def browser(screenshot: str | None, camera: bool = False) -> dict:
+    """Chromium opens the page, plays the video, clicks an object, sees it coloured, removes it.
+
+    With ``camera`` the server's source is the browser's own (fake) camera, sent up over WebRTC.
+    """
     import socket
 
     from playwright.sync_api import sync_playwright
@@ -118,7 +121,8 @@ def browser(screenshot: str | None) -> dict:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, str(ROOT / "run_stream.py"), "--source", str(CLIP), "--random-weights"]
+    source = "browser" if camera else str(CLIP)
+    command = [sys.executable, str(ROOT / "run_stream.py"), "--source", source, "--random-weights"]
     command += ["--image-size", "256", "--device", "cpu", "--port", str(port)]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     result: dict = {}
@@ -127,6 +131,8 @@ def browser(screenshot: str | None) -> dict:
             if "open http://" in line:
                 break
         args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+        if camera:
+            args += ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
         with sync_playwright() as p:
             chrome = p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
             page = chrome.new_page(viewport={"width": 1280, "height": 720})
@@ -171,8 +177,8 @@ def browser(screenshot: str | None) -> dict:
 
 def main() -> None:
     scenario = sys.argv[1]
-    if scenario == "browser":
-        result = browser(sys.argv[2] if len(sys.argv) > 2 else None)
+    if scenario in ("browser", "browser-camera"):
+        result = browser(sys.argv[2] if len(sys.argv) > 2 else None, camera=scenario == "browser-camera")
     else:
         result = asyncio.run(viewers())
     sys.stdout.write(json.dumps(result) + "\n")

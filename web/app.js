@@ -79,7 +79,8 @@ function applyState(msg) {
   document.getElementById("fps").textContent = msg.fps.toFixed(1);
   document.getElementById("latency").textContent = (msg.latency_ms + viewer.jitterMs).toFixed(0);
   document.getElementById("inference").textContent = msg.inference_ms.toFixed(0);
-  if (msg.reconnecting) setStatus("camera reconnecting…");
+  if (msg.reconnecting && viewer.browserCamera) setStatus("waiting for the camera…");
+  else if (msg.reconnecting) setStatus("camera reconnecting…");
   else if (!msg.source_alive) setStatus("waiting for the camera…");
   else if (video.readyState >= 2) setStatus("");
   renderObjects();
@@ -141,7 +142,13 @@ document.getElementById("reset").onclick = () => send({ type: "reset" });
 async function startWebRTC() {
   const pc = new RTCPeerConnection({ iceServers: [] });
   viewer.pc = pc;
-  pc.addTransceiver("video", { direction: "recvonly" });
+  if (viewer.browserCamera) {
+    // the server tracks this browser's own camera and sends the overlaid video back
+    const camera = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
+    pc.addTransceiver(camera.getVideoTracks()[0], { direction: "sendrecv", streams: [camera] });
+  } else {
+    pc.addTransceiver("video", { direction: "recvonly" });
+  }
   pc.ontrack = (event) => { video.srcObject = event.streams[0] || new MediaStream([event.track]); };
   pc.onconnectionstatechange = () => {
     if (pc.connectionState === "failed" && viewer.ws) viewer.ws.close();
@@ -170,12 +177,14 @@ function connect() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
   const ws = new WebSocket(`${proto}://${location.host}/ws${location.search}`);
   viewer.ws = ws;
-  ws.onopen = () => { viewer.retryMs = 500; setStatus("starting video…"); startWebRTC(); };
+  ws.onopen = () => { viewer.retryMs = 500; setStatus("starting video…"); };
   ws.onmessage = async (event) => {
     const msg = JSON.parse(event.data);
     if (msg.type === "hello") {
       document.getElementById("banner").hidden = !msg.random_weights;
+      viewer.browserCamera = msg.browser_camera;
       applyState(msg);
+      startWebRTC().catch((err) => { messageEl.textContent = `video: ${err.message}`; });
     } else if (msg.type === "state") {
       applyState(msg);
     } else if (msg.type === "answer") {
