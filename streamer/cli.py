@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -72,11 +73,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", help="track into this video file instead of serving browsers")
     parser.add_argument("--max-frames", type=int, default=0, help="with --out: stop after this many frames")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
+    parser.add_argument("--host", help="address to listen on (default: 127.0.0.1, loopback only)")
+    parser.add_argument("--port", type=int, help="port (default 8765; 0: any free port)")
     parser.add_argument("--token", help="secret the page, websocket and endpoints require")
     parser.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without --token")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text", help="json: one object per line")
     args = parser.parse_args(argv)
+    try:
+        args.config_data = load_config(args.config)
+    except StreamerError as exc:
+        parser.error(str(exc))
+    args.source = args.source or args.config_data.source.spec
     if args.source is None:
         if not Path("/dev/video0").exists():
             parser.error("no camera found (/dev/video0); pass --source synthetic, a video file or an rtsp:// URL")
@@ -152,12 +159,35 @@ async def track(args: argparse.Namespace, tracker: StreamingTracker) -> int:
     return count
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(kind: str) -> None:
+    handler = logging.StreamHandler()
+    if kind == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    setup_logging(args.log_format)
     try:
-        config = load_config(args.config)
-        tracker = build_tracker(args, config)
+        tracker = build_tracker(args, args.config_data)
         if args.out:
             count = asyncio.run(track(args, tracker))
             logger.info("tracked %d frames into %s", count, args.out)
@@ -173,11 +203,13 @@ def main(argv: list[str] | None = None) -> int:
 
 async def serve_live(args: argparse.Namespace, tracker: StreamingTracker) -> None:
     """Serve until SIGINT/SIGTERM, then shut down in order: viewers, worker and source, tracker."""
+    section = args.config_data.server
     config = ServerConfig(
-        host=args.host,
-        port=args.port,
-        token=args.token,
+        host=args.host or section.host,
+        port=section.port if args.port is None else args.port,
+        token=args.token or section.token,
         insecure=args.insecure,
+        max_peers=section.max_peers,
         random_weights=args.random_weights,
     )
     source = open_source(args.source)

@@ -39,9 +39,28 @@ class TrackerConfig:
 
 
 @dataclass
+class SourceConfig:
+    """What to watch: any spec open_source takes (None: webcam 0 when there is one)."""
+
+    spec: str | None = None
+
+
+@dataclass
+class ServerConfigSection:
+    """Where to listen and for whom (see streamer.server.ServerConfig)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    max_peers: int = 16
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    server: ServerConfigSection = field(default_factory=ServerConfigSection)
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -58,7 +77,7 @@ def load_config(path: str | Path | None) -> Config:
     for section, values in raw.items():
         target = getattr(config, section, None)
         if target is None or not dataclasses.is_dataclass(target):
-            raise ConfigError(f"config {path}: unknown section {section!r} (known: model, tracker)")
+            raise ConfigError(f"config {path}: unknown section {section!r} (known: model, tracker, source, server)")
         _update(target, values or {}, f"{path}: {section}")
     return config
 

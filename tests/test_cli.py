@@ -85,21 +85,27 @@ def test_object_colours_are_distinct() -> None:
         assert np.abs(a - b).sum() > 100
 
 
-def test_live_server_prints_url_and_stops_on_ctrl_c() -> None:
-    """The live mode prints the URL to open, serves the page, and exits within 2 s of Ctrl-C
-    without a traceback."""
+def test_live_server_prints_url_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """The live mode (source and port from a YAML config, JSON logs) prints the URL to open,
+    serves the page, and exits within 2 s of Ctrl-C without a traceback."""
+    import json
     import signal
     import time
     import urllib.request
 
-    command = [sys.executable, str(ROOT / "run_stream.py"), "--source", "synthetic", "--random-weights"]
-    command += ["--image-size", "128", "--device", "cpu", "--port", "0"]
+    config = tmp_path / "live.yaml"
+    config.write_text("source:\n  spec: synthetic\nserver:\n  port: 0\nmodel:\n  image_size: 128\n")
+    command = [sys.executable, str(ROOT / "run_stream.py"), "--config", str(config), "--random-weights"]
+    command += ["--device", "cpu", "--log-format", "json"]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         url = None
         for line in proc.stderr:  # type: ignore[union-attr]
-            if "open http://" in line:
-                url = line.split("open ", 1)[1].split()[0]
+            entry = json.loads(line)
+            assert {"time", "level", "logger", "message"} <= entry.keys()
+            if "open http://" in entry["message"]:
+                url = entry["message"].split("open ", 1)[1].split()[0]
+                assert "serving synthetic" in entry["message"]
                 break
         assert url and url.startswith("http://127.0.0.1:")
         assert b"app.js" in urllib.request.urlopen(url, timeout=10).read()

@@ -308,3 +308,45 @@ def test_camera_outage_shows_reconnecting_then_recovers(tracker) -> None:
         asyncio.run(main())
     finally:
         camera.kill()
+
+
+def test_inference_failure_is_reported_and_stream_goes_on(tracker, monkeypatch) -> None:
+    """A GPU out-of-memory in one frame reaches viewers as an error with advice; the frame is
+    shown without masks and the following frames are tracked again."""
+    import torch
+
+    original, failed = tracker.step, []
+
+    def flaky_step(frame):
+        if not failed:
+            failed.append(True)
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(frame)
+
+    async def main() -> None:
+        async with running(tracker) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            await ws.recv()
+            await reply(ws, {"type": "add_points", "id": 1, "obj_id": 1, "points": [[0.5, 0.5]], "labels": [1]})
+            monkeypatch.setattr(tracker, "step", flaky_step)
+            while (message := json.loads(await ws.recv()))["type"] != "error":
+                pass
+            assert message["code"] == "out_of_memory" and "smaller --image-size" in message["message"]
+            after = server.pipeline.latest.frame_index
+            output = await server.pipeline.next_output(after + 1)
+            assert output.obj_ids == [1]
+            status, _, body = await get(server, "/metrics")
+            assert 'streamer_errors_total{kind="out_of_memory"} 1.0' in body.decode()
+
+    asyncio.run(main())
+
+
+def test_peer_connections_are_capped(tracker) -> None:
+    """Offers beyond max_peers get too_many_viewers before any WebRTC work is done."""
+
+    async def main() -> None:
+        async with running(tracker, max_peers=0) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            await ws.recv()
+            answer = await reply(ws, {"type": "offer", "id": 1, "sdp": "v=0"})
+            assert answer["code"] == "too_many_viewers" and server.viewers.peers == set()
+
+    asyncio.run(main())
