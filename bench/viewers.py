@@ -20,12 +20,13 @@ import urllib.request
 from pathlib import Path
 
 import psutil
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.machine import describe  # noqa: E402
+from tests.webrtc_scenarios import join  # noqa: E402
 
 CLIP = ROOT.parent / "shared" / "media" / "bedroom.mp4"
 
@@ -35,15 +36,7 @@ async def viewer(port: int, joined: list[float], stop: asyncio.Event) -> None:
     started = time.monotonic()
     async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
         peer = RTCPeerConnection()
-        peer.addTransceiver("video", direction="recvonly")
-        track_ready: asyncio.Future = asyncio.get_running_loop().create_future()
-        peer.on("track", lambda track: track_ready.done() or track_ready.set_result(track))
-        await peer.setLocalDescription(await peer.createOffer())
-        await ws.send(json.dumps({"type": "offer", "id": 1, "sdp": peer.localDescription.sdp}))
-        while (answer := json.loads(await ws.recv()))["type"] != "answer":
-            pass
-        await peer.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-        track = await track_ready
+        track = await join(ws, peer)
         await track.recv()
         joined.append(time.monotonic() - started)
         while not stop.is_set():

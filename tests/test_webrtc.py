@@ -58,3 +58,12 @@ def _check_click_and_remove(result: dict, region: str = "spot") -> None:
     assert during[region] > before[region] + 40, result
     assert after[region] < during[region] - 40, result
     assert result["server_exit"] == 0
+
+
+def test_page_reconnects_after_server_restart() -> None:
+    """When the server restarts, the page says it is reconnecting, then gets a new websocket and
+    a new WebRTC stream by itself."""
+    result = run_scenario("browser-restart")
+    assert result["first_exit"] == 0 and result["server_exit"] == 0
+    assert "reconnecting" in result["status_while_down"]
+    assert result["ws_open"] and result["video_back_s"] < 20

@@ -1,7 +1,7 @@
 """WebRTC scenarios, run inside ../shared/tools/isolated-net (WebRTC finds no ICE candidates on
 loopback alone; the namespace adds a private veth pair whose traffic never leaves it).
 
-    isolated-net python tests/webrtc_scenarios.py viewers|browser|browser-camera [SCREENSHOT.png]
+    isolated-net python tests/webrtc_scenarios.py viewers|browser|browser-camera|browser-restart [SCREENSHOT.png]
 
 Each prints one JSON line of measurements that tests/test_webrtc.py asserts on.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
 from streamer import StreamingTracker  # noqa: E402
@@ -39,19 +39,24 @@ async def _reply(ws, message: dict) -> dict:
             return answer
 
 
+async def join(ws, peer: RTCPeerConnection) -> MediaStreamTrack:
+    """Receive-only viewer handshake over the server's websocket; returns the video track."""
+    peer.addTransceiver("video", direction="recvonly")
+    got: asyncio.Future = asyncio.get_running_loop().create_future()
+    peer.on("track", lambda track: got.done() or got.set_result(track))
+    await peer.setLocalDescription(await peer.createOffer())
+    answer = await _reply(ws, {"type": "offer", "id": 1, "sdp": peer.localDescription.sdp})
+    assert answer["type"] == "answer", answer
+    await peer.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+    return await asyncio.wait_for(got, 10)
+
+
 async def view(port: int, frames: int) -> dict:
     """One aiortc viewer: offer over the websocket, receive ``frames`` frames, leave."""
     started = time.monotonic()
     async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
         peer = RTCPeerConnection()
-        peer.addTransceiver("video", direction="recvonly")
-        got: asyncio.Future = asyncio.get_running_loop().create_future()
-        peer.on("track", lambda track: got.done() or got.set_result(track))
-        await peer.setLocalDescription(await peer.createOffer())
-        answer = await _reply(ws, {"type": "offer", "id": 1, "sdp": peer.localDescription.sdp})
-        assert answer["type"] == "answer", answer
-        await peer.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-        track = await asyncio.wait_for(got, 10)
+        track = await join(ws, peer)
         first = await asyncio.wait_for(track.recv(), 10)
         joined = time.monotonic() - started
         sizes = {(first.width, first.height)}
@@ -109,30 +114,77 @@ _TINT_JS = """([cx, cy, r]) => {
 }"""
 
 
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _start_server(source: str, port: int) -> subprocess.Popen[str]:
+    """run_stream.py on ``source``; returns once it prints the URL to open."""
+    command = [sys.executable, str(ROOT / "run_stream.py"), "--source", source, "--random-weights"]
+    command += ["--image-size", "256", "--device", "cpu", "--port", str(port)]
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    for line in server.stderr:  # type: ignore[union-attr]
+        if "open http://" in line:
+            break
+    return server
+
+
+def browser_restart() -> dict:
+    """The page reconnects its websocket and WebRTC by itself when the server restarts."""
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    server = _start_server(str(CLIP), port)
+    result: dict = {}
+    try:
+        with sync_playwright() as p:
+            chrome = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = chrome.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.getElementById('video').currentTime > 0.5", timeout=30000)
+            first_stream = page.evaluate("document.getElementById('video').srcObject.id")
+            server.terminate()
+            result["first_exit"] = server.wait(timeout=10)
+            page.wait_for_timeout(1500)
+            result["status_while_down"] = page.inner_text("#status")
+            server = _start_server(str(CLIP), port)
+            restarted = time.monotonic()
+            page.wait_for_function(
+                "(id) => { const v = document.getElementById('video');"
+                " return v.srcObject && v.srcObject.id !== id && v.currentTime > 0.5; }",
+                arg=first_stream,
+                timeout=30000,
+            )
+            result["video_back_s"] = time.monotonic() - restarted
+            result["ws_open"] = page.evaluate("window.viewer.ws.readyState === WebSocket.OPEN")
+            chrome.close()
+    finally:
+        server.terminate()
+        result["server_exit"] = server.wait(timeout=10)
+    return result
+
+
 def browser(screenshot: str | None, camera: bool = False) -> dict:
     """Chromium opens the page, plays the video, clicks an object, sees it coloured, removes it.
 
     With ``camera`` the server's source is the browser's own (fake) camera, sent up over WebRTC.
     """
-    import socket
-
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    source = "browser" if camera else str(CLIP)
-    command = [sys.executable, str(ROOT / "run_stream.py"), "--source", source, "--random-weights"]
-    command += ["--image-size", "256", "--device", "cpu", "--port", str(port)]
-    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    port = _free_port()
+    server = _start_server("browser" if camera else str(CLIP), port)
     result: dict = {}
     try:
-        for line in server.stderr:  # type: ignore[union-attr]
-            if "open http://" in line:
-                break
-        args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-        if camera:
-            args += ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+        args = CHROMIUM_ARGS + (
+            ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"] if camera else []
+        )
         with sync_playwright() as p:
             chrome = p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
             page = chrome.new_page(viewport={"width": 1280, "height": 720})
@@ -177,7 +229,9 @@ def browser(screenshot: str | None, camera: bool = False) -> dict:
 
 def main() -> None:
     scenario = sys.argv[1]
-    if scenario in ("browser", "browser-camera"):
+    if scenario == "browser-restart":
+        result = browser_restart()
+    elif scenario in ("browser", "browser-camera"):
         result = browser(sys.argv[2] if len(sys.argv) > 2 else None, camera=scenario == "browser-camera")
     else:
         result = asyncio.run(viewers())
