@@ -77,6 +77,12 @@ class Pipeline:
         self._changed = asyncio.Condition()
         self._frames: deque[tuple[int, int, int, float]] = deque(maxlen=tracker.history)  # index, h, w, wall ms
         self._task: asyncio.Task[None] | None = None
+        self._obj_ids: tuple[int, ...] = ()  # snapshot for the event loop; the tracker lives on its thread
+
+    @property
+    def obj_ids(self) -> list[int]:
+        """Objects tracked as of the last frame or prompt (safe to read from the event loop)."""
+        return list(self._obj_ids)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pipeline worker")
@@ -147,6 +153,7 @@ class Pipeline:
             self._report(kind, exc)
             index = self.tracker.frame_index if self.tracker.frame_index is not None else -1
             return Output(image, index, captured_at, [])
+        self._obj_ids = tuple(result.obj_ids)
         elapsed = 1000 * (time.perf_counter() - started)
         self.metrics.inference_ms.observe(elapsed)
         self.metrics.frames_processed.inc()
@@ -211,7 +218,15 @@ class Pipeline:
         return await self._call(lambda: (self.tracker.reset(), self.tracker.obj_ids)[1])
 
     async def _call(self, fn: Callable[[], list[int]]) -> list[int]:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        """Run a tracker change on the tracker thread; returns (and snapshots) the object ids."""
+
+        def call() -> list[int]:
+            try:
+                return fn()
+            finally:
+                self._obj_ids = tuple(self.tracker.obj_ids)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     def _resolve_frame(self, frame_index: int | None, frame_ts: float | None) -> tuple[int, int, int]:
         """The remembered frame a prompt refers to: by index, by capture time, else the newest."""

@@ -187,7 +187,7 @@ class StreamServer:
             "latency_ms": state.latency_percentiles(),
             "viewers": len(self.viewers.peers),
             "connections": len(self.connections),
-            "objects": self.pipeline.tracker.obj_ids,
+            "objects": self.pipeline.obj_ids,
             "last_error": state.last_error,
         }
 
@@ -262,7 +262,7 @@ class StreamServer:
         state = self.pipeline.state
         latest = self.pipeline.latest
         return {
-            "objects": self.pipeline.tracker.obj_ids,
+            "objects": self.pipeline.obj_ids,
             "fps": round(state.fps, 2),
             "latency_ms": round(state.latency_ms, 1),
             "inference_ms": round(state.inference_ms, 1),
