@@ -44,8 +44,13 @@ function setStatus(text) {
   statusEl.classList.toggle("live", !text);
 }
 
+let rendered = "";
 function renderObjects() {
   const ids = [...new Set([...viewer.objects, viewer.selected])].sort((a, b) => a - b);
+  // state arrives twice a second: rebuild only on change, so a click never lands on a replaced node
+  const signature = JSON.stringify([ids, viewer.objects, viewer.selected]);
+  if (signature === rendered) return;
+  rendered = signature;
   objectsEl.replaceChildren(...ids.map((id) => {
     const li = document.createElement("li");
     li.dataset.objId = id;
