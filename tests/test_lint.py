@@ -1,0 +1,16 @@
+"""The code stays clean: ruff's lint rules and formatting (pyproject.toml) hold for the repo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ruff_lint_and_format() -> None:
+    """`ruff check` and `ruff format --check` pass on the whole project."""
+    for args in (["check", "."], ["format", "--check", "."]):
+        run = subprocess.run([sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout + run.stderr
