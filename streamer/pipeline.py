@@ -215,7 +215,9 @@ class Pipeline:
         return await self._call(remove)
 
     async def reset(self) -> list[int]:
-        return await self._call(lambda: (self.tracker.reset(), self.tracker.obj_ids)[1])
+        objects = await self._call(lambda: (self.tracker.reset(), self.tracker.obj_ids)[1])
+        self._frames.clear()  # the tracker forgot them: prompts go to the next frames
+        return objects
 
     async def _call(self, fn: Callable[[], list[int]]) -> list[int]:
         """Run a tracker change on the tracker thread; returns (and snapshots) the object ids."""
