@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -33,9 +34,10 @@ class Output:
     """One processed frame, ready to encode."""
 
     image: np.ndarray  # HxWx3 uint8 RGB with masks drawn
-    frame_index: int
+    frame_index: int | None  # the tracker's index; None if the frame failed before it got one
     captured_at: float  # monotonic, from the source
     obj_ids: list[int]
+    seq: int = -1  # counts published outputs: what viewers use to tell a new frame
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Pipeline:
         self._frames: deque[tuple[int, int, int, float]] = deque(maxlen=tracker.history)  # index, h, w, wall ms
         self._task: asyncio.Task[None] | None = None
         self._obj_ids: tuple[int, ...] = ()  # snapshot for the event loop; the tracker lives on its thread
+        self._seq = 0
 
     @property
     def obj_ids(self) -> list[int]:
@@ -118,9 +121,9 @@ class Pipeline:
         return self._latest
 
     async def next_output(self, after: int) -> Output:
-        """The newest output with a frame index above ``after`` (waits for one)."""
+        """The newest output with a ``seq`` above ``after`` (waits for one)."""
         async with self._changed:
-            await self._changed.wait_for(lambda: self._latest is not None and self._latest.frame_index > after)
+            await self._changed.wait_for(lambda: self._latest is not None and self._latest.seq > after)
             return self._latest  # type: ignore[return-value]
 
     async def _run(self) -> None:
@@ -130,8 +133,9 @@ class Pipeline:
                 async for frame in self.source:
                     self._sync_source_metrics()
                     output = await loop.run_in_executor(self._executor, self._process, frame.image, frame.captured_at)
-                    wall = time.time() * 1000 - (time.monotonic() - frame.captured_at) * 1000
-                    self._frames.append((output.frame_index, *frame.image.shape[:2], wall))
+                    if output.frame_index is not None:
+                        wall = time.time() * 1000 - (time.monotonic() - frame.captured_at) * 1000
+                        self._frames.append((output.frame_index, *frame.image.shape[:2], wall))
                     await self._publish(output)
                 return  # the source ended (a file without looping)
             except SourceTimeoutError as exc:
@@ -146,13 +150,14 @@ class Pipeline:
     def _process(self, image: np.ndarray, captured_at: float) -> Output:
         """Track one frame and draw it (on the tracker thread)."""
         started = time.perf_counter()
+        previous = self.tracker.frame_index
         try:
             result = self.tracker.step(image)
         except Exception as exc:  # keep streaming: show the frame without masks
             kind = "out_of_memory" if isinstance(exc, torch.OutOfMemoryError) else "inference"
             self._report(kind, exc)
-            index = self.tracker.frame_index if self.tracker.frame_index is not None else -1
-            return Output(image, index, captured_at, [])
+            index = self.tracker.frame_index
+            return Output(image, index if index != previous else None, captured_at, [])
         self._obj_ids = tuple(result.obj_ids)
         elapsed = 1000 * (time.perf_counter() - started)
         self.metrics.inference_ms.observe(elapsed)
@@ -178,7 +183,8 @@ class Pipeline:
         if len(times) > 1:
             self.state.fps = (len(times) - 1) / max(1e-6, times[-1] - times[0])
         async with self._changed:
-            self._latest = output
+            self._latest = dataclasses.replace(output, seq=self._seq)
+            self._seq += 1
             self._changed.notify_all()
 
     def _sync_source_metrics(self) -> None:

@@ -44,7 +44,7 @@ class OverlayTrack(VideoStreamTrack):
 
     async def recv(self) -> VideoFrame:
         output = await self.pipeline.next_output(self._sent)
-        self._sent = output.frame_index
+        self._sent = output.seq
         if self._origin is None:
             self._origin = output.captured_at
         frame = VideoFrame.from_ndarray(output.image, format="rgb24")
