@@ -12,8 +12,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -26,7 +24,7 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.machine import describe  # noqa: E402
-from tests.webrtc_scenarios import join  # noqa: E402
+from tests.webrtc_scenarios import free_port, join, start_server  # noqa: E402
 
 CLIP = ROOT.parent / "shared" / "media" / "bedroom.mp4"
 
@@ -95,16 +93,9 @@ async def phase(port: int, proc: psutil.Process, viewers: int, seconds: float) -
 
 
 async def main_async(args: argparse.Namespace) -> dict:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, str(ROOT / "run_stream.py"), "--source", str(CLIP), "--random-weights"]
-    command += ["--image-size", str(args.image_size), "--device", "cpu", "--port", str(port)]
-    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    port = free_port()
+    server = start_server(str(CLIP), port, args.image_size)
     try:
-        for line in server.stderr:  # type: ignore[union-attr]
-            if "open http://" in line:
-                break
         proc = psutil.Process(server.pid)
         await asyncio.sleep(3.0)
         phases = [await phase(port, proc, n, args.seconds) for n in args.viewers]

@@ -117,7 +117,7 @@ _TINT_JS = """([cx, cy, r]) => {
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as probe:
@@ -125,14 +125,16 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _start_server(source: str, port: int) -> subprocess.Popen[str]:
-    """run_stream.py on ``source``; returns once it prints the URL to open."""
+def start_server(source: str, port: int, image_size: int = 256) -> subprocess.Popen[str]:
+    """run_stream.py on ``source``; returns once it prints the URL to open. Its log keeps being
+    read on a thread: a full stderr pipe would block the server (and its shutdown)."""
     command = [sys.executable, str(ROOT / "run_stream.py"), "--source", source, "--random-weights"]
-    command += ["--image-size", "256", "--device", "cpu", "--port", str(port)]
+    command += ["--image-size", str(image_size), "--device", "cpu", "--port", str(port)]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     for line in server.stderr:  # type: ignore[union-attr]
         if "open http://" in line:
             break
+    threading.Thread(target=server.stderr.read, daemon=True).start()  # type: ignore[union-attr]
     return server
 
 
@@ -140,8 +142,8 @@ def browser_restart() -> dict:
     """The page reconnects its websocket and WebRTC by itself when the server restarts."""
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
-    server = _start_server(str(CLIP), port)
+    port = free_port()
+    server = start_server(str(CLIP), port)
     result: dict = {}
     try:
         with sync_playwright() as p:
@@ -154,7 +156,7 @@ def browser_restart() -> dict:
             result["first_exit"] = server.wait(timeout=10)
             page.wait_for_timeout(1500)
             result["status_while_down"] = page.inner_text("#status")
-            server = _start_server(str(CLIP), port)
+            server = start_server(str(CLIP), port)
             restarted = time.monotonic()
             page.wait_for_function(
                 "(id) => { const v = document.getElementById('video');"
@@ -178,8 +180,8 @@ def browser(screenshot: str | None, camera: bool = False) -> dict:
     """
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
-    server = _start_server("browser" if camera else str(CLIP), port)
+    port = free_port()
+    server = start_server("browser" if camera else str(CLIP), port)
     result: dict = {}
     try:
         args = CHROMIUM_ARGS + (
