@@ -46,8 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="run_stream.py", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--source",
-        help="video file, camera ('0', 'webcam:0'), rtsp:// or http(s):// URL, or 'synthetic' "
-        "(default: webcam 0 when there is one)",
+        help="video file, camera ('0', 'webcam:0'), rtsp:// or http(s):// URL, 'synthetic', or 'browser' "
+        "(the viewer's own camera; default: webcam 0 when there is one)",
     )
     parser.add_argument("--config", help="YAML file in configs/ (flags override it)")
     parser.add_argument("--model", choices=sorted(MODELS), help="SAM 2.1 model size")
@@ -104,11 +104,8 @@ def build_tracker(args: argparse.Namespace, config: Config) -> StreamingTracker:
     )
 
 
-async def _file_frames(path: str) -> AsyncIterator[np.ndarray]:
-    """Every frame of a video file, in order (offline tracking wants them all)."""
-    capture = cv2.VideoCapture(path)
-    if not capture.isOpened():
-        raise StreamerError(f"cannot open video {path!r}: is it a video file?")
+async def _file_frames(capture: cv2.VideoCapture) -> AsyncIterator[np.ndarray]:
+    """Every frame of an opened video file, in order (offline tracking wants them all)."""
     try:
         while True:
             ok, bgr = await asyncio.to_thread(capture.read)
@@ -127,11 +124,15 @@ async def _live_frames(spec: str) -> AsyncIterator[np.ndarray]:
 
 async def track(args: argparse.Namespace, tracker: StreamingTracker) -> int:
     """Track through ``args.source`` into ``args.out``; return the number of frames written."""
-    is_file = Path(args.source).is_file()
-    frames = _file_frames(args.source) if is_file else _live_frames(args.source)
     fps = 30.0
-    if is_file:
-        fps = cv2.VideoCapture(args.source).get(cv2.CAP_PROP_FPS) or fps
+    if Path(args.source).is_file():
+        capture = cv2.VideoCapture(args.source)
+        if not capture.isOpened():
+            raise StreamerError(f"cannot open video {args.source!r}: is it a video file?")
+        fps = capture.get(cv2.CAP_PROP_FPS) or fps
+        frames = _file_frames(capture)
+    else:
+        frames = _live_frames(args.source)
     writer = None
     count, started = 0, time.perf_counter()
     try:
