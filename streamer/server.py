@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 COOKIE = "streamer_token"
+CLOSE_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -125,6 +126,9 @@ class StreamServer:
             process_request=self._process_request,
             max_size=MAX_MESSAGE_BYTES,
             compression=None,
+            # Also how long shutdown waits on a half-closed HTTP connection (Chromium keeps the one
+            # for a 404 favicon open): the default 10 s held Ctrl-C up.
+            close_timeout=CLOSE_TIMEOUT_S,
         )
 
     async def stop(self) -> None:

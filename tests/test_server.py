@@ -362,3 +362,20 @@ def test_peer_connections_are_capped(tracker) -> None:
             assert answer["code"] == "too_many_viewers" and server.viewers.peers == set()
 
     asyncio.run(main())
+
+
+def test_stop_does_not_wait_on_an_idle_http_client(tracker) -> None:
+    """A browser that keeps an answered HTTP connection open (Chromium does after a 404) must not
+    hold shutdown for websockets' default 10 s close timeout."""
+
+    async def main() -> float:
+        async with running(tracker) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /missing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert (await reader.readline()).startswith(b"HTTP/1.1 404")
+            started = asyncio.get_running_loop().time()
+        elapsed = asyncio.get_running_loop().time() - started
+        writer.close()
+        return elapsed
+
+    assert asyncio.run(main()) < 5.0
