@@ -11,9 +11,11 @@ the same preprocessing, memory selection and network calls (``SAM2Base``'s own m
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import logging
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -54,12 +56,17 @@ class FrameResult:
 
 @dataclass
 class _Frame:
-    """A frame the tracker still remembers: its size and image features."""
+    """A frame the tracker still remembers: its size and, once needed, its image features.
+
+    Features are computed only when an object needs them: a stream nobody has prompted costs no
+    inference, and its recent frames are encoded on demand when a prompt names one of them.
+    """
 
     index: int
     height: int
     width: int
-    backbone: dict[str, list[torch.Tensor]]
+    image: np.ndarray | None  # kept until the features exist
+    backbone: dict[str, list[torch.Tensor]] | None = None
 
 
 @dataclass
@@ -86,6 +93,8 @@ class StreamingTracker:
 
     Not thread-safe: one worker owns it. Frame indices count up from 0 and keep counting across
     ``reset()`` so that a stale frame reference fails loudly instead of naming a new frame.
+    Several streams share one model through ``sibling()`` and are stepped together by
+    ``step_streams``.
     """
 
     def __init__(
@@ -116,9 +125,18 @@ class StreamingTracker:
         self.preprocess = FramePreprocessor(model.image_size, self.device, resize)
         self.fill_hole_area = fill_hole_area if _has_hole_filling() else 0
         self._reader = MemoryReader(model)
-        self._frames: deque[_Frame] = deque(maxlen=history)
+        self._clear_state()
+
+    def _clear_state(self) -> None:
+        self._frames: deque[_Frame] = deque(maxlen=self.history)
         self._objects: dict[int, ObjectMemory] = {}
         self._next_index = 0
+
+    def sibling(self) -> StreamingTracker:
+        """A tracker for another stream on the same model and settings (the weights are held once)."""
+        other = copy.copy(self)
+        other._clear_state()
+        return other
 
     @classmethod
     def build(
@@ -163,18 +181,9 @@ class StreamingTracker:
         """Frames a prompt may name: the last ``history`` ones."""
         return [f.index for f in self._frames]
 
-    @torch.inference_mode()
     def step(self, frame: np.ndarray) -> FrameResult:
         """Take the next frame (HxWx3 uint8 RGB), track every object on it, return their masks."""
-        image = check_frame(frame)
-        with self._autocast():
-            self._encode_pending()
-            record = self._ingest(image)
-            objects = list(self._objects.values())
-            for obj, out in zip(objects, self._track(objects, record)):
-                obj.non_cond[record.index] = out
-            self._forget()
-            return self._result(record)
+        return step_streams([self], [frame])[0]
 
     @torch.inference_mode()
     def add_prompt(
@@ -226,7 +235,7 @@ class StreamingTracker:
             seen.add(storage.data_ptr())
             return storage.nbytes()
 
-        total = sum(size(x) for f in self._frames for xs in f.backbone.values() for x in xs)
+        total = sum(size(x) for f in self._frames if f.backbone for xs in f.backbone.values() for x in xs)
         for obj in self._objects.values():
             for out in [*obj.cond.values(), *obj.non_cond.values()]:
                 total += sum(size(x) for x in (out.pred_masks, out.obj_ptr, out.object_score_logits, out.maskmem))
@@ -243,6 +252,10 @@ class StreamingTracker:
         """Forget every object and remembered frame (frame indices keep counting)."""
         self._objects.clear()
         self._frames.clear()
+
+    def _check_sibling(self, other: StreamingTracker) -> None:
+        if other.model is not self.model or other.precision != self.precision:
+            raise ValueError("trackers stepped together must share one model: make them with tracker.sibling()")
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.precision == "bfloat16":
@@ -264,18 +277,34 @@ class StreamingTracker:
         )
 
     def _ingest(self, image: np.ndarray) -> _Frame:
-        backbone = self.model.forward_image(self.preprocess(image))
-        record = _Frame(self._next_index, image.shape[0], image.shape[1], backbone)
+        record = _Frame(self._next_index, image.shape[0], image.shape[1], image)
         self._next_index += 1
         self._frames.append(record)
         return record
 
-    def _features(self, record: _Frame, batch: int) -> _Features:
-        """The frame's features expanded to ``batch`` objects, as the official predictor does."""
-        backbone = {
-            key: [x.expand(batch, -1, -1, -1) for x in record.backbone[key]]
-            for key in ("backbone_fpn", "vision_pos_enc")
-        }
+    def _encode_images(self, records: Sequence[_Frame]) -> None:
+        """Run the image encoder once on every record that has no features yet, as one batch."""
+        todo = list({id(r): r for r in records if r.backbone is None}.values())
+        if not todo:
+            return
+        batch = torch.cat([self.preprocess(r.image) for r in todo])  # type: ignore[arg-type]
+        backbone = self.model.forward_image(batch)
+        for i, record in enumerate(todo):
+            record.backbone = {key: [x[i : i + 1] for x in backbone[key]] for key in ("backbone_fpn", "vision_pos_enc")}
+            record.image = None
+
+    def _features(self, records: Sequence[_Frame]) -> _Features:
+        """One batch row of features per entry of ``records`` (one per object, possibly of several
+        streams); a single frame is expanded without copying, as the official predictor does."""
+        self._encode_images(records)
+        first = records[0]
+        if all(r is first for r in records):
+            backbone = {key: [x.expand(len(records), -1, -1, -1) for x in xs] for key, xs in first.backbone.items()}  # type: ignore[union-attr]
+        else:
+            backbone = {
+                key: [torch.cat(level) for level in zip(*(r.backbone[key] for r in records))]  # type: ignore[index]
+                for key in first.backbone  # type: ignore[union-attr]
+            }
         _, vision, pos, sizes = self.model._prepare_backbone_features(backbone)
         return _Features(vision, pos, sizes)
 
@@ -303,17 +332,19 @@ class StreamingTracker:
         h, w = features.sizes[-1]
         return fused.permute(1, 2, 0).view(len(layouts), model.hidden_dim, h, w)
 
-    def _track(self, objects: list[ObjectMemory], record: _Frame) -> list[FrameOutput]:
-        """Track ``objects`` on ``record`` from memory, batching those whose memories align."""
-        layouts = [self._reader.layout(obj, record.index) for obj in objects]
+    def _track(self, jobs: Sequence[tuple[ObjectMemory, _Frame]]) -> list[FrameOutput]:
+        """Track each object on its frame from memory, batching those whose memories align
+        (frames may differ: several streams are tracked together)."""
+        layouts = [self._reader.layout(obj, record.index) for obj, record in jobs]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, layout in enumerate(layouts):
             groups.setdefault(layout.shape_key, []).append(i)
-        outputs: list[FrameOutput | None] = [None] * len(objects)
+        outputs: list[FrameOutput | None] = [None] * len(jobs)
         model = self.model
+        self._encode_images([record for _, record in jobs])
         for members in groups.values():
-            features = self._features(record, len(members))
-            pix = self._condition(features, record.index, [layouts[i] for i in members])
+            features = self._features([jobs[i][1] for i in members])
+            pix = self._condition(features, jobs[members[0]][1].index, [layouts[i] for i in members])
             _, _, _, low_res, high_res, obj_ptr, scores = model._forward_sam_heads(
                 backbone_features=pix,
                 high_res_features=features.high_res,
@@ -337,7 +368,7 @@ class StreamingTracker:
         # A frame the object was tracked through gets a correction (with memory); a frame it
         # was first prompted on, or has never seen, is (re)segmented from prompts alone.
         is_init = t in obj.init_frames or previous is None
-        features = self._features(record, 1)
+        features = self._features([record])
         point_inputs = None
         mask_inputs = prompt.mask
         if prompt.mask is not None:
@@ -384,7 +415,7 @@ class StreamingTracker:
         self._encode_pending()
         for record in self._frames:
             if record.index > start and record.index not in obj.cond:
-                obj.non_cond[record.index] = self._track([obj], record)[0]
+                obj.non_cond[record.index] = self._track([(obj, record)])[0]
 
     def _encode_pending(self) -> None:
         """Encode prompted outputs into memory from their final masks, as preflight does."""
@@ -395,7 +426,7 @@ class StreamingTracker:
                     continue
                 size = self.model.image_size
                 high_res = F.interpolate(out.pred_masks, size=(size, size), mode="bilinear", align_corners=False)
-                features = self._features(record, 1)
+                features = self._features([record])
                 out.maskmem, _ = self._encode_memory(features, high_res, out.object_score_logits, from_prompt=True)
                 out.pending = False
 
@@ -453,6 +484,37 @@ class StreamingTracker:
             logits=logits_np,
             scores=scores.cpu().numpy(),
         )
+
+
+@torch.inference_mode()
+def step_streams(trackers: Sequence[StreamingTracker], frames: Sequence[np.ndarray]) -> list[FrameResult]:
+    """Step several streams at once, one new frame each, on trackers that share a model.
+
+    The image encoder runs once for all frames that have objects to track, and the memory
+    attention and mask decoder once per group of objects whose memories align, whatever stream
+    they belong to: N streams cost far less than N single steps where kernels are launch-bound.
+    The results are each tracker's own: batching changes no number beyond float rounding.
+    """
+    if len(trackers) != len(frames):
+        raise ValueError(f"got {len(trackers)} trackers and {len(frames)} frames: pass one frame per tracker")
+    if len({id(t) for t in trackers}) != len(trackers):
+        raise ValueError("a tracker takes one frame per step: list each tracker once")
+    if not trackers:
+        return []
+    lead = trackers[0]
+    for other in trackers[1:]:
+        lead._check_sibling(other)
+    images = [check_frame(frame) for frame in frames]
+    with lead._autocast():
+        for tracker in trackers:
+            tracker._encode_pending()
+        records = [tracker._ingest(image) for tracker, image in zip(trackers, images)]
+        jobs = [(obj, record) for tracker, record in zip(trackers, records) for obj in tracker._objects.values()]
+        for (obj, record), out in zip(jobs, lead._track(jobs)):
+            obj.non_cond[record.index] = out
+        for tracker in trackers:
+            tracker._forget()
+        return [tracker._result(record) for tracker, record in zip(trackers, records)]
 
 
 def _check_obj_id(obj_id: object) -> None:

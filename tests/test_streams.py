@@ -1,0 +1,114 @@
+"""Several streams on one model: ``sibling()`` trackers stepped together by ``step_streams``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from streamer import StreamingTracker
+from streamer.tracker import step_streams
+
+from .conftest import read_frames
+
+IMAGE_SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def clips() -> list[list[np.ndarray]]:
+    """Three different streams: two real clips (different sizes) and a third offset in time."""
+    return [read_frames(12, "bedroom.mp4"), read_frames(12, "02_cups.mp4", step=2), read_frames(12, step=3)]
+
+
+def _tracker() -> StreamingTracker:
+    return StreamingTracker.build(random_init=True, image_size=IMAGE_SIZE, device="cpu", seed=3)
+
+
+def _prompt(tracker: StreamingTracker, step: int, frame: np.ndarray, stream: int) -> None:
+    """The session each stream gets: stream 0 two objects at once, stream 1 one added later,
+    stream 2 none until a click on an earlier frame near the end."""
+    h, w = frame.shape[:2]
+    if stream == 0 and step == 0:
+        tracker.add_prompt(1, points=[[0.4 * w, 0.5 * h]], labels=[1])
+        tracker.add_prompt(2, box=[0.1 * w, 0.1 * h, 0.5 * w, 0.4 * h])
+    if stream == 1 and step == 4:
+        tracker.add_prompt(5, points=[[0.6 * w, 0.4 * h], [0.2 * w, 0.2 * h]], labels=[1, 0])
+    if stream == 2 and step == 9:
+        tracker.add_prompt(9, points=[[0.5 * w, 0.5 * h]], labels=[1], frame_index=tracker.frame_index - 2)
+
+
+def test_streams_stepped_together_match_streams_stepped_alone(clips) -> None:
+    """Batching streams (image encoder, memory attention, decoder) changes no mask: every stream's
+    results equal those of its own tracker stepped alone on the same weights."""
+    alone = [_tracker() for _ in clips]
+    lead = _tracker()
+    together = [lead, lead.sibling(), lead.sibling()]
+    assert all(t.model is lead.model for t in together)
+    for step in range(12):
+        frames = [clip[step] for clip in clips]
+        batched = step_streams(together, frames)
+        for s, (tracker, frame) in enumerate(zip(alone, frames)):
+            single = tracker.step(frame)
+            assert batched[s].obj_ids == single.obj_ids and batched[s].frame_index == single.frame_index
+            assert batched[s].masks.shape == single.masks.shape
+            np.testing.assert_allclose(batched[s].logits, single.logits, atol=2e-4)
+            if single.obj_ids:
+                inter = (batched[s].masks & single.masks).sum()
+                union = (batched[s].masks | single.masks).sum()
+                assert union == 0 or inter / union >= 0.99
+            _prompt(tracker, step, frame, s)
+            _prompt(together[s], step, frame, s)
+    assert [t.obj_ids for t in together] == [[1, 2], [5], [9]]
+
+
+def test_idle_streams_cost_no_image_encoding(clips) -> None:
+    """A stream nobody has prompted never runs the image encoder; a click on one of its recent
+    frames encodes that frame then, and gives the same masks as a stream that was encoding."""
+    idle = _tracker()
+    busy = _tracker()
+    calls: list[int] = []
+    forward = idle.model.forward_image
+    idle.model.forward_image = lambda batch: (calls.append(batch.shape[0]), forward(batch))[1]  # type: ignore[method-assign]
+    frames = clips[0]
+    busy.step(frames[0])
+    busy.add_prompt(7, box=[10, 10, 200, 200])  # makes ``busy`` encode every frame
+    idle.step(frames[0])
+    for frame in frames[1:6]:
+        idle.step(frame)
+        busy.step(frame)
+    assert calls == []
+    click = {"points": [[300, 200]], "labels": [1], "frame_index": 3}
+    lazy = idle.add_prompt(1, **click)
+    eager = busy.add_prompt(1, **click)
+    assert sum(calls) == 3  # frame 3, then frames 4 and 5 for the re-propagation
+    np.testing.assert_allclose(lazy.logits[0], eager.logits[eager.obj_ids.index(1)], atol=1e-5)
+    nxt_lazy, nxt_eager = idle.step(frames[6]), busy.step(frames[6])
+    np.testing.assert_allclose(nxt_lazy.logits[0], nxt_eager.logits[nxt_eager.obj_ids.index(1)], atol=1e-5)
+
+
+def test_step_streams_rejects_mismatched_calls(clips) -> None:
+    lead = _tracker()
+    frame = clips[0][0]
+    with pytest.raises(ValueError, match="one frame per tracker"):
+        step_streams([lead, lead.sibling()], [frame])
+    with pytest.raises(ValueError, match="list each tracker once"):
+        step_streams([lead, lead], [frame, frame])
+    with pytest.raises(ValueError, match="sibling"):
+        step_streams([lead, _tracker()], [frame, frame])
+    assert step_streams([], []) == []
+    assert lead.frame_index is None  # nothing was half-done
+
+
+def test_siblings_keep_their_own_state(clips) -> None:
+    """Objects, resets and frame indices are per stream; only the model is shared."""
+    lead = _tracker()
+    other = lead.sibling()
+    step_streams([lead, other], [clips[0][0], clips[1][0]])
+    lead.add_prompt(1, box=[10, 10, 100, 100])
+    step_streams([lead], [clips[0][1]])
+    assert lead.obj_ids == [1] and other.obj_ids == []
+    assert lead.frame_index == 1 and other.frame_index == 0
+    other.reset()
+    assert lead.obj_ids == [1]
+    with torch.inference_mode():
+        assert lead.memory_bytes() > other.memory_bytes() == 0
