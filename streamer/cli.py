@@ -11,19 +11,21 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import signal
 import sys
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .config import Config, load_config
+from .config import Config, StreamConfig, load_config
 from .errors import StreamerError
 from .overlay import draw_masks
-from .pipeline import Pipeline
+from .pipeline import STREAM_NAME, Pipeline
 from .server import ServerConfig, StreamServer
 from .sources import open_source
 from .tracker import StreamingTracker
@@ -46,8 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="run_stream.py", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--source",
+        action="append",
+        metavar="[NAME=]SPEC",
         help="video file, camera ('0', 'webcam:0'), rtsp:// or http(s):// URL, 'synthetic', or 'browser' "
-        "(the viewer's own camera; default: webcam 0 when there is one)",
+        "(the viewer's own camera; default: webcam 0 when there is one). Repeat it to serve several "
+        "cameras from one model; NAME= names a stream (default: from the spec)",
     )
     parser.add_argument("--config", help="YAML file in configs/ (flags override it)")
     parser.add_argument("--model", choices=sorted(MODELS), help="SAM 2.1 model size")
@@ -77,18 +82,71 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, help="port (default 8765; 0: any free port)")
     parser.add_argument("--token", help="secret the page, websocket and endpoints require")
     parser.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without --token")
+    parser.add_argument(
+        "--stream-control",
+        action="store_true",
+        help="let viewers add and remove streams at run time (the server then opens files and URLs they name)",
+    )
     parser.add_argument("--log-format", choices=["text", "json"], default="text", help="json: one object per line")
     args = parser.parse_args(argv)
     try:
         args.config_data = load_config(args.config)
     except StreamerError as exc:
         parser.error(str(exc))
-    args.source = args.source or args.config_data.source.spec
-    if args.source is None:
-        if not Path("/dev/video0").exists():
-            parser.error("no camera found (/dev/video0); pass --source synthetic, a video file or an rtsp:// URL")
-        args.source = "0"
+    try:
+        args.streams = streams_from(args.source, args.config_data)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.out and len(args.streams) != 1:
+        parser.error("--out tracks one source into one file: pass a single --source")
+    args.source = args.streams[0].source
     return args
+
+
+def streams_from(sources: list[str] | None, config: Config) -> list[StreamConfig]:
+    """The streams to serve: ``--source`` flags, else the config's ``streams`` or ``source``,
+    else webcam 0. Unnamed streams are named from their spec (file stem, host...), made unique."""
+    if sources:
+        streams = [_named(text) for text in sources]
+    elif config.streams:
+        streams = list(config.streams)
+    elif config.source.spec is not None:
+        streams = [StreamConfig("", config.source.spec)]
+    elif Path("/dev/video0").exists():
+        streams = [StreamConfig("", "0")]
+    else:
+        raise ValueError("no camera found (/dev/video0); pass --source synthetic, a video file or an rtsp:// URL")
+    taken: set[str] = {s.name for s in streams if s.name}
+    for stream in streams:
+        if not stream.name:
+            base = stream.name = _default_name(stream.source)
+            n = 2
+            while stream.name in taken:
+                stream.name, n = f"{base}-{n}", n + 1
+            taken.add(stream.name)
+    names = [s.name for s in streams]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stream names must be unique, got {names}")
+    return streams
+
+
+def _named(text: str) -> StreamConfig:
+    name, sep, spec = text.partition("=")
+    if sep and STREAM_NAME.fullmatch(name) and not Path(text).exists():
+        return StreamConfig(name, spec)
+    return StreamConfig("", text)
+
+
+def _default_name(spec: str) -> str:
+    if "://" in spec:
+        host = urllib.parse.urlsplit(spec).hostname or "camera"
+        name = host.replace(":", "-")
+    elif spec.isdigit() or spec.startswith("webcam:"):
+        name = "webcam" + spec.removeprefix("webcam:")
+    else:
+        name = Path(spec).stem
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", name).lstrip("_.-")[:32]
+    return name or "stream"
 
 
 def build_tracker(args: argparse.Namespace, config: Config) -> StreamingTracker:
@@ -212,17 +270,22 @@ async def serve_live(args: argparse.Namespace, tracker: StreamingTracker) -> Non
         insecure=args.insecure,
         max_peers=section.max_peers,
         random_weights=args.random_weights,
+        stream_control=args.stream_control or section.stream_control,
+        max_streams=section.max_streams,
     )
-    source = open_source(args.source)
-    pipeline = Pipeline(source, tracker)
+    pipeline = Pipeline(max_batch=args.config_data.model.max_batch)
     try:
+        for i, stream in enumerate(args.streams):
+            source = open_source(stream.source, **stream.options)
+            pipeline.add_stream(stream.name, source, tracker if i == 0 else None)
         server = StreamServer(pipeline, config)
         await server.start()
     except BaseException:
         await pipeline.stop()
         raise
     pipeline.start()
-    logger.info("serving %s: open %s in a browser (Ctrl-C to stop)", source.name, server.url)
+    names = ", ".join(f"{s.name} ({s.source.name})" for s in pipeline.streams.values())
+    logger.info("serving %s: open %s in a browser (Ctrl-C to stop)", names, server.url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -26,6 +26,7 @@ class ModelConfig:
     image_size: int | None = None
     device: str | None = None
     precision: str = "auto"
+    max_batch: int = 16  # streams stepped together in one round
 
 
 @dataclass
@@ -46,6 +47,16 @@ class SourceConfig:
 
 
 @dataclass
+class StreamConfig:
+    """One camera of a multi-stream server: its name (in the viewer, the protocol and /metrics),
+    its spec and the options ``open_source`` takes for it (``transport``, ``loop``...)."""
+
+    name: str
+    source: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class ServerConfigSection:
     """Where to listen and for whom (see streamer.server.ServerConfig)."""
 
@@ -53,6 +64,8 @@ class ServerConfigSection:
     port: int = 8765
     token: str | None = None
     max_peers: int = 16
+    stream_control: bool = False  # viewers may add/remove streams at run time
+    max_streams: int = 32
 
 
 @dataclass
@@ -61,6 +74,7 @@ class Config:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
     server: ServerConfigSection = field(default_factory=ServerConfigSection)
+    streams: list[StreamConfig] = field(default_factory=list)  # several cameras (overrides source)
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -75,11 +89,34 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"config {path} must be a mapping of sections")
     config = Config()
     for section, values in raw.items():
+        if section == "streams":
+            config.streams = _streams(values, f"{path}: streams")
+            continue
         target = getattr(config, section, None)
         if target is None or not dataclasses.is_dataclass(target):
-            raise ConfigError(f"config {path}: unknown section {section!r} (known: model, tracker, source, server)")
+            raise ConfigError(
+                f"config {path}: unknown section {section!r} (known: model, tracker, source, server, streams)"
+            )
         _update(target, values or {}, f"{path}: {section}")
     return config
+
+
+def _streams(values: Any, where: str) -> list[StreamConfig]:
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"config {where} must be a list of {{name, source, options}} entries")
+    streams = []
+    for i, entry in enumerate(values):
+        if not isinstance(entry, dict) or "name" not in entry or "source" not in entry:
+            raise ConfigError(f"config {where}[{i}] needs a name and a source")
+        stream = StreamConfig(name=str(entry["name"]), source=str(entry["source"]))
+        _update(stream, entry, f"{where}[{i}]")
+        if not isinstance(stream.options, dict):
+            raise ConfigError(f"config {where}[{i}]: options must be a mapping")
+        streams.append(stream)
+    names = [s.name for s in streams]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"config {where}: stream names must be unique, got {names}")
+    return streams
 
 
 def _update(target: Any, values: dict[str, Any], where: str) -> None:

@@ -1,32 +1,83 @@
-"""Prometheus metrics of one running server (its own registry, so tests can run several)."""
+"""Prometheus metrics of one running server (its own registry, so tests can run several).
+
+Per-stream series carry a ``stream`` label; ``StreamMetrics`` holds one stream's children so the
+code that updates them never repeats the label, and ``forget`` drops them when a stream goes.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _MS_BUCKETS = (5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000)
 
 
+@dataclass
+class StreamMetrics:
+    name: str
+    frames_captured: Gauge
+    frames_dropped: Gauge
+    reconnects: Gauge
+    frames_processed: Counter
+    inference_ms: Histogram
+    latency_ms: Histogram
+    viewers: Gauge
+    errors_by_kind: Counter
+    prompts_by_result: Counter
+
+    def error(self, kind: str) -> None:
+        self.errors_by_kind.labels(self.name, kind).inc()
+
+    def prompt(self, result: str) -> None:
+        self.prompts_by_result.labels(self.name, result).inc()
+
+
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.frames_captured = Gauge("streamer_frames_captured", "Frames decoded by the source", registry=r)
-        self.frames_dropped = Gauge("streamer_frames_dropped", "Frames the source replaced unseen", registry=r)
-        self.reconnects = Gauge("streamer_source_reconnects", "Source reconnection attempts", registry=r)
-        self.frames_processed = Counter("streamer_frames_processed", "Frames tracked", registry=r)
-        self.errors = Counter("streamer_errors", "Errors by kind", ["kind"], registry=r)
-        self.inference_ms = Histogram(
-            "streamer_inference_ms", "Tracker step time per frame", buckets=_MS_BUCKETS, registry=r
+        self.registry = r = CollectorRegistry()
+        by_stream = ["stream"]
+        self._families = {
+            "frames_captured": Gauge("streamer_frames_captured", "Frames decoded by the source", by_stream, registry=r),
+            "frames_dropped": Gauge(
+                "streamer_frames_dropped", "Frames replaced before the tracker took them", by_stream, registry=r
+            ),
+            "reconnects": Gauge("streamer_source_reconnects", "Source reconnection attempts", by_stream, registry=r),
+            "frames_processed": Counter("streamer_frames_processed", "Frames tracked", by_stream, registry=r),
+            "inference_ms": Histogram(
+                "streamer_inference_ms",
+                "Inference round time (all streams of the round together)",
+                by_stream,
+                buckets=_MS_BUCKETS,
+                registry=r,
+            ),
+            "latency_ms": Histogram(
+                "streamer_latency_ms",
+                "Capture to frame encoded for the viewers",
+                by_stream,
+                buckets=_MS_BUCKETS,
+                registry=r,
+            ),
+            "viewers": Gauge("streamer_viewers", "Connected WebRTC viewers", by_stream, registry=r),
+            "errors": Counter("streamer_errors", "Errors by kind", ["stream", "kind"], registry=r),
+            "prompts": Counter("streamer_prompts", "Prompt messages by result", ["stream", "result"], registry=r),
+        }
+        self.batch_size = Histogram(
+            "streamer_batch_streams", "Streams stepped together per round", buckets=(1, 2, 4, 8, 16, 32), registry=r
         )
-        self.latency_ms = Histogram(
-            "streamer_latency_ms",
-            "Capture to frame handed to the video encoder",
-            buckets=_MS_BUCKETS,
-            registry=r,
-        )
-        self.viewers = Gauge("streamer_viewers", "Connected WebRTC viewers", registry=r)
-        self.prompts = Counter("streamer_prompts", "Prompt messages by result", ["result"], registry=r)
+
+    def stream(self, name: str) -> StreamMetrics:
+        families = dict(self._families)
+        errors, prompts = families.pop("errors"), families.pop("prompts")
+        children = {key: family.labels(name) for key, family in families.items()}
+        return StreamMetrics(name, errors_by_kind=errors, prompts_by_result=prompts, **children)
+
+    def forget(self, name: str) -> None:
+        """Remove a stream's series (it was removed at run time)."""
+        for family in self._families.values():
+            for labels in list(family._metrics):  # noqa: SLF001 - prometheus_client has no public listing
+                if labels[0] == name:
+                    family.remove(*labels)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

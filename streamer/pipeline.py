@@ -1,9 +1,14 @@
-"""Where a frame goes: source -> one inference worker -> overlay -> the latest output.
+"""Where a frame goes: sources -> one inference worker for every stream -> overlay -> each
+stream's latest output.
 
-One worker owns the tracker and always takes the newest frame, so latency never accumulates;
-tracker calls (frames and prompts alike) run one at a time on a single worker thread, off the
-event loop. Every output keeps its capture timestamp. Errors in a frame (including a GPU out of
-memory) are reported and that frame is shown without masks; tracking goes on.
+Each ``Stream`` has a feeder task that keeps only its camera's newest frame. The ``Pipeline``'s
+worker wakes when any stream has one, takes the newest frame of every stream that has one and
+steps them together (``step_streams``): one model, one batch, so N cameras cost much less than
+N times one. A stalled camera simply has no frame to offer and holds nobody back; when more
+streams are ready than ``max_batch``, the ones served longest ago go first, so none starves.
+Tracker calls (frames and prompts alike) run one at a time on a single worker thread, off the
+event loop. Errors in a round (a GPU out of memory included) are reported and its frames are
+shown without masks; tracking goes on.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,13 +26,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .metrics import Metrics
+from .metrics import Metrics, StreamMetrics
 from .overlay import draw_masks
 from .protocol import AddBox, AddPoints, ProtocolError
-from .sources import FrameSource, SourceError, SourceTimeoutError
-from .tracker import StreamingTracker
+from .sources import Frame, FrameSource, SourceError, SourceTimeoutError
+from .tracker import FrameResult, StreamingTracker, step_streams
 
 logger = logging.getLogger(__name__)
+
+STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,7 @@ class Output:
 
 
 @dataclass
-class PipelineState:
+class StreamState:
     fps: float = 0.0
     inference_ms: float = 0.0
     latency_ms: float = 0.0
@@ -57,54 +65,27 @@ class PipelineState:
         return {"p50": values[len(values) // 2], "p90": values[int(0.9 * (len(values) - 1))]}
 
 
-class Pipeline:
-    """Runs the tracker on a source; viewers await ``next_output`` and send prompts."""
+class Stream:
+    """One camera: its source, its tracker state, its latest output and its prompts."""
 
-    def __init__(
-        self,
-        source: FrameSource,
-        tracker: StreamingTracker,
-        metrics: Metrics | None = None,
-        *,
-        on_error: Callable[[str, str], None] | None = None,
-        labels: bool = True,
-    ) -> None:
-        self.source, self.tracker = source, tracker
-        self.metrics = metrics or Metrics()
-        self.state = PipelineState()
-        self.on_error = on_error  # (code, message) -> None, e.g. broadcast to viewers
-        self.labels = labels
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tracker")
+    def __init__(self, name: str, source: FrameSource, tracker: StreamingTracker, pipeline: Pipeline) -> None:
+        self.name, self.source, self.tracker, self.pipeline = name, source, tracker, pipeline
+        self.metrics: StreamMetrics = pipeline.metrics.stream(name)
+        self.state = StreamState()
+        self.pending: Frame | None = None  # the newest frame the worker has not taken yet
+        self.served_at = 0.0  # when the worker last took a frame from this stream
         self._latest: Output | None = None
         self._changed = asyncio.Condition()
         self._frames: deque[tuple[int, int, int, float]] = deque(maxlen=tracker.history)  # index, h, w, wall ms
-        self._task: asyncio.Task[None] | None = None
         self._obj_ids: tuple[int, ...] = ()  # snapshot for the event loop; the tracker lives on its thread
         self._seq = 0
+        self._feeder: asyncio.Task[None] | None = None
+        self._taken = 0
 
     @property
     def obj_ids(self) -> list[int]:
         """Objects tracked as of the last frame or prompt (safe to read from the event loop)."""
         return list(self._obj_ids)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="pipeline worker")
-
-    async def stop(self) -> None:
-        """Stop the worker, close the source, then free the tracker thread. Safe to call twice."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        await self.source.close()
-        # Let a frame in flight finish (the tracker must never run on two threads), but do not
-        # hold Ctrl-C hostage to a slow CPU frame.
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        drained = asyncio.to_thread(self._executor.shutdown, wait=True)
-        try:
-            await asyncio.wait_for(drained, timeout=1.5)
-        except TimeoutError:
-            logger.warning("a tracker step is still running; it will finish in the background")
 
     @property
     def source_alive(self) -> bool:
@@ -113,7 +94,7 @@ class Pipeline:
     @property
     def reconnecting(self) -> bool:
         """The camera is gone and the source is trying to get it back."""
-        running = self._task is not None and not self._task.done()
+        running = self._feeder is not None and not self._feeder.done()
         return running and not self.source.stats.connected
 
     @property
@@ -126,75 +107,8 @@ class Pipeline:
             await self._changed.wait_for(lambda: self._latest is not None and self._latest.seq > after)
             return self._latest  # type: ignore[return-value]
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                async for frame in self.source:
-                    self._sync_source_metrics()
-                    output = await loop.run_in_executor(self._executor, self._process, frame.image, frame.captured_at)
-                    if output.frame_index is not None:
-                        wall = time.time() * 1000 - (time.monotonic() - frame.captured_at) * 1000
-                        self._frames.append((output.frame_index, *frame.image.shape[:2], wall))
-                    await self._publish(output)
-                return  # the source ended (a file without looping)
-            except SourceTimeoutError as exc:
-                self.state.last_error = str(exc)
-                self._sync_source_metrics()
-                logger.warning("%s", exc)
-            except SourceError as exc:
-                self.state.last_error = str(exc)
-                logger.error("source stopped: %s", exc)
-                return
-
-    def _process(self, image: np.ndarray, captured_at: float) -> Output:
-        """Track one frame and draw it (on the tracker thread)."""
-        started = time.perf_counter()
-        previous = self.tracker.frame_index
-        try:
-            result = self.tracker.step(image)
-        except Exception as exc:  # keep streaming: show the frame without masks
-            kind = "out_of_memory" if isinstance(exc, torch.OutOfMemoryError) else "inference"
-            self._report(kind, exc)
-            index = self.tracker.frame_index
-            return Output(image, index if index != previous else None, captured_at, [])
-        self._obj_ids = tuple(result.obj_ids)
-        elapsed = 1000 * (time.perf_counter() - started)
-        self.metrics.inference_ms.observe(elapsed)
-        self.metrics.frames_processed.inc()
-        self.state.inference_ms = elapsed
-        drawn = draw_masks(image, result.masks, result.obj_ids, labels=self.labels)
-        return Output(drawn, result.frame_index, captured_at, result.obj_ids)
-
-    def _report(self, kind: str, exc: Exception) -> None:
-        message = f"{kind.replace('_', ' ')} error: {exc}"
-        if kind == "out_of_memory":
-            message += " (the frame is shown without masks; remove objects or use a smaller --image-size)"
-        logger.exception("frame failed: %s", message)
-        self.metrics.errors.labels(kind).inc()
-        self.state.last_error = message
-        if self.on_error is not None:
-            self.on_error(kind, message)
-
-    async def _publish(self, output: Output) -> None:
-        now = time.monotonic()
-        self.state.frame_times.append(now)
-        times = self.state.frame_times
-        if len(times) > 1:
-            self.state.fps = (len(times) - 1) / max(1e-6, times[-1] - times[0])
-        async with self._changed:
-            self._latest = dataclasses.replace(output, seq=self._seq)
-            self._seq += 1
-            self._changed.notify_all()
-
-    def _sync_source_metrics(self) -> None:
-        stats = self.source.stats
-        self.metrics.frames_captured.set(stats.decoded)
-        self.metrics.frames_dropped.set(stats.dropped)
-        self.metrics.reconnects.set(stats.reconnects)
-
     def record_sent(self, output: Output) -> None:
-        """A viewer's encoder took ``output``: record capture-to-sent latency."""
+        """The encoder took ``output``: record capture-to-sent latency."""
         latency = 1000 * (time.monotonic() - output.captured_at)
         self.metrics.latency_ms.observe(latency)
         self.state.latency_ms = latency
@@ -234,7 +148,7 @@ class Pipeline:
             finally:
                 self._obj_ids = tuple(self.tracker.obj_ids)
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        return await self.pipeline.run_on_tracker_thread(call)
 
     def _resolve_frame(self, frame_index: int | None, frame_ts: float | None) -> tuple[int, int, int]:
         """The remembered frame a prompt refers to: by index, by capture time, else the newest."""
@@ -254,3 +168,206 @@ class Pipeline:
             return index, h, w
         index, h, w, _ = frames[-1]
         return index, h, w
+
+    # -- the worker's side ----------------------------------------------------------------------
+
+    def start(self, wake: asyncio.Event) -> None:
+        self._feeder = asyncio.create_task(self._feed(wake), name=f"feeder {self.name}")
+
+    async def stop(self) -> None:
+        if self._feeder is not None:
+            self._feeder.cancel()
+            await asyncio.gather(self._feeder, return_exceptions=True)
+            self._feeder = None
+        await self.source.close()
+
+    async def _feed(self, wake: asyncio.Event) -> None:
+        """Keep the newest frame in ``pending``; a frame replaced before the worker took it is dropped."""
+        while True:
+            try:
+                async for frame in self.source:
+                    self.pending = frame
+                    self._sync_source_metrics()
+                    wake.set()
+                return  # the source ended (a file without looping)
+            except SourceTimeoutError as exc:
+                self.state.last_error = str(exc)
+                self._sync_source_metrics()
+                logger.warning("%s: %s", self.name, exc)
+            except SourceError as exc:
+                self.state.last_error = str(exc)
+                logger.error("%s: source stopped: %s", self.name, exc)
+                return
+
+    def take(self) -> Frame:
+        frame, self.pending = self.pending, None
+        assert frame is not None
+        self.served_at = time.monotonic()
+        self._taken += 1
+        return frame
+
+    def finish(
+        self, frame: Frame, result: FrameResult | None, previous: int | None, elapsed_ms: float, labels: bool
+    ) -> Output:
+        """Draw one stream's result of a round (on the tracker thread); ``previous`` is the
+        tracker's frame index before the round, which tells whether a failed frame got one."""
+        if result is None:
+            index = self.tracker.frame_index
+            return Output(frame.image, index if index != previous else None, frame.captured_at, [])
+        self._obj_ids = tuple(result.obj_ids)
+        self.metrics.inference_ms.observe(elapsed_ms)
+        self.metrics.frames_processed.inc()
+        self.state.inference_ms = elapsed_ms
+        drawn = draw_masks(frame.image, result.masks, result.obj_ids, labels=labels) if result.obj_ids else frame.image
+        return Output(drawn, result.frame_index, frame.captured_at, result.obj_ids)
+
+    async def publish(self, output: Output, frame: Frame) -> None:
+        if output.frame_index is not None:
+            wall = time.time() * 1000 - (time.monotonic() - frame.captured_at) * 1000
+            self._frames.append((output.frame_index, *frame.image.shape[:2], wall))
+        now = time.monotonic()
+        times = self.state.frame_times
+        times.append(now)
+        if len(times) > 1:
+            self.state.fps = (len(times) - 1) / max(1e-6, times[-1] - times[0])
+        async with self._changed:
+            self._latest = dataclasses.replace(output, seq=self._seq)
+            self._seq += 1
+            self._changed.notify_all()
+
+    def _sync_source_metrics(self) -> None:
+        stats = self.source.stats
+        self.metrics.frames_captured.set(stats.decoded)
+        # Dropped anywhere before the tracker: by the source's slot or by our own pending slot.
+        self.metrics.frames_dropped.set(max(0, stats.decoded - self._taken - (self.pending is not None)))
+        self.metrics.reconnects.set(stats.reconnects)
+
+
+class Pipeline:
+    """Every stream of the server and the one inference worker that serves them all."""
+
+    def __init__(
+        self,
+        metrics: Metrics | None = None,
+        *,
+        labels: bool = True,
+        max_batch: int = 16,
+        on_error: Callable[[str, str, str], None] | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self.metrics = metrics or Metrics()
+        self.labels, self.max_batch = labels, max_batch
+        self.on_error = on_error  # (stream, code, message) -> None, e.g. broadcast to viewers
+        self.streams: dict[str, Stream] = {}
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tracker")
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._model_tracker: StreamingTracker | None = None
+
+    def add_stream(self, name: str, source: FrameSource, tracker: StreamingTracker | None = None) -> Stream:
+        """Add a camera. The first stream's tracker holds the model; later ones are its siblings
+        unless given their own (which must then share the model)."""
+        if not STREAM_NAME.fullmatch(name):
+            raise ProtocolError(
+                "bad_field", f"stream name {name!r} must be 1-32 letters, digits, '_', '.' or '-' (not first)"
+            )
+        if name in self.streams:
+            raise ProtocolError("stream_exists", f"there is already a stream named {name!r}")
+        if tracker is None:
+            if self._model_tracker is None:
+                raise ValueError("the first stream needs a tracker: it brings the model")
+            tracker = self._model_tracker.sibling()
+        elif self._model_tracker is not None:
+            self._model_tracker._check_sibling(tracker)
+        self._model_tracker = self._model_tracker or tracker
+        stream = Stream(name, source, tracker, self)
+        self.streams[name] = stream
+        if self._task is not None:
+            stream.start(self._wake)
+        return stream
+
+    async def remove_stream(self, name: str) -> None:
+        stream = self.stream(name)
+        del self.streams[name]
+        await stream.stop()
+        await self.run_on_tracker_thread(stream.tracker.reset)  # after any round that still holds it
+        self.metrics.forget(name)
+
+    def stream(self, name: str | None) -> Stream:
+        """The named stream, or the first one when ``name`` is None."""
+        if name is None and self.streams:
+            return next(iter(self.streams.values()))
+        if name not in self.streams:
+            raise ProtocolError("unknown_stream", f"no stream named {name!r}; streams are {list(self.streams)}")
+        return self.streams[name]
+
+    def start(self) -> None:
+        for stream in self.streams.values():
+            stream.start(self._wake)
+        self._task = asyncio.create_task(self._run(), name="inference worker")
+
+    async def stop(self) -> None:
+        """Stop the worker, close every source, then free the tracker thread. Safe to call twice."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await asyncio.gather(*(stream.stop() for stream in self.streams.values()))
+        # Let a round in flight finish (the trackers must never run on two threads), but do not
+        # hold Ctrl-C hostage to a slow CPU frame.
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        drained = asyncio.to_thread(self._executor.shutdown, wait=True)
+        try:
+            await asyncio.wait_for(drained, timeout=1.5)
+        except TimeoutError:
+            logger.warning("a tracker step is still running; it will finish in the background")
+
+    async def run_on_tracker_thread(self, fn: Callable[[], object]) -> object:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def ready(self) -> list[Stream]:
+        """Streams with a new frame, longest-unserved first, at most ``max_batch``."""
+        waiting = [s for s in self.streams.values() if s.pending is not None]
+        return sorted(waiting, key=lambda s: s.served_at)[: self.max_batch]
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch = self.ready()
+            if not batch:
+                continue
+            frames = [stream.take() for stream in batch]
+            if any(s.pending is not None for s in self.streams.values()):
+                self._wake.set()  # streams left out of a full batch go next
+            outputs = await loop.run_in_executor(self._executor, self._process, batch, frames)
+            for stream, frame, output in zip(batch, frames, outputs):
+                await stream.publish(output, frame)
+
+    def _process(self, batch: list[Stream], frames: list[Frame]) -> list[Output]:
+        """Track one round and draw it (on the tracker thread)."""
+        started = time.perf_counter()
+        previous = [s.tracker.frame_index for s in batch]
+        results: list[FrameResult | None]
+        try:
+            results = list(step_streams([s.tracker for s in batch], [f.image for f in frames]))
+        except Exception as exc:  # keep streaming: show the frames without masks
+            self._report(batch, exc)
+            results = [None] * len(batch)
+        elapsed = 1000 * (time.perf_counter() - started)
+        self.metrics.batch_size.observe(len(batch))
+        return [s.finish(f, r, p, elapsed, self.labels) for s, f, r, p in zip(batch, frames, results, previous)]
+
+    def _report(self, batch: list[Stream], exc: Exception) -> None:
+        kind = "out_of_memory" if isinstance(exc, torch.OutOfMemoryError) else "inference"
+        message = f"{kind.replace('_', ' ')} error: {exc}"
+        if kind == "out_of_memory":
+            message += " (frames are shown without masks; remove objects or streams, or use a smaller --image-size)"
+        logger.exception("round of %s failed: %s", [s.name for s in batch], message)
+        for stream in batch:
+            stream.metrics.error(kind)
+            stream.state.last_error = message
+            if self.on_error is not None:
+                self.on_error(stream.name, kind, message)

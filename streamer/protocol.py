@@ -19,6 +19,8 @@ MAX_POINTS = 64
 MAX_OBJ_ID = 2**31 - 1
 MAX_CLIENT_ID_CHARS = 64
 MAX_SDP_CHARS = 32 * 1024
+MAX_STREAM_NAME_CHARS = 32
+MAX_SOURCE_CHARS = 2048
 
 
 class ProtocolError(StreamerError):
@@ -32,6 +34,7 @@ class ProtocolError(StreamerError):
 @dataclass(frozen=True)
 class AddPoints:
     id: str | int | None
+    stream: str | None  # None: the server's first stream
     obj_id: int
     points: list[tuple[float, float]]  # normalised 0..1 of the displayed frame
     labels: list[int]
@@ -42,6 +45,7 @@ class AddPoints:
 @dataclass(frozen=True)
 class AddBox:
     id: str | int | None
+    stream: str | None
     obj_id: int
     box: tuple[float, float, float, float]  # normalised x0, y0, x1, y1
     frame_index: int | None
@@ -51,22 +55,40 @@ class AddBox:
 @dataclass(frozen=True)
 class RemoveObject:
     id: str | int | None
+    stream: str | None
     obj_id: int
 
 
 @dataclass(frozen=True)
 class Reset:
     id: str | int | None
+    stream: str | None
 
 
 @dataclass(frozen=True)
 class Offer:
     id: str | int | None
+    stream: str | None
     sdp: str
 
 
-Message = AddPoints | AddBox | RemoveObject | Reset | Offer
-TYPES = ("add_points", "add_box", "remove_object", "reset", "offer")
+@dataclass(frozen=True)
+class AddStream:
+    """Open a new camera at run time (only where the server allows stream control)."""
+
+    id: str | int | None
+    stream: str
+    source: str
+
+
+@dataclass(frozen=True)
+class RemoveStream:
+    id: str | int | None
+    stream: str
+
+
+Message = AddPoints | AddBox | RemoveObject | Reset | Offer | AddStream | RemoveStream
+TYPES = ("add_points", "add_box", "remove_object", "reset", "offer", "add_stream", "remove_stream")
 
 
 def parse_message(raw: str | bytes) -> Message:
@@ -119,6 +141,17 @@ def _int(value: Any, name: str, low: int = 0, high: int = MAX_OBJ_ID) -> int:
     return value
 
 
+def _string(value: Any, name: str, limit: int) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= limit:
+        raise ProtocolError("bad_field", f"{name} must be a non-empty string of at most {limit} characters")
+    return value
+
+
+def _stream(data: dict[str, Any], required: bool = False) -> str | None:
+    value = _field(data, "stream") if required else data.get("stream")
+    return None if value is None else _string(value, "stream", MAX_STREAM_NAME_CHARS)
+
+
 def _frame_ref(data: dict[str, Any]) -> tuple[int | None, float | None]:
     index = data.get("frame_index")
     ts = data.get("frame_ts")
@@ -140,7 +173,8 @@ def _add_points(data: dict[str, Any], msg_id: str | int | None) -> AddPoints:
             raise ProtocolError("bad_field", "each point must be [x, y]")
         pairs.append((_number(point[0], "x"), _number(point[1], "y")))
     checked = [_int(label, "label", 0, 1) for label in labels]
-    return AddPoints(msg_id, _int(_field(data, "obj_id"), "obj_id"), pairs, checked, *_frame_ref(data))
+    obj_id = _int(_field(data, "obj_id"), "obj_id")
+    return AddPoints(msg_id, _stream(data), obj_id, pairs, checked, *_frame_ref(data))
 
 
 def _add_box(data: dict[str, Any], msg_id: str | int | None) -> AddBox:
@@ -150,26 +184,30 @@ def _add_box(data: dict[str, Any], msg_id: str | int | None) -> AddBox:
     x0, y0, x1, y1 = (_number(v, "box coordinate") for v in box)
     if not (x0 < x1 and y0 < y1):
         raise ProtocolError("out_of_range", "box needs x0 < x1 and y0 < y1")
-    return AddBox(msg_id, _int(_field(data, "obj_id"), "obj_id"), (x0, y0, x1, y1), *_frame_ref(data))
+    return AddBox(msg_id, _stream(data), _int(_field(data, "obj_id"), "obj_id"), (x0, y0, x1, y1), *_frame_ref(data))
 
 
 def _remove(data: dict[str, Any], msg_id: str | int | None) -> RemoveObject:
-    return RemoveObject(msg_id, _int(_field(data, "obj_id"), "obj_id"))
+    return RemoveObject(msg_id, _stream(data), _int(_field(data, "obj_id"), "obj_id"))
 
 
 def _offer(data: dict[str, Any], msg_id: str | int | None) -> Offer:
-    sdp = _field(data, "sdp")
-    if not isinstance(sdp, str) or not 0 < len(sdp) <= MAX_SDP_CHARS:
-        raise ProtocolError("bad_field", f"sdp must be a non-empty string of at most {MAX_SDP_CHARS} characters")
-    return Offer(msg_id, sdp)
+    return Offer(msg_id, _stream(data), _string(_field(data, "sdp"), "sdp", MAX_SDP_CHARS))
+
+
+def _add_stream(data: dict[str, Any], msg_id: str | int | None) -> AddStream:
+    source = _string(_field(data, "source"), "source", MAX_SOURCE_CHARS)
+    return AddStream(msg_id, _stream(data, required=True), source)  # type: ignore[arg-type]
 
 
 _PARSERS = {
     "add_points": _add_points,
     "add_box": _add_box,
     "remove_object": _remove,
-    "reset": lambda data, msg_id: Reset(msg_id),
+    "reset": lambda data, msg_id: Reset(msg_id, _stream(data)),
     "offer": _offer,
+    "add_stream": _add_stream,
+    "remove_stream": lambda data, msg_id: RemoveStream(msg_id, _stream(data, required=True)),  # type: ignore[arg-type]
 }
 
 

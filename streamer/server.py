@@ -29,19 +29,23 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from .errors import StreamerError
-from .pipeline import Pipeline
+from .pipeline import Pipeline, Stream
 from .protocol import (
     MAX_MESSAGE_BYTES,
     AddBox,
     AddPoints,
+    AddStream,
+    Message,
     Offer,
     ProtocolError,
     RemoveObject,
+    RemoveStream,
     encode,
     error_reply,
     parse_message,
 )
 from .protocol import Reset as ResetMessage
+from .sources import SourceError, open_source
 from .webrtc import Viewers
 
 logger = logging.getLogger(__name__)
@@ -62,6 +66,8 @@ class ServerConfig:
     burst: int = 40
     state_interval: float = 0.5
     random_weights: bool = False  # the page shows a banner
+    stream_control: bool = False  # viewers may add and remove streams (opens files and URLs they name)
+    max_streams: int = 32
 
 
 def is_loopback(host: str) -> bool:
@@ -91,7 +97,7 @@ class TokenBucket:
 
 
 class StreamServer:
-    """Serves one pipeline to any number of viewers."""
+    """Serves every stream of one pipeline to any number of viewers."""
 
     def __init__(self, pipeline: Pipeline, config: ServerConfig, web_dir: Path = WEB_DIR) -> None:
         if not is_loopback(config.host) and not config.token and not config.insecure:
@@ -181,18 +187,25 @@ class StreamServer:
         return _response(http.HTTPStatus.OK, target.read_bytes(), kind)
 
     def health(self) -> dict:
-        state, stats = self.pipeline.state, self.pipeline.source.stats
+        streams = {}
+        for name, stream in self.pipeline.streams.items():
+            state, stats = stream.state, stream.source.stats
+            streams[name] = {
+                "source_alive": stream.source_alive,
+                "reconnecting": stream.reconnecting,
+                "source": stream.source.name,
+                "fps": round(state.fps, 2),
+                "source_fps": round(stats.fps, 2),
+                "latency_ms": state.latency_percentiles(),
+                "viewers": self.viewers.count(name),
+                "objects": stream.obj_ids,
+                "last_error": state.last_error,
+            }
         return {
-            "source_alive": self.pipeline.source_alive,
-            "reconnecting": self.pipeline.reconnecting,
-            "source": self.pipeline.source.name,
-            "fps": round(state.fps, 2),
-            "source_fps": round(stats.fps, 2),
-            "latency_ms": state.latency_percentiles(),
+            "ok": all(s["source_alive"] for s in streams.values()),
+            "streams": streams,
             "viewers": len(self.viewers.peers),
             "connections": len(self.connections),
-            "objects": self.pipeline.obj_ids,
-            "last_error": state.last_error,
         }
 
     # -- websocket ----------------------------------------------------------------------------------
@@ -207,7 +220,8 @@ class StreamServer:
                 encode(
                     "hello",
                     random_weights=self.config.random_weights,
-                    browser_camera=self.viewers.camera is not None,
+                    browser_camera=self.viewers.camera_streams(),
+                    stream_control=self.config.stream_control,
                     **self._state(),
                 )
             )
@@ -230,52 +244,91 @@ class StreamServer:
 
     async def _reply(self, raw: str | bytes) -> tuple[str, object | None]:
         """Answer one message: an ack, an answer, or an error; never raise."""
-        msg_id = None
+        msg_id, stream = None, None
         try:
             message = parse_message(raw)
             msg_id = message.id
+            if isinstance(message, (AddStream, RemoveStream)):
+                return await self._control(message), None
+            stream = self.pipeline.stream(message.stream)
             if isinstance(message, Offer):
-                peer, sdp = await self.viewers.answer(message.sdp)
-                return encode("answer", id=msg_id, sdp=sdp), peer
-            if isinstance(message, (AddPoints, AddBox)):
-                objects = await self.pipeline.prompt(message)
-            elif isinstance(message, RemoveObject):
-                objects = await self.pipeline.remove_object(message.obj_id)
-            else:
-                assert isinstance(message, ResetMessage)
-                objects = await self.pipeline.reset()
-            self.pipeline.metrics.prompts.labels("ok").inc()
-            return encode("ack", id=msg_id, objects=objects), None
+                peer, sdp = await self.viewers.answer(message.sdp, stream.name)
+                return encode("answer", id=msg_id, stream=stream.name, sdp=sdp), peer
+            objects = await self._prompt(stream, message)
+            stream.metrics.prompt("ok")
+            return encode("ack", id=msg_id, stream=stream.name, objects=objects), None
         except ProtocolError as exc:
-            self.pipeline.metrics.prompts.labels("rejected").inc()
+            if stream is not None:
+                stream.metrics.prompt("rejected")
             if exc.msg_id is None:
                 exc.msg_id = msg_id
             return error_reply(exc), None
         except StreamerError as exc:  # PromptError, UnknownObjectError, TooManyViewersError...
-            self.pipeline.metrics.prompts.labels("rejected").inc()
+            if stream is not None:
+                stream.metrics.prompt("rejected")
             code = re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__.removesuffix("Error")).lower()
             return encode("error", id=msg_id, code=code, message=str(exc)), None
         except Exception as exc:  # a bug or a GPU failure: report it, keep serving
             logger.exception("message failed")
-            self.pipeline.metrics.errors.labels("prompt").inc()
+            if stream is not None:
+                stream.metrics.error("prompt")
             return encode(
                 "error", id=msg_id, code="internal", message=f"the server failed on this message: {exc}"
             ), None
 
+    async def _prompt(self, stream: Stream, message: Message) -> list[int]:
+        if isinstance(message, (AddPoints, AddBox)):
+            return await stream.prompt(message)
+        if isinstance(message, RemoveObject):
+            return await stream.remove_object(message.obj_id)
+        assert isinstance(message, ResetMessage)
+        return await stream.reset()
+
+    async def _control(self, message: AddStream | RemoveStream) -> str:
+        """Add or remove a stream at run time, where the server allows it."""
+        if not self.config.stream_control:
+            raise ProtocolError(
+                "forbidden", "this server does not let viewers add or remove streams: start it with --stream-control"
+            )
+        if isinstance(message, RemoveStream):
+            self.pipeline.stream(message.stream)  # unknown names fail here, before anything closes
+            await self.viewers.close_stream(message.stream)
+            await self.pipeline.remove_stream(message.stream)
+        else:
+            if len(self.pipeline.streams) >= self.config.max_streams:
+                raise ProtocolError("too_many_streams", f"this server already has {self.config.max_streams} streams")
+            if message.stream in self.pipeline.streams:
+                raise ProtocolError("stream_exists", f"there is already a stream named {message.stream!r}")
+            try:
+                source = await asyncio.to_thread(open_source, message.source)
+            except (SourceError, ValueError, OSError) as exc:
+                raise ProtocolError("bad_source", f"cannot open {message.source!r}: {exc}") from None
+            try:
+                self.pipeline.add_stream(message.stream, source)
+            except BaseException:
+                await source.close()
+                raise
+        logger.info("%s stream %s", "added" if isinstance(message, AddStream) else "removed", message.stream)
+        return encode("ack", id=message.id, stream=message.stream, streams=list(self.pipeline.streams))
+
     def _state(self) -> dict:
-        state = self.pipeline.state
-        latest = self.pipeline.latest
-        return {
-            "objects": self.pipeline.obj_ids,
-            "fps": round(state.fps, 2),
-            "latency_ms": round(state.latency_ms, 1),
-            "inference_ms": round(state.inference_ms, 1),
-            "frame_index": None if latest is None else latest.frame_index,
-            "server_time_ms": time.time() * 1000,
-            "source_alive": self.pipeline.source_alive,
-            "reconnecting": self.pipeline.reconnecting,
-            "viewers": len(self.viewers.peers),
-        }
+        streams = []
+        for name, stream in self.pipeline.streams.items():
+            state, latest = stream.state, stream.latest
+            streams.append(
+                {
+                    "name": name,
+                    "objects": stream.obj_ids,
+                    "fps": round(state.fps, 2),
+                    "latency_ms": round(state.latency_ms, 1),
+                    "inference_ms": round(state.inference_ms, 1),
+                    "frame_index": None if latest is None else latest.frame_index,
+                    "source_alive": stream.source_alive,
+                    "reconnecting": stream.reconnecting,
+                    "viewers": self.viewers.count(name),
+                }
+            )
+        return {"streams": streams, "server_time_ms": time.time() * 1000, "viewers": len(self.viewers.peers)}
 
     async def _push_state(self, ws: ServerConnection) -> None:
         while True:
@@ -285,11 +338,11 @@ class StreamServer:
             except ConnectionClosed:
                 return
 
-    def _broadcast_error(self, code: str, message: str) -> None:
+    def _broadcast_error(self, stream: str, code: str, message: str) -> None:
         """Called from the tracker thread: hand the message to the event loop."""
         if self._loop is None:
             return
-        text = encode("error", id=None, code=code, message=message)
+        text = encode("error", id=None, stream=stream, code=code, message=message)
         for ws in list(self.connections):
             asyncio.run_coroutine_threadsafe(_send_quietly(ws, text), self._loop)
 

@@ -1,28 +1,25 @@
-"""WebRTC to the viewers (aiortc): each peer gets a track of the pipeline's overlaid frames.
+"""WebRTC to the viewers (aiortc): each peer connection watches one stream.
 
-A track hands its encoder the newest output it has not sent yet, so a slow viewer skips frames
-rather than queueing them. aiortc encodes per RTCRtpSender, i.e. once per viewer; encoding once
-for all viewers is left for issue D.
+A peer gets an ``EncodedTrack`` of its stream's shared encoder (``encoder.py``), so a stream is
+encoded once whatever the number of viewers, and the peer's codec is pinned to VP8. A stream
+whose source is the browser's camera takes the first viewer that sends video as its camera.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fractions
 import logging
+from dataclasses import dataclass
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
-from av import VideoFrame
 
+from .encoder import StreamEncoder, vp8_preferences
 from .errors import StreamerError
-from .pipeline import Pipeline
+from .pipeline import Pipeline, Stream
 from .sources import BrowserSource
 
 logger = logging.getLogger(__name__)
-
-VIDEO_CLOCK = 90_000
-TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 
 
 class TooManyViewersError(StreamerError):
@@ -33,55 +30,49 @@ class OfferError(StreamerError):
     """A viewer's WebRTC offer cannot be answered."""
 
 
-class OverlayTrack(VideoStreamTrack):
-    """The pipeline's overlaid frames, newest first, timestamped from their capture time."""
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        super().__init__()
-        self.pipeline = pipeline
-        self._sent = -1
-        self._origin: float | None = None
-
-    async def recv(self) -> VideoFrame:
-        output = await self.pipeline.next_output(self._sent)
-        self._sent = output.seq
-        if self._origin is None:
-            self._origin = output.captured_at
-        frame = VideoFrame.from_ndarray(output.image, format="rgb24")
-        frame.pts = int((output.captured_at - self._origin) * VIDEO_CLOCK)
-        frame.time_base = TIME_BASE
-        self.pipeline.record_sent(output)
-        return frame
+@dataclass
+class _Peer:
+    stream: Stream
+    encoder: StreamEncoder
+    camera_task: asyncio.Task[None] | None = None
 
 
 class Viewers:
-    """Owns every RTCPeerConnection: creates them from offers, closes them, caps their number."""
+    """Owns every RTCPeerConnection and every stream's encoder; caps the number of peers."""
 
     def __init__(self, pipeline: Pipeline, max_peers: int = 16) -> None:
         self.pipeline, self.max_peers = pipeline, max_peers
-        self.peers: set[RTCPeerConnection] = set()
-        source = pipeline.source
-        self.camera = source if isinstance(source, BrowserSource) else None
-        self._camera_peer: RTCPeerConnection | None = None
-        self._camera_task: asyncio.Task[None] | None = None
+        self.peers: dict[RTCPeerConnection, _Peer] = {}
+        self.encoders: dict[str, StreamEncoder] = {}
 
-    async def answer(self, offer_sdp: str) -> tuple[RTCPeerConnection, str]:
-        """Answer a viewer's offer with a peer sending the overlaid video (no STUN: local ICE only).
+    def count(self, stream: str) -> int:
+        return sum(1 for p in self.peers.values() if p.stream.name == stream)
 
-        In browser-camera mode the first viewer that sends video becomes the source.
+    def camera_streams(self) -> list[str]:
+        return [s.name for s in self.pipeline.streams.values() if isinstance(s.source, BrowserSource)]
+
+    async def answer(self, offer_sdp: str, stream_name: str | None = None) -> tuple[RTCPeerConnection, str]:
+        """Answer a viewer's offer with a peer sending the stream's video (no STUN: local ICE only).
+
+        On a browser-camera stream the first viewer that sends video becomes the camera.
         """
+        stream = self.pipeline.stream(stream_name)
         if len(self.peers) >= self.max_peers:
             raise TooManyViewersError(f"this server already has {self.max_peers} viewers; try again later")
         sends_video = "a=sendrecv" in offer_sdp or "a=sendonly" in offer_sdp
-        if sends_video and (self.camera is None or self._camera_peer is not None):
+        camera = stream.source if isinstance(stream.source, BrowserSource) else None
+        if sends_video and (camera is None or self._camera_peer(stream) is not None):
             raise OfferError(
-                "this server does not take a camera from viewers"
-                if self.camera is None
+                f"stream {stream.name!r} does not take a camera from viewers"
+                if camera is None
                 else "another viewer's camera is already the source; reconnect without sending video"
             )
+        encoder = self.encoders.get(stream.name)
+        if encoder is None:
+            encoder = self.encoders[stream.name] = StreamEncoder(stream)
         peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.peers.add(peer)
-        self._update_gauge()
+        entry = self.peers[peer] = _Peer(stream, encoder)
+        self._update_gauge(stream)
 
         @peer.on("connectionstatechange")
         async def on_state() -> None:
@@ -90,45 +81,60 @@ class Viewers:
 
         @peer.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "video" and self.camera is not None and self._camera_peer in (None, peer):
-                self._camera_peer = peer
-                self._camera_task = asyncio.create_task(self._pull_camera(track), name="browser camera")
+            if track.kind == "video" and camera is not None and self._camera_peer(stream) is None:
+                entry.camera_task = asyncio.create_task(self._pull_camera(track, camera), name="browser camera")
 
         try:
-            peer.addTrack(OverlayTrack(self.pipeline))
+            sender = peer.addTrack(encoder.subscribe())
+            # A viewer's PLI/FIR reaches aiortc's sender, which has no encoder of its own here.
+            sender._send_keyframe = encoder.request_keyframe  # type: ignore[method-assign]
+            transceiver = next(t for t in peer.getTransceivers() if t.sender is sender)
+            transceiver.setCodecPreferences(vp8_preferences())
             await peer.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             await peer.setLocalDescription(await peer.createAnswer())
         except Exception as exc:
             await self.close(peer)
-            raise OfferError(f"cannot use this WebRTC offer: {exc}") from exc
+            raise OfferError(f"cannot use this WebRTC offer (the viewer must accept VP8 video): {exc}") from exc
         return peer, peer.localDescription.sdp
 
     async def close(self, peer: RTCPeerConnection) -> None:
-        if peer in self.peers:
-            self.peers.discard(peer)
-            self._update_gauge()
-            if peer is self._camera_peer and self._camera_task is not None:
-                self._camera_task.cancel()
-                await asyncio.gather(self._camera_task, return_exceptions=True)
-                self._camera_peer = self._camera_task = None
-            await peer.close()
+        entry = self.peers.pop(peer, None)
+        if entry is None:
+            return
+        self._update_gauge(entry.stream)
+        if entry.camera_task is not None:
+            entry.camera_task.cancel()
+            await asyncio.gather(entry.camera_task, return_exceptions=True)
+        await peer.close()
+        await entry.encoder.unsubscribe()
 
-    async def _pull_camera(self, track: MediaStreamTrack) -> None:
-        """Feed the viewer's camera frames to the pipeline's source (every frame is consumed, so
+    async def close_stream(self, name: str) -> None:
+        """Close the peers watching a stream that is going away."""
+        await asyncio.gather(*(self.close(p) for p, e in list(self.peers.items()) if e.stream.name == name))
+        encoder = self.encoders.pop(name, None)
+        if encoder is not None:
+            await encoder.close()
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(self.close(peer) for peer in list(self.peers)))
+        for encoder in self.encoders.values():
+            await encoder.close()
+
+    def _camera_peer(self, stream: Stream) -> RTCPeerConnection | None:
+        return next((p for p, e in self.peers.items() if e.stream is stream and e.camera_task is not None), None)
+
+    async def _pull_camera(self, track: MediaStreamTrack, camera: BrowserSource) -> None:
+        """Feed the viewer's camera frames to the stream's source (every frame is consumed, so
         aiortc's receive queue never grows; the source keeps only the newest)."""
-        assert self.camera is not None
         try:
             while True:
                 frame = await track.recv()
                 image = await asyncio.to_thread(frame.to_ndarray, format="rgb24")
-                self.camera.push(image, None if frame.time is None else float(frame.time))
+                camera.push(image, None if frame.time is None else float(frame.time))
         except MediaStreamError:
             logger.info("the viewer's camera stopped")
         finally:
-            self.camera.disconnected()
+            camera.disconnected()
 
-    async def close_all(self) -> None:
-        await asyncio.gather(*(self.close(peer) for peer in list(self.peers)))
-
-    def _update_gauge(self) -> None:
-        self.pipeline.metrics.viewers.set(len(self.peers))
+    def _update_gauge(self, stream: Stream) -> None:
+        stream.metrics.viewers.set(self.count(stream.name))

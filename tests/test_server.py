@@ -14,9 +14,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from streamer import StreamerError, StreamingTracker
-from streamer.pipeline import Pipeline
+from streamer.pipeline import Pipeline, Stream
 from streamer.server import ServerConfig, StreamServer
-from streamer.sources import open_source
+from streamer.sources import BrowserSource, open_source
 
 from .conftest import clip_path
 from .rtsp import RtspServer
@@ -28,18 +28,31 @@ def tracker() -> StreamingTracker:
 
 
 @contextlib.asynccontextmanager
-async def running(tracker: StreamingTracker, **options) -> AsyncIterator[StreamServer]:
+async def running(
+    tracker: StreamingTracker, streams: dict[str, str] | None = None, max_batch: int = 16, **options
+) -> AsyncIterator[StreamServer]:
+    """A server on 127.0.0.1 (any port) with ``streams`` (name -> spec; default one synthetic
+    stream named "main"), once every stream with a live source has shown a frame."""
     tracker.reset()
-    pipeline = Pipeline(open_source("synthetic", width=160, height=120), tracker)
+    pipeline = Pipeline(max_batch=max_batch)
+    for i, (name, spec) in enumerate((streams or {"main": "synthetic"}).items()):
+        options_for = {"width": 160, "height": 120} if spec == "synthetic" else {}
+        pipeline.add_stream(name, open_source(spec, **options_for), tracker if i == 0 else None)
     server = StreamServer(pipeline, ServerConfig(port=0, **options))
     await server.start()
     pipeline.start()
     try:
-        await pipeline.next_output(-1)
+        for stream in pipeline.streams.values():
+            if not isinstance(stream.source, BrowserSource):
+                await stream.next_output(-1)
         yield server
     finally:
         await server.stop()
         await pipeline.stop()
+
+
+def main_stream(server: StreamServer) -> Stream:
+    return server.pipeline.stream(None)
 
 
 def _get(port: int, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
@@ -75,11 +88,12 @@ def test_page_health_and_metrics(tracker) -> None:
             await asyncio.sleep(0.6)
             status, headers, body = await get(server, "/healthz")
             health = json.loads(body)
-            assert status == 200 and health["source_alive"] is True and health["fps"] > 0
+            main = health["streams"]["main"]
+            assert status == 200 and health["ok"] and main["source_alive"] is True and main["fps"] > 0
             status, _, body = await get(server, "/metrics")
             text = body.decode()
-            assert status == 200 and "streamer_frames_processed_total" in text
-            assert "streamer_inference_ms_bucket" in text and "streamer_viewers 0.0" in text
+            assert status == 200 and 'streamer_frames_processed_total{stream="main"}' in text
+            assert "streamer_inference_ms_bucket" in text and 'streamer_viewers{stream="main"} 0.0' in text
 
     asyncio.run(main())
 
@@ -144,11 +158,10 @@ def test_websocket_origin_checked(tracker) -> None:
 
 def test_public_host_needs_token(tracker) -> None:
     """Listening beyond loopback without --token (or --insecure) is refused with advice."""
-    pipeline = Pipeline(open_source("synthetic"), tracker)
+    pipeline = Pipeline()
     with pytest.raises(StreamerError, match="without --token"):
         StreamServer(pipeline, ServerConfig(host="0.0.0.0"))
     StreamServer(pipeline, ServerConfig(host="0.0.0.0", token="x"))
-    asyncio.run(pipeline.source.close())
 
 
 def test_prompt_protocol(tracker) -> None:
@@ -157,13 +170,13 @@ def test_prompt_protocol(tracker) -> None:
     async def main() -> None:
         async with running(tracker) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
             hello = json.loads(await ws.recv())
-            assert hello["type"] == "hello" and hello["objects"] == []
+            assert hello["type"] == "hello" and hello["streams"][0]["objects"] == []
             add = {"type": "add_points", "id": "a", "obj_id": 1, "points": [[0.5, 0.5]], "labels": [1]}
-            assert await reply(ws, add) == {"type": "ack", "id": "a", "objects": [1]}
+            assert await reply(ws, add) == {"type": "ack", "id": "a", "stream": "main", "objects": [1]}
             box = {"type": "add_box", "id": 2, "obj_id": 2, "box": [0.1, 0.1, 0.5, 0.6], "frame_ts": 0}
             assert (await reply(ws, box))["objects"] == [1, 2]
             stale = {**add, "id": "s", "frame_index": 0}
-            await server.pipeline.next_output(tracker.history + 1)  # frame 0 has left the history
+            await main_stream(server).next_output(tracker.history + 1)  # frame 0 has left the history
             err = await reply(ws, stale)
             assert err["code"] == "stale_frame" and err["id"] == "s"
             err = await reply(ws, {"type": "add_points", "id": 5, "obj_id": 1, "points": [[1.5, 0]], "labels": [1]})
@@ -176,9 +189,9 @@ def test_prompt_protocol(tracker) -> None:
             assert (await reply(ws, {"type": "teleport"}))["code"] == "unknown_type"
             bad_offer = await reply(ws, {"type": "offer", "id": 9, "sdp": "v=0 junk"})
             assert bad_offer.get("code") == "offer", bad_offer
-            assert server.viewers.peers == set()
+            assert server.viewers.peers == {}
             state = json.loads(await ws.recv())
-            assert state["type"] == "state" and state["frame_index"] > 0
+            assert state["type"] == "state" and state["streams"][0]["frame_index"] > 0
 
     asyncio.run(main())
 
@@ -245,7 +258,7 @@ def test_fuzzed_messages_all_answered_while_streaming(tracker) -> None:
         rng = random.Random(1234)
         async with running(tracker, rate=1e6, burst=10**6) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
             await ws.recv()
-            first = server.pipeline.latest.seq
+            first = main_stream(server).latest.seq
             answered = 0
             for _ in range(2000):
                 await ws.send(_random_message(rng))
@@ -256,9 +269,9 @@ def test_fuzzed_messages_all_answered_while_streaming(tracker) -> None:
                         break
             assert answered == 2000
             await asyncio.sleep(0.5)
-            assert server.pipeline.latest.seq > first
+            assert main_stream(server).latest.seq > first
             status, _, body = await get(server, "/healthz")
-            assert status == 200 and json.loads(body)["source_alive"]
+            assert status == 200 and json.loads(body)["streams"]["main"]["source_alive"]
 
     asyncio.run(main())
 
@@ -270,7 +283,7 @@ def test_camera_outage_shows_reconnecting_then_recovers(tracker) -> None:
     camera.start()
 
     async def health(server: StreamServer) -> dict:
-        return json.loads((await get(server, "/healthz"))[2])
+        return json.loads((await get(server, "/healthz"))[2])["streams"]["cam"]
 
     async def wait_for(server: StreamServer, key: str, timeout: float = 8.0) -> dict:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -283,23 +296,26 @@ def test_camera_outage_shows_reconnecting_then_recovers(tracker) -> None:
 
     async def main() -> None:
         tracker.reset()
-        pipeline = Pipeline(open_source(camera.url), tracker)
+        pipeline = Pipeline()
+        stream = pipeline.add_stream("cam", open_source(camera.url), tracker)
         server = StreamServer(pipeline, ServerConfig(port=0))
         await server.start()
         pipeline.start()
         try:
-            await pipeline.next_output(-1)
+            await stream.next_output(-1)
             assert (await health(server))["source_alive"]
             async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
                 camera.kill()
                 down = await wait_for(server, "reconnecting")
                 assert not down["source_alive"]
-                while (state := json.loads(await ws.recv()))["type"] != "state" or not state["reconnecting"]:
+                while (state := json.loads(await ws.recv()))["type"] != "state" or not state["streams"][0][
+                    "reconnecting"
+                ]:
                     pass
-                before = pipeline.latest.seq
+                before = stream.latest.seq
                 camera.start()
                 await wait_for(server, "source_alive")
-                await pipeline.next_output(before)
+                await stream.next_output(before)
         finally:
             await server.stop()
             await pipeline.stop()
@@ -311,31 +327,33 @@ def test_camera_outage_shows_reconnecting_then_recovers(tracker) -> None:
 
 
 def test_inference_failure_is_reported_and_stream_goes_on(tracker, monkeypatch) -> None:
-    """A GPU out-of-memory in one frame (before the tracker took it) reaches viewers as an error
-    with advice; that frame is still shown, without masks, and the next frames are tracked again."""
+    """A GPU out-of-memory in one round (before the tracker took the frame) reaches viewers as an
+    error with advice; that frame is still shown, without masks, and the next frames are tracked."""
     import torch
 
-    original, failed = tracker.step, []
+    import streamer.pipeline
 
-    def flaky_step(frame):
+    original, failed = streamer.pipeline.step_streams, []
+
+    def flaky_step(trackers, frames):
         if not failed:
             failed.append(True)
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return original(frame)
+        return original(trackers, frames)
 
     async def main() -> None:
         async with running(tracker) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
             await ws.recv()
             await reply(ws, {"type": "add_points", "id": 1, "obj_id": 1, "points": [[0.5, 0.5]], "labels": [1]})
             shown: list = []
-            publish = server.pipeline._publish
+            publish = main_stream(server).publish
 
-            async def recording(output):
+            async def recording(output, frame):
                 shown.append(output)
-                await publish(output)
+                await publish(output, frame)
 
-            monkeypatch.setattr(server.pipeline, "_publish", recording)
-            monkeypatch.setattr(tracker, "step", flaky_step)
+            monkeypatch.setattr(main_stream(server), "publish", recording)
+            monkeypatch.setattr(streamer.pipeline, "step_streams", flaky_step)
             while (message := json.loads(await ws.recv()))["type"] != "error":
                 pass
             assert message["code"] == "out_of_memory" and "smaller --image-size" in message["message"]
@@ -347,7 +365,7 @@ def test_inference_failure_is_reported_and_stream_goes_on(tracker, monkeypatch) 
             assert shown[failed].obj_ids == [] and shown[failed].image.shape == (120, 160, 3)
             assert shown[-1].obj_ids == [1] and len(shown) > failed + 1
             status, _, body = await get(server, "/metrics")
-            assert 'streamer_errors_total{kind="out_of_memory"} 1.0' in body.decode()
+            assert 'streamer_errors_total{kind="out_of_memory",stream="main"} 1.0' in body.decode()
 
     asyncio.run(main())
 
@@ -359,7 +377,7 @@ def test_peer_connections_are_capped(tracker) -> None:
         async with running(tracker, max_peers=0) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
             await ws.recv()
             answer = await reply(ws, {"type": "offer", "id": 1, "sdp": "v=0"})
-            assert answer["code"] == "too_many_viewers" and server.viewers.peers == set()
+            assert answer["code"] == "too_many_viewers" and server.viewers.peers == {}
 
     asyncio.run(main())
 
@@ -379,3 +397,111 @@ def test_stop_does_not_wait_on_an_idle_http_client(tracker) -> None:
         return elapsed
 
     assert asyncio.run(main()) < 5.0
+
+
+def test_streams_are_separate_and_named_everywhere(tracker) -> None:
+    """Two cameras on one model: prompts go to the named stream only, and the hello, state, acks,
+    /healthz and /metrics all carry stream names; an unknown stream is a coded error."""
+
+    async def main() -> None:
+        streams = {"front": "synthetic", "clip": str(clip_path("02_cups.mp4"))}
+        async with running(tracker, streams) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            hello = json.loads(await ws.recv())
+            assert [s["name"] for s in hello["streams"]] == ["front", "clip"]
+            add = {"type": "add_points", "id": 1, "obj_id": 4, "points": [[0.5, 0.5]], "labels": [1]}
+            assert await reply(ws, {**add, "stream": "clip"}) == {
+                "type": "ack",
+                "id": 1,
+                "stream": "clip",
+                "objects": [4],
+            }
+            assert (await reply(ws, {**add, "id": 2, "obj_id": 1}))["stream"] == "front"  # no name: the first
+            assert server.pipeline.streams["clip"].obj_ids == [4] and server.pipeline.streams["front"].obj_ids == [1]
+            err = await reply(ws, {**add, "id": 3, "stream": "garage"})
+            assert err["code"] == "unknown_stream" and "front" in err["message"]
+            assert (await reply(ws, {"type": "reset", "id": 4, "stream": "clip"}))["objects"] == []
+            assert server.pipeline.streams["front"].obj_ids == [1]
+            health = json.loads((await get(server, "/healthz"))[2])
+            assert set(health["streams"]) == {"front", "clip"} and health["streams"]["clip"]["source"].endswith(".mp4")
+            text = (await get(server, "/metrics"))[2].decode()
+            for name in ("front", "clip"):
+                assert f'streamer_frames_processed_total{{stream="{name}"}}' in text
+            assert 'streamer_prompts_total{result="rejected",stream="clip"}' not in text
+
+    asyncio.run(main())
+
+
+def test_streams_are_batched_and_a_stalled_camera_holds_nobody_back(tracker) -> None:
+    """Streams with objects are stepped together in one round; a camera that sends nothing (a
+    browser camera nobody opened) never delays the others."""
+
+    async def main() -> None:
+        streams = {"a": "synthetic", "b": "synthetic", "idle": "browser"}
+        async with running(tracker, streams) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            await ws.recv()
+            for name in ("a", "b"):
+                box = {"type": "add_box", "id": name, "stream": name, "obj_id": 1, "box": [0.2, 0.2, 0.6, 0.6]}
+                assert (await reply(ws, box))["type"] == "ack"
+            a, b = server.pipeline.streams["a"], server.pipeline.streams["b"]
+            start = a.latest.seq, b.latest.seq
+            await asyncio.sleep(3.0)
+            assert a.latest.seq - start[0] >= 3 and b.latest.seq - start[1] >= 3
+            assert server.pipeline.streams["idle"].latest is None
+            batches = server.pipeline.metrics.batch_size.collect()[0].samples
+            total = next(x.value for x in batches if x.name.endswith("_sum"))
+            rounds = next(x.value for x in batches if x.name.endswith("_count"))
+            assert total > rounds  # some rounds stepped both streams at once
+
+    asyncio.run(main())
+
+
+def test_no_stream_starves_when_batches_are_capped(tracker) -> None:
+    """With max_batch=1 and three busy streams, every stream keeps getting rounds (the one served
+    longest ago goes first)."""
+
+    async def main() -> None:
+        streams = {"x": "synthetic", "y": "synthetic", "z": "synthetic"}
+        async with running(tracker, streams, max_batch=1) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            await ws.recv()
+            for name in streams:
+                point = {"type": "add_points", "id": name, "stream": name, "obj_id": 1, "points": [[0.5, 0.5]]}
+                assert (await reply(ws, {**point, "labels": [1]}))["type"] == "ack"
+            before = {name: s.latest.seq for name, s in server.pipeline.streams.items()}
+            await asyncio.sleep(3.0)
+            advanced = {name: s.latest.seq - before[name] for name, s in server.pipeline.streams.items()}
+            assert min(advanced.values()) >= 2, advanced
+            assert max(advanced.values()) - min(advanced.values()) <= 2, advanced
+
+    asyncio.run(main())
+
+
+def test_streams_added_and_removed_at_run_time(tracker) -> None:
+    """Stream control is off by default; when on, a viewer adds a camera, prompts it, and removes
+    it (its metrics go with it). Bad sources and duplicate names get coded errors."""
+
+    async def main() -> None:
+        async with running(tracker) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            await ws.recv()
+            err = await reply(ws, {"type": "add_stream", "id": 1, "stream": "extra", "source": "synthetic"})
+            assert err["code"] == "forbidden" and "--stream-control" in err["message"]
+        async with running(tracker, stream_control=True) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            await ws.recv()
+            ack = await reply(ws, {"type": "add_stream", "id": 1, "stream": "extra", "source": "synthetic"})
+            assert ack == {"type": "ack", "id": 1, "stream": "extra", "streams": ["main", "extra"]}
+            await server.pipeline.streams["extra"].next_output(-1)
+            box = {"type": "add_box", "id": 2, "stream": "extra", "obj_id": 3, "box": [0.1, 0.1, 0.4, 0.4]}
+            assert (await reply(ws, box))["objects"] == [3]
+            again = await reply(ws, {"type": "add_stream", "id": 3, "stream": "extra", "source": "synthetic"})
+            assert again["code"] == "stream_exists"
+            missing = await reply(ws, {"type": "add_stream", "id": 4, "stream": "gone", "source": "/no/such.mp4"})
+            assert missing["code"] == "bad_source" and "/no/such.mp4" in missing["message"]
+            bad_name = await reply(ws, {"type": "add_stream", "id": 5, "stream": "a b", "source": "synthetic"})
+            assert bad_name["code"] == "bad_field"
+            assert 'stream="extra"' in (await get(server, "/metrics"))[2].decode()
+            ack = await reply(ws, {"type": "remove_stream", "id": 6, "stream": "extra"})
+            assert ack["streams"] == ["main"] and "gone" not in server.pipeline.streams
+            assert 'stream="extra"' not in (await get(server, "/metrics"))[2].decode()
+            assert (await reply(ws, {**box, "id": 7}))["code"] == "unknown_stream"
+            assert (await reply(ws, {"type": "remove_stream", "id": 8, "stream": "extra"}))["code"] == "unknown_stream"
+
+    asyncio.run(main())

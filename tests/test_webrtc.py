@@ -23,10 +23,14 @@ def run_scenario(*args: str) -> dict:
 
 
 def test_viewers_share_the_stream_and_churn_leaks_nothing() -> None:
-    """Two aiortc viewers at once get the same stream; 50 connect/disconnect cycles each join in
-    under a second and leave no peer connection, task, thread or file descriptor behind."""
+    """Three aiortc viewers at once decode the same stream, encoded once for all of them; a viewer
+    of another stream gets that stream; 50 connect/disconnect cycles each join (on a fresh
+    keyframe) in under a second and leave no peer connection, task, thread or file behind."""
     result = run_scenario("viewers")
-    assert [v["sizes"] for v in result["two_viewers"]] == [[[320, 240]], [[320, 240]]]
+    assert result["three_viewers_sizes"] == [[[320, 240]]] * 3
+    # Encoded once for all three viewers (one encoder would run per viewer otherwise).
+    assert 20 <= result["encoded_for_three"] <= result["published_meanwhile"] + 1, result
+    assert result["other_stream_sizes"] == [[192, 144]]
     assert len(result["churn_join_s"]) == 50 and max(result["churn_join_s"]) < 1.0
     assert result["after"] == result["before"]
     assert result["after"]["peers"] == 0
@@ -67,3 +71,15 @@ def test_page_reconnects_after_server_restart() -> None:
     assert result["first_exit"] == 0 and result["server_exit"] == 0
     assert "reconnecting" in result["status_while_down"]
     assert result["ws_open"] and result["video_back_s"] < 20
+
+
+def test_browser_picks_streams_and_shows_a_grid() -> None:
+    """Two cameras in one server: the picker lists both and switches the video between them (the
+    URL remembers the choice), the grid plays both at once, and a tile click opens that stream."""
+    result = run_scenario("browser-streams")
+    assert result["options"] == ["room", "pattern"]
+    assert result["first_size"] == [960, 540] and result["second_size"] == [640, 480], result
+    assert result["hash"] == "#stream=pattern"
+    assert result["tiles"] == ["room", "pattern"]
+    assert result["after_tile_click"] == ["room", [960, 540]]
+    assert result["server_exit"] == 0

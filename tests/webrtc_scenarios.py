@@ -1,7 +1,7 @@
 """WebRTC scenarios, run inside ../shared/tools/isolated-net (WebRTC finds no ICE candidates on
 loopback alone; the namespace adds a private veth pair whose traffic never leaves it).
 
-    isolated-net python tests/webrtc_scenarios.py viewers|browser|browser-camera|browser-restart [SCREENSHOT.png]
+    isolated-net python tests/webrtc_scenarios.py viewers|browser|browser-camera|browser-restart|browser-streams [PNG]
 
 Each prints one JSON line of measurements that tests/test_webrtc.py asserts on.
 """
@@ -39,24 +39,25 @@ async def _reply(ws, message: dict) -> dict:
             return answer
 
 
-async def join(ws, peer: RTCPeerConnection) -> MediaStreamTrack:
+async def join(ws, peer: RTCPeerConnection, stream: str | None = None) -> MediaStreamTrack:
     """Receive-only viewer handshake over the server's websocket; returns the video track."""
     peer.addTransceiver("video", direction="recvonly")
     got: asyncio.Future = asyncio.get_running_loop().create_future()
     peer.on("track", lambda track: got.done() or got.set_result(track))
     await peer.setLocalDescription(await peer.createOffer())
-    answer = await _reply(ws, {"type": "offer", "id": 1, "sdp": peer.localDescription.sdp})
+    offer = {"type": "offer", "id": 1, "sdp": peer.localDescription.sdp}
+    answer = await _reply(ws, offer if stream is None else {**offer, "stream": stream})
     assert answer["type"] == "answer", answer
     await peer.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
     return await asyncio.wait_for(got, 10)
 
 
-async def view(port: int, frames: int) -> dict:
+async def view(port: int, frames: int, stream: str | None = None) -> dict:
     """One aiortc viewer: offer over the websocket, receive ``frames`` frames, leave."""
     started = time.monotonic()
     async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
         peer = RTCPeerConnection()
-        track = await join(ws, peer)
+        track = await join(ws, peer, stream)
         first = await asyncio.wait_for(track.recv(), 10)
         joined = time.monotonic() - started
         sizes = {(first.width, first.height)}
@@ -78,12 +79,20 @@ def _resources(server: StreamServer) -> dict:
 
 async def viewers() -> dict:
     tracker = StreamingTracker.build(random_init=True, image_size=128, device="cpu")
-    pipeline = Pipeline(open_source("synthetic", width=320, height=240), tracker)
+    pipeline = Pipeline()
+    main = pipeline.add_stream("main", open_source("synthetic", width=320, height=240), tracker)
+    pipeline.add_stream("small", open_source("synthetic", width=192, height=144))
     server = StreamServer(pipeline, ServerConfig(port=0))
     await server.start()
     pipeline.start()
     try:
-        two = await asyncio.gather(view(server.port, 8), view(server.port, 8))
+        await main.next_output(-1)
+        seq_before = main.latest.seq
+        three = await asyncio.gather(view(server.port, 20), view(server.port, 20), view(server.port, 20, "main"))
+        encoded = server.viewers.encoders["main"].frames_encoded
+        published = main.latest.seq - seq_before
+        other = await view(server.port, 5, "small")
+        two = three[:2]
         await asyncio.sleep(1.0)
         before = _resources(server)
         joins = []
@@ -91,7 +100,16 @@ async def viewers() -> dict:
             joins.append((await view(server.port, 2))["join_s"])
         await asyncio.sleep(2.0)
         after = _resources(server)
-        return {"two_viewers": two, "churn_join_s": joins, "before": before, "after": after}
+        return {
+            "two_viewers": two,
+            "three_viewers_sizes": [v["sizes"] for v in three],
+            "encoded_for_three": encoded,
+            "published_meanwhile": published,
+            "other_stream_sizes": other["sizes"],
+            "churn_join_s": joins,
+            "before": before,
+            "after": after,
+        }
     finally:
         await server.stop()
         await pipeline.stop()
@@ -125,10 +143,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(source: str, port: int, image_size: int = 256) -> subprocess.Popen[str]:
-    """run_stream.py on ``source``; returns once it prints the URL to open. Its log keeps being
-    read on a thread: a full stderr pipe would block the server (and its shutdown)."""
-    command = [sys.executable, str(ROOT / "run_stream.py"), "--source", source, "--random-weights"]
+def start_server(source: str | list[str], port: int, image_size: int = 256) -> subprocess.Popen[str]:
+    """run_stream.py on ``source`` (or several); returns once it prints the URL to open. Its log
+    keeps being read on a thread: a full stderr pipe would block the server (and its shutdown)."""
+    command = [sys.executable, str(ROOT / "run_stream.py"), "--random-weights"]
+    for spec in [source] if isinstance(source, str) else source:
+        command += ["--source", spec]
     command += ["--image-size", str(image_size), "--device", "cpu", "--port", str(port)]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     for line in server.stderr:  # type: ignore[union-attr]
@@ -166,6 +186,49 @@ def browser_restart() -> dict:
             )
             result["video_back_s"] = time.monotonic() - restarted
             result["ws_open"] = page.evaluate("window.viewer.ws.readyState === WebSocket.OPEN")
+            chrome.close()
+    finally:
+        server.terminate()
+        result["server_exit"] = server.wait(timeout=10)
+    return result
+
+
+def browser_streams(screenshot: str | None) -> dict:
+    """Two cameras in one server: the page's picker switches between them, the grid shows both."""
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    server = start_server([f"room={CLIP}", "pattern=synthetic"], port, image_size=128)
+    size = "(() => { const v = document.getElementById('video'); return [v.videoWidth, v.videoHeight]; })()"
+    result: dict = {}
+    try:
+        with sync_playwright() as p:
+            chrome = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = chrome.new_page(viewport={"width": 1280, "height": 720})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.getElementById('video').currentTime > 0.5", timeout=30000)
+            result["options"] = page.eval_on_selector_all("#stream-picker option", "os => os.map(o => o.value)")
+            result["first_size"] = page.evaluate(size)
+            page.select_option("#stream-picker", "pattern")
+            page.wait_for_function(
+                "(w) => { const v = document.getElementById('video'); return v.videoWidth && v.videoWidth !== w"
+                " && v.currentTime > 0.5; }",
+                arg=result["first_size"][0],
+                timeout=30000,
+            )
+            result["second_size"] = page.evaluate(size)
+            result["hash"] = page.evaluate("location.hash")
+            page.click("#grid-toggle")
+            page.wait_for_function(
+                "[...document.querySelectorAll('#grid video')].filter(v => v.currentTime > 0.5).length === 2",
+                timeout=30000,
+            )
+            result["tiles"] = page.eval_on_selector_all("#grid .tile", "ts => ts.map(t => t.dataset.stream)")
+            if screenshot:
+                page.screenshot(path=screenshot)
+            page.click("#grid .tile[data-stream='room']")
+            page.wait_for_function("document.getElementById('video').currentTime > 0.5", timeout=30000)
+            result["after_tile_click"] = [page.evaluate("window.viewer.stream"), page.evaluate(size)]
             chrome.close()
     finally:
         server.terminate()
@@ -233,6 +296,8 @@ def main() -> None:
     scenario = sys.argv[1]
     if scenario == "browser-restart":
         result = browser_restart()
+    elif scenario == "browser-streams":
+        result = browser_streams(sys.argv[2] if len(sys.argv) > 2 else None)
     elif scenario in ("browser", "browser-camera"):
         result = browser(sys.argv[2] if len(sys.argv) > 2 else None, camera=scenario == "browser-camera")
     else:

@@ -6,11 +6,19 @@ const drag = document.getElementById("drag");
 const statusEl = document.getElementById("status");
 const messageEl = document.getElementById("message");
 const objectsEl = document.getElementById("objects");
+const pickerEl = document.getElementById("stream-picker");
+const gridEl = document.getElementById("grid");
+const gridButton = document.getElementById("grid-toggle");
 
 const viewer = {
   ws: null,
-  pc: null,
-  objects: [],        // ids the server tracks
+  pc: null,           // the selected stream's peer connection (single view)
+  tiles: new Map(),   // grid view: stream name -> {pc, video}
+  pending: new Map(), // offer message id -> peer connection awaiting its answer
+  streams: [],        // names, in the server's order
+  stream: decodeURIComponent(location.hash.replace(/^#stream=/, "")) || null,
+  grid: false,
+  objects: [],        // ids the server tracks on the selected stream
   selected: 1,
   nextId: 1,
   serverOffsetMs: 0,  // server clock minus ours
@@ -35,6 +43,7 @@ function colorFor(id) {
 function send(msg) {
   if (!viewer.ws || viewer.ws.readyState !== WebSocket.OPEN) return null;
   msg.id = `c${++viewer.seq}`;
+  if (msg.stream === undefined && viewer.stream) msg.stream = viewer.stream;
   viewer.ws.send(JSON.stringify(msg));
   return msg.id;
 }
@@ -75,18 +84,37 @@ function renderObjects() {
   document.getElementById("count").textContent = viewer.objects.length;
 }
 
+function renderPicker() {
+  const names = viewer.streams;
+  if (JSON.stringify([...pickerEl.options].map((o) => o.value)) !== JSON.stringify(names)) {
+    pickerEl.replaceChildren(...names.map((name) => new Option(name, name)));
+  }
+  pickerEl.value = viewer.stream;
+  pickerEl.hidden = names.length < 2;
+  gridButton.hidden = names.length < 2;
+}
+
 function applyState(msg) {
-  viewer.objects = msg.objects;
-  viewer.nextId = Math.max(viewer.nextId, ...msg.objects.map((id) => id + 1), 1);
   viewer.serverOffsetMs = msg.server_time_ms - Date.now();
-  viewer.latencyMs = msg.latency_ms;
-  viewer.frameIndex = msg.frame_index;
-  document.getElementById("fps").textContent = msg.fps.toFixed(1);
-  document.getElementById("latency").textContent = (msg.latency_ms + viewer.jitterMs).toFixed(0);
-  document.getElementById("inference").textContent = msg.inference_ms.toFixed(0);
-  if (msg.reconnecting && viewer.browserCamera) setStatus("waiting for the camera…");
-  else if (msg.reconnecting) setStatus("camera reconnecting…");
-  else if (!msg.source_alive) setStatus("waiting for the camera…");
+  const names = msg.streams.map((s) => s.name);
+  const changed = JSON.stringify(names) !== JSON.stringify(viewer.streams);
+  viewer.streams = names;
+  if (!names.includes(viewer.stream)) viewer.stream = names[0] || null;
+  renderPicker();
+  if (changed && viewer.grid) showGrid();
+  const state = msg.streams.find((s) => s.name === viewer.stream);
+  if (!state) return;
+  viewer.objects = state.objects;
+  viewer.nextId = Math.max(viewer.nextId, ...state.objects.map((id) => id + 1), 1);
+  viewer.latencyMs = state.latency_ms;
+  viewer.frameIndex = state.frame_index;
+  document.getElementById("fps").textContent = state.fps.toFixed(1);
+  document.getElementById("latency").textContent = (state.latency_ms + viewer.jitterMs).toFixed(0);
+  document.getElementById("inference").textContent = state.inference_ms.toFixed(0);
+  const camera = viewer.browserCamera.includes(viewer.stream);
+  if (state.reconnecting && camera) setStatus("waiting for the camera…");
+  else if (state.reconnecting) setStatus("camera reconnecting…");
+  else if (!state.source_alive) setStatus("waiting for the camera…");
   else if (video.readyState >= 2) setStatus("");
   renderObjects();
 }
@@ -144,17 +172,17 @@ document.getElementById("new-object").onclick = () => {
 };
 document.getElementById("reset").onclick = () => send({ type: "reset" });
 
-async function startWebRTC() {
+// One peer connection per watched stream; the answer comes back on the websocket.
+async function openPeer(stream, target, withCamera) {
   const pc = new RTCPeerConnection({ iceServers: [] });
-  viewer.pc = pc;
-  if (viewer.browserCamera) {
+  if (withCamera) {
     // the server tracks this browser's own camera and sends the overlaid video back
     const camera = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
     pc.addTransceiver(camera.getVideoTracks()[0], { direction: "sendrecv", streams: [camera] });
   } else {
     pc.addTransceiver("video", { direction: "recvonly" });
   }
-  pc.ontrack = (event) => { video.srcObject = event.streams[0] || new MediaStream([event.track]); };
+  pc.ontrack = (event) => { target.srcObject = event.streams[0] || new MediaStream([event.track]); };
   pc.onconnectionstatechange = () => {
     if (pc.connectionState === "failed" && viewer.ws) viewer.ws.close();
   };
@@ -164,8 +192,64 @@ async function startWebRTC() {
     pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
     setTimeout(resolve, 2000);
   });
-  send({ type: "offer", sdp: pc.localDescription.sdp });
+  const id = send({ type: "offer", stream, sdp: pc.localDescription.sdp });
+  if (id) viewer.pending.set(id, pc);
+  return pc;
 }
+
+function closePeers() {
+  if (viewer.pc) viewer.pc.close();
+  viewer.pc = null;
+  for (const tile of viewer.tiles.values()) tile.pc.close();
+  viewer.tiles.clear();
+  viewer.pending.clear();
+}
+
+async function startWebRTC() {
+  const camera = viewer.browserCamera.includes(viewer.stream);
+  viewer.pc = await openPeer(viewer.stream, video, camera);
+}
+
+function showSingle(stream) {
+  closePeers();
+  viewer.grid = false;
+  viewer.stream = stream;
+  history.replaceState(null, "", `${location.search}#stream=${encodeURIComponent(stream)}`);
+  document.body.classList.remove("grid");
+  gridEl.replaceChildren();
+  video.srcObject = null;  // never show the previous stream under the new one's prompts
+  viewer.objects = [];
+  rendered = "";
+  renderPicker();
+  renderObjects();
+  setStatus("starting video…");
+  startWebRTC().catch((err) => { messageEl.textContent = `video: ${err.message}`; });
+}
+
+// Every stream at once, small; a click on a tile opens that stream to prompt on it.
+function showGrid() {
+  closePeers();
+  viewer.grid = true;
+  document.body.classList.add("grid");
+  gridEl.replaceChildren(...viewer.streams.map((name) => {
+    const tile = document.createElement("figure");
+    tile.className = "tile";
+    tile.dataset.stream = name;
+    const tileVideo = document.createElement("video");
+    Object.assign(tileVideo, { autoplay: true, playsInline: true, muted: true });
+    const caption = document.createElement("figcaption");
+    caption.textContent = name;
+    tile.append(tileVideo, caption);
+    tile.onclick = () => showSingle(name);
+    openPeer(name, tileVideo, false)
+      .then((pc) => viewer.tiles.set(name, { pc, video: tileVideo }))
+      .catch((err) => { messageEl.textContent = `video: ${err.message}`; });
+    return tile;
+  }));
+}
+
+pickerEl.onchange = () => showSingle(pickerEl.value);
+gridButton.onclick = () => (viewer.grid ? showSingle(viewer.stream) : showGrid());
 
 async function pollJitter() {
   if (!viewer.pc) return;
@@ -189,24 +273,26 @@ function connect() {
       document.getElementById("banner").hidden = !msg.random_weights;
       viewer.browserCamera = msg.browser_camera;
       applyState(msg);
-      startWebRTC().catch((err) => { messageEl.textContent = `video: ${err.message}`; });
+      if (viewer.grid) showGrid();
+      else startWebRTC().catch((err) => { messageEl.textContent = `video: ${err.message}`; });
     } else if (msg.type === "state") {
       applyState(msg);
     } else if (msg.type === "answer") {
-      await viewer.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+      const pc = viewer.pending.get(msg.id);
+      viewer.pending.delete(msg.id);
+      if (pc && pc.signalingState !== "closed") await pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
     } else if (msg.type === "ack") {
       viewer.acks.push(msg);
-      viewer.objects = msg.objects;
+      if (msg.objects && msg.stream === viewer.stream) viewer.objects = msg.objects;
       messageEl.textContent = "";
       renderObjects();
     } else if (msg.type === "error") {
       viewer.acks.push(msg);
-      messageEl.textContent = msg.message;
+      messageEl.textContent = msg.stream ? `${msg.stream}: ${msg.message}` : msg.message;
     }
   };
   ws.onclose = () => {
-    if (viewer.pc) viewer.pc.close();
-    viewer.pc = null;
+    closePeers();
     setStatus("disconnected, reconnecting…");
     setTimeout(connect, viewer.retryMs);
     viewer.retryMs = Math.min(viewer.retryMs * 2, 5000);
@@ -214,5 +300,6 @@ function connect() {
 }
 
 video.addEventListener("playing", () => setStatus(""));
+viewer.browserCamera = [];
 renderObjects();
 connect();
