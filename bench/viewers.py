@@ -1,9 +1,11 @@
-"""Serving benchmark: capture-to-sent latency, viewer join time, and server CPU per viewer.
+"""Viewer benchmark: server CPU per frame with 1 and with 10 viewers, joins, capture-to-sent.
 
 Runs run_stream.py on a real clip and connects aiortc viewers; WebRTC needs a real interface, so
-run it inside the isolated network namespace:
+run it inside the isolated network namespace. With ``--objects 0`` the stream tracks nothing, so
+the model never runs and the server's CPU is the serving path itself (decode, overlay, encode,
+packetise, send): what each extra viewer adds shows there.
 
-    ../shared/tools/isolated-net python bench/viewers.py --out bench/results/viewers_cpu_256.json
+    ../shared/tools/isolated-net python bench/viewers.py --objects 0 --out bench/results/viewers_cpu.json
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ async def viewer(port: int, joined: list[float], stop: asyncio.Event) -> None:
 
 
 def encode_cost(frames: int = 60) -> dict:
-    """CPU ms per frame of aiortc's own encoders on the clip: what each extra viewer costs, since
-    aiortc runs one encoder per viewer (the tracker fills both cores, so server CPU cannot show it)."""
+    """CPU ms per frame of aiortc's own encoders on the clip: what each viewer would cost if
+    every viewer had its own encoder, as aiortc does by default."""
     import fractions
 
     import cv2
@@ -71,7 +73,7 @@ def health(port: int) -> dict:
     return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read())
 
 
-async def phase(port: int, proc: psutil.Process, viewers: int, seconds: float) -> dict:
+async def phase(port: int, proc: psutil.Process, viewers: int, seconds: float, stream: str) -> dict:
     stop, joined = asyncio.Event(), []
     tasks = [asyncio.create_task(viewer(port, joined, stop)) for _ in range(viewers)]
     while len(joined) < viewers:
@@ -80,12 +82,13 @@ async def phase(port: int, proc: psutil.Process, viewers: int, seconds: float) -
     cpu0, t0 = sum(proc.cpu_times()[:2]), time.monotonic()
     await asyncio.sleep(seconds)
     cpu = (sum(proc.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0)
-    state = await asyncio.to_thread(health, port)
+    state = (await asyncio.to_thread(health, port))["streams"][stream]
     stop.set()
     await asyncio.gather(*tasks)
     return {
         "viewers": viewers,
         "server_cpu_cores": cpu,
+        "server_cpu_ms_per_frame": 1000 * cpu / state["fps"] if state["fps"] else None,
         "join_s": joined,
         "fps": state["fps"],
         "latency_ms": state["latency_ms"],
@@ -98,17 +101,26 @@ async def main_async(args: argparse.Namespace) -> dict:
     try:
         proc = psutil.Process(server.pid)
         await asyncio.sleep(3.0)
-        phases = [await phase(port, proc, n, args.seconds) for n in args.viewers]
+        stream = next(iter(health(port)["streams"]))
+        if args.objects:
+            async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                await ws.send(json.dumps({"type": "add_box", "obj_id": 1, "box": [0.3, 0.25, 0.7, 0.8]}))
+        phases = [await phase(port, proc, n, args.seconds, stream) for n in args.viewers]
     finally:
         server.terminate()
         server.wait(timeout=10)
-    return {"phases": phases}
+    report: dict = {"phases": phases}
+    per_frame = {p["viewers"]: p["server_cpu_ms_per_frame"] for p in phases}
+    if per_frame.get(1) and per_frame.get(10):
+        report["cpu_per_frame_10_viewers_vs_1"] = per_frame[10] / per_frame[1]
+    return report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--viewers", type=int, nargs="+", default=[0, 1, 4])
+    parser.add_argument("--viewers", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--objects", type=int, default=0, choices=[0, 1], help="objects tracked (0: no inference)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -117,6 +129,7 @@ def main() -> None:
         "image_size": args.image_size,
         "clip": CLIP.name,
         "model": "sam2.1_hiera_tiny (random)",
+        "objects": args.objects,
     }
     report["encode_per_viewer"] = encode_cost()
     report.update(asyncio.run(main_async(args)))

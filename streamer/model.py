@@ -95,3 +95,29 @@ def load_checkpoint(model: SAM2Base, path: Path, spec: ModelSpec) -> None:
             "Is it for another model size? Pick the matching --model."
         )
     logger.info("loaded checkpoint %s", path)
+
+
+def compile_model(model: SAM2Base) -> None:
+    """``torch.compile`` the components the official ``vos_optimized`` predictor compiles.
+
+    Differences, on purpose: no CUDA graphs (the tracker keeps features and memories across
+    frames, which CUDA-graph output buffers would overwrite), and a dynamic batch dimension for
+    the image encoder and memory encoder, whose batch is the number of streams or objects of a
+    round (a static one would recompile for every count). The prompt encoder and mask decoder
+    stay static, as upstream notes an accuracy regression otherwise. Compiling once per model is
+    enough: sibling trackers share it.
+    """
+    if getattr(model, "_streamer_compiled", False):
+        return
+    mode = "max-autotune-no-cudagraphs" if model.device.type == "cuda" else "default"
+    for name, dynamic in [
+        ("image_encoder", None),
+        ("memory_encoder", None),
+        ("memory_attention", True),
+        ("sam_prompt_encoder", False),
+        ("sam_mask_decoder", False),
+    ]:
+        module = getattr(model, name)
+        module.forward = torch.compile(module.forward, mode=mode, fullgraph=True, dynamic=dynamic)
+    model._streamer_compiled = True
+    logger.info("compiling the model (%s): the first frames of each new shape are slow", mode)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .metrics import Metrics, StreamMetrics
-from .overlay import draw_masks
+from .overlay import draw_masks, draw_masks_torch
 from .protocol import AddBox, AddPoints, ProtocolError
 from .sources import Frame, FrameSource, SourceError, SourceTimeoutError
 from .tracker import FrameResult, StreamingTracker, step_streams
@@ -218,7 +218,13 @@ class Stream:
         self.metrics.inference_ms.observe(elapsed_ms)
         self.metrics.frames_processed.inc()
         self.state.inference_ms = elapsed_ms
-        drawn = draw_masks(frame.image, result.masks, result.obj_ids, labels=labels) if result.obj_ids else frame.image
+        if not result.obj_ids:
+            drawn = frame.image
+        elif isinstance(result.masks, torch.Tensor):
+            upload = self.tracker.preprocess.upload(frame.image)
+            drawn = draw_masks_torch(upload, result.masks, result.obj_ids, labels=labels)
+        else:
+            drawn = draw_masks(frame.image, result.masks, result.obj_ids, labels=labels)
         return Output(drawn, result.frame_index, frame.captured_at, result.obj_ids)
 
     async def publish(self, output: Output, frame: Frame) -> None:
@@ -252,12 +258,14 @@ class Pipeline:
         *,
         labels: bool = True,
         max_batch: int = 16,
+        draw_on_device: bool | None = None,
         on_error: Callable[[str, str, str], None] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.metrics = metrics or Metrics()
         self.labels, self.max_batch = labels, max_batch
+        self.draw_on_device = draw_on_device  # None: where the model runs on a GPU
         self.on_error = on_error  # (stream, code, message) -> None, e.g. broadcast to viewers
         self.streams: dict[str, Stream] = {}
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tracker")
@@ -342,7 +350,11 @@ class Pipeline:
             frames = [stream.take() for stream in batch]
             if any(s.pending is not None for s in self.streams.values()):
                 self._wake.set()  # streams left out of a full batch go next
-            outputs = await loop.run_in_executor(self._executor, self._process, batch, frames)
+            try:
+                outputs = await loop.run_in_executor(self._executor, self._process, batch, frames)
+            except Exception:  # a bug in drawing, say: never let it stop every stream for good
+                logger.exception("round of %s failed after tracking", [s.name for s in batch])
+                continue
             for stream, frame, output in zip(batch, frames, outputs):
                 await stream.publish(output, frame)
 
@@ -350,9 +362,14 @@ class Pipeline:
         """Track one round and draw it (on the tracker thread)."""
         started = time.perf_counter()
         previous = [s.tracker.frame_index for s in batch]
+        # Drawing on the GPU copies one finished frame back instead of N full-size masks.
+        on_device = self.draw_on_device
+        if on_device is None:
+            on_device = batch[0].tracker.device.type == "cuda"
         results: list[FrameResult | None]
         try:
-            results = list(step_streams([s.tracker for s in batch], [f.image for f in frames]))
+            trackers, images = [s.tracker for s in batch], [f.image for f in frames]
+            results = list(step_streams(trackers, images, device_output=on_device))
         except Exception as exc:  # keep streaming: show the frames without masks
             self._report(batch, exc)
             results = [None] * len(batch)

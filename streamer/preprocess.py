@@ -37,6 +37,33 @@ def check_frame(frame: object) -> np.ndarray:
     return frame
 
 
+class HostStager:
+    """Copies frames to the GPU through reused pinned buffers, without blocking the host.
+
+    A pageable ``tensor.to(cuda)`` is synchronous; from pinned memory it is a true async copy.
+    A buffer is reused only once its previous copy has finished (a CUDA event says so), so
+    several frames of one round can be in flight at once. On CPU it simply wraps the array.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._pool: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.cuda.Event]]] = {}
+
+    def __call__(self, frame: np.ndarray) -> torch.Tensor:
+        if self.device.type != "cuda":
+            return torch.from_numpy(np.ascontiguousarray(frame))
+        pool = self._pool.setdefault(frame.shape, [])
+        slot = next((entry for entry in pool if entry[1].query()), None)
+        if slot is None:
+            slot = (torch.empty(frame.shape, dtype=torch.uint8, pin_memory=True), torch.cuda.Event())
+            pool.append(slot)
+        buffer, copied = slot
+        buffer.numpy()[...] = frame
+        on_device = buffer.to(self.device, non_blocking=True)
+        copied.record()
+        return on_device
+
+
 class FramePreprocessor:
     """Frame (HxWx3 uint8 RGB) -> normalised ``[1, 3, S, S]`` float32 tensor on ``device``."""
 
@@ -51,6 +78,7 @@ class FramePreprocessor:
         std = torch.tensor(IMG_STD, dtype=torch.float32)[:, None]
         self._lut = ((scaled[None, :] - mean) / std).reshape(-1).to(device)
         self._channel_offset = torch.tensor([0, 256, 512], device=device)
+        self.upload = HostStager(device)
 
     def __call__(self, frame: np.ndarray) -> torch.Tensor:
         size = self.image_size
@@ -58,8 +86,7 @@ class FramePreprocessor:
             small = np.array(Image.fromarray(frame).resize((size, size)))
             pixels = torch.from_numpy(small).to(self.device, non_blocking=True)
         else:
-            src = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device, non_blocking=True)
-            src = src.permute(2, 0, 1)[None].float()
+            src = self.upload(frame).to(self.device).permute(2, 0, 1)[None].float()
             resized = F.interpolate(src, size=(size, size), mode="bicubic", antialias=True)
             pixels = resized.round_().clamp_(0, 255)[0].permute(1, 2, 0)
         index = pixels.long() + self._channel_offset  # [S, S, 3]

@@ -28,7 +28,7 @@ from sam2.utils.misc import concat_points, fill_holes_in_mask_scores
 
 from .errors import PromptError, UnknownObjectError
 from .memory import UNBOUNDED_FRAMES, FrameOutput, Layout, MemoryReader, ObjectMemory
-from .model import build_model
+from .model import build_model, compile_model
 from .preprocess import FramePreprocessor, Resize, check_frame
 from .prompts import Prompt, make_prompt
 from .weights import model_spec
@@ -107,6 +107,7 @@ class StreamingTracker:
         resize: Resize | Literal["auto"] = "auto",
         fill_hole_area: int = 8,
         corrections_as_cond: bool = False,
+        compile: bool = False,
     ) -> None:
         if history < 1:
             raise ValueError(f"history must be at least 1 frame, got {history}")
@@ -124,6 +125,8 @@ class StreamingTracker:
             resize = "torch" if self.device.type == "cuda" else "pil"
         self.preprocess = FramePreprocessor(model.image_size, self.device, resize)
         self.fill_hole_area = fill_hole_area if _has_hole_filling() else 0
+        if compile:
+            compile_model(model)
         self._reader = MemoryReader(model)
         self._clear_state()
 
@@ -465,21 +468,25 @@ class StreamingTracker:
             for t in [t for t in obj.points if t < oldest_prompt and t not in obj.cond]:
                 del obj.points[t]
 
-    def _result(self, record: _Frame) -> FrameResult:
+    def _result(self, record: _Frame, device_output: bool = False) -> FrameResult:
         objects = list(self._objects.values())
         if not objects:
             empty = np.zeros((0, record.height, record.width), dtype=np.float32)
-            return FrameResult(record.index, [], empty.astype(bool), empty, np.zeros(0, np.float32))
+            result = FrameResult(record.index, [], empty.astype(bool), empty, np.zeros(0, np.float32))
+            return _on_device(result, self.device) if device_output else result
         outs = [obj.output(record.index) for obj in objects]
         low_res = torch.cat([out.pred_masks for out in outs])  # type: ignore[union-attr]
         logits = F.interpolate(
             low_res.float(), size=(record.height, record.width), mode="bilinear", align_corners=False
         )[:, 0]
         scores = torch.cat([out.object_score_logits for out in outs]).float().reshape(-1)  # type: ignore[union-attr]
+        ids = [obj.obj_id for obj in objects]
+        if device_output:
+            return FrameResult(record.index, ids, logits > 0, logits, scores)  # type: ignore[arg-type]
         logits_np = logits.cpu().numpy()
         return FrameResult(
             frame_index=record.index,
-            obj_ids=[obj.obj_id for obj in objects],
+            obj_ids=ids,
             masks=logits_np > 0,
             logits=logits_np,
             scores=scores.cpu().numpy(),
@@ -487,13 +494,17 @@ class StreamingTracker:
 
 
 @torch.inference_mode()
-def step_streams(trackers: Sequence[StreamingTracker], frames: Sequence[np.ndarray]) -> list[FrameResult]:
+def step_streams(
+    trackers: Sequence[StreamingTracker], frames: Sequence[np.ndarray], *, device_output: bool = False
+) -> list[FrameResult]:
     """Step several streams at once, one new frame each, on trackers that share a model.
 
     The image encoder runs once for all frames that have objects to track, and the memory
     attention and mask decoder once per group of objects whose memories align, whatever stream
     they belong to: N streams cost far less than N single steps where kernels are launch-bound.
     The results are each tracker's own: batching changes no number beyond float rounding.
+    With ``device_output`` the results hold tensors on the model's device instead of arrays
+    (for drawing on the GPU without copying full-size masks to the host).
     """
     if len(trackers) != len(frames):
         raise ValueError(f"got {len(trackers)} trackers and {len(frames)} frames: pass one frame per tracker")
@@ -514,7 +525,17 @@ def step_streams(trackers: Sequence[StreamingTracker], frames: Sequence[np.ndarr
             obj.non_cond[record.index] = out
         for tracker in trackers:
             tracker._forget()
-        return [tracker._result(record) for tracker, record in zip(trackers, records)]
+        return [tracker._result(record, device_output) for tracker, record in zip(trackers, records)]
+
+
+def _on_device(result: FrameResult, device: torch.device) -> FrameResult:
+    return FrameResult(
+        result.frame_index,
+        result.obj_ids,
+        torch.from_numpy(result.masks).to(device),  # type: ignore[arg-type]
+        torch.from_numpy(result.logits).to(device),  # type: ignore[arg-type]
+        torch.from_numpy(result.scores).to(device),  # type: ignore[arg-type]
+    )
 
 
 def _check_obj_id(obj_id: object) -> None:

@@ -127,3 +127,46 @@ def test_no_camera_suggests_synthetic(capsys: pytest.CaptureFixture[str]) -> Non
         main(["--random-weights"])
     err = capsys.readouterr().err
     assert "no camera found" in err and "--source synthetic" in err
+
+
+def test_streams_are_named_from_flags_or_specs() -> None:
+    """Repeated --source gives several streams; NAME=SPEC names one, others are named from their
+    spec (host, file stem, camera) and made unique; an '=' inside a URL is not a name."""
+    from streamer.cli import streams_from
+    from streamer.config import Config
+
+    specs = ["front=rtsp://u:p@cam1/x", "rtsp://cam2.local/live?a=b", "/data/lobby.mp4", "synthetic", "synthetic"]
+    streams = streams_from([*specs, "0"], Config())
+    assert [s.name for s in streams] == ["front", "cam2.local", "lobby", "synthetic", "synthetic-2", "webcam0"]
+    assert streams[0].source == "rtsp://u:p@cam1/x" and streams[1].source == "rtsp://cam2.local/live?a=b"
+    with pytest.raises(ValueError, match="unique"):
+        streams_from(["a=synthetic", "a=synthetic"], Config())
+
+
+def test_streams_section_of_a_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A ``streams:`` list in YAML names each camera with its own options; mistakes are named."""
+    from streamer.cli import parse_args
+
+    config = tmp_path / "cams.yaml"
+    config.write_text(
+        "streams:\n"
+        "  - {name: door, source: 'rtsp://10.0.0.5/s', options: {transport: udp}}\n"
+        "  - {name: yard, source: synthetic}\n"
+    )
+    args = parse_args(["--config", str(config)])
+    assert [(s.name, s.source, s.options) for s in args.streams] == [
+        ("door", "rtsp://10.0.0.5/s", {"transport": "udp"}),
+        ("yard", "synthetic", {}),
+    ]
+    assert [s.name for s in parse_args(["--config", str(config), "--source", "synthetic"]).streams] == ["synthetic"]
+    for text, error in [
+        ("streams:\n  - {name: a}\n", "needs a name and a source"),
+        ("streams:\n  - {name: a, source: x, colour: red}\n", "unknown key 'colour'"),
+        ("streams:\n  - {name: a, source: x}\n  - {name: a, source: y}\n", "unique"),
+    ]:
+        config.write_text(text)
+        with pytest.raises(ConfigError, match=error):
+            load_config(config)
+    with pytest.raises(SystemExit):
+        parse_args(["--source", "synthetic", "--source", "x.mp4", "--out", "o.mp4"])
+    assert "--out tracks one source" in capsys.readouterr().err

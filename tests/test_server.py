@@ -9,12 +9,15 @@ import json
 import random
 from collections.abc import AsyncIterator
 
+import numpy as np
 import pytest
+import torch
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from streamer import StreamerError, StreamingTracker
 from streamer.pipeline import Pipeline, Stream
+from streamer.protocol import AddBox
 from streamer.server import ServerConfig, StreamServer
 from streamer.sources import BrowserSource, open_source
 
@@ -503,5 +506,39 @@ def test_streams_added_and_removed_at_run_time(tracker) -> None:
             assert 'stream="extra"' not in (await get(server, "/metrics"))[2].decode()
             assert (await reply(ws, {**box, "id": 7}))["code"] == "unknown_stream"
             assert (await reply(ws, {"type": "remove_stream", "id": 8, "stream": "extra"}))["code"] == "unknown_stream"
+
+    asyncio.run(main())
+
+
+def test_drawing_on_the_device_shows_the_same_frames(tracker) -> None:
+    """The GPU drawing path (forced here on CPU) publishes the same overlaid frames as the host one."""
+    from streamer.overlay import draw_masks
+
+    async def main() -> None:
+        tracker.reset()
+        pipeline = Pipeline(draw_on_device=True)
+        stream = pipeline.add_stream("main", open_source("synthetic", width=160, height=120), tracker)
+        pipeline.start()
+        try:
+            await stream.next_output(-1)
+            await stream.prompt(AddBox(None, None, 1, (0.2, 0.2, 0.7, 0.7), None, None))
+            shown = []
+            original = stream.finish
+
+            def finish(frame, result, previous, elapsed, labels):
+                output = original(frame, result, previous, elapsed, labels)
+                shown.append((frame.image, result, output))
+                return output
+
+            stream.finish = finish  # type: ignore[method-assign]
+            while not shown or shown[-1][1] is None:
+                await stream.next_output(stream.latest.seq)
+            image, result, output = shown[-1]
+            assert isinstance(result.masks, torch.Tensor) and output.obj_ids == [1]
+            expected = draw_masks(image, result.masks.numpy(), [1], labels=True)
+            np.testing.assert_array_equal(output.image, expected)
+            assert not np.array_equal(output.image, image)
+        finally:
+            await pipeline.stop()
 
     asyncio.run(main())

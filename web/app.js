@@ -99,9 +99,11 @@ function applyState(msg) {
   const names = msg.streams.map((s) => s.name);
   const changed = JSON.stringify(names) !== JSON.stringify(viewer.streams);
   viewer.streams = names;
+  const vanished = viewer.pc && !names.includes(viewer.stream);  // removed at run time
   if (!names.includes(viewer.stream)) viewer.stream = names[0] || null;
   renderPicker();
   if (changed && viewer.grid) showGrid();
+  else if (vanished && viewer.stream) showSingle(viewer.stream);
   const state = msg.streams.find((s) => s.name === viewer.stream);
   if (!state) return;
   viewer.objects = state.objects;

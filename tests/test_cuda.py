@@ -1,0 +1,94 @@
+"""The GPU path: CUDA preprocessing through pinned buffers, bfloat16, drawing on the device and
+torch.compile. These run where CUDA exists and are skipped elsewhere."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from streamer import StreamingTracker
+from streamer.overlay import draw_masks, draw_masks_torch
+from streamer.preprocess import HostStager
+from streamer.tracker import step_streams
+
+from .conftest import read_frames
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+IMAGE_SIZE = 256
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def _session(tracker: StreamingTracker, frames: list[np.ndarray]) -> list[np.ndarray]:
+    masks = []
+    for i, frame in enumerate(frames):
+        result = tracker.step(frame)
+        if i == 0:
+            h, w = frame.shape[:2]
+            tracker.add_prompt(1, points=[[0.5 * w, 0.5 * h]], labels=[1])
+            result = tracker.add_prompt(2, box=[0.1 * w, 0.1 * h, 0.45 * w, 0.6 * h])
+        masks.append(result.masks)
+    return masks
+
+
+def test_pinned_uploads_are_exact_and_reuse_buffers() -> None:
+    stager = HostStager(torch.device("cuda"))
+    frames = read_frames(6, step=3)
+    uploaded = [stager(frame) for frame in frames]
+    torch.cuda.synchronize()
+    for frame, tensor in zip(frames, uploaded):
+        assert tensor.is_cuda
+        np.testing.assert_array_equal(tensor.cpu().numpy(), frame)
+    assert len(stager._pool[frames[0].shape]) <= len(frames)
+    stager(frames[0])
+    torch.cuda.synchronize()
+    assert len(stager._pool[frames[0].shape]) <= len(frames)
+
+
+def test_cuda_float32_matches_cpu() -> None:
+    """Same weights, same frames: the CUDA tracker in fp32 gives the CPU tracker's masks."""
+    frames = read_frames(12, "02_cups.mp4", step=2)
+    cpu = StreamingTracker.build(random_init=True, image_size=IMAGE_SIZE, device="cpu")
+    gpu = StreamingTracker.build(
+        random_init=True, image_size=IMAGE_SIZE, device="cuda", precision="float32", resize="pil"
+    )
+    for a, b in zip(_session(cpu, frames), _session(gpu, frames)):
+        assert all(_iou(x, y) >= 0.99 for x, y in zip(a, b))
+
+
+def test_cuda_bfloat16_masks_match_float32() -> None:
+    frames = read_frames(12, "02_cups.mp4", step=2)
+    exact = StreamingTracker.build(random_init=True, image_size=IMAGE_SIZE, device="cuda", precision="float32")
+    fast = StreamingTracker.build(random_init=True, image_size=IMAGE_SIZE, device="cuda")
+    assert fast.precision == "bfloat16"
+    for a, b in zip(_session(exact, frames), _session(fast, frames)):
+        assert all(_iou(x, y) >= 0.97 for x, y in zip(a, b))
+
+
+def test_drawing_on_the_gpu_matches_the_host() -> None:
+    tracker = StreamingTracker.build(random_init=True, image_size=IMAGE_SIZE, device="cuda")
+    frames = read_frames(3)
+    _session(tracker, frames[:2])
+    (result,) = step_streams([tracker], [frames[2]], device_output=True)
+    assert result.masks.is_cuda
+    drawn = draw_masks_torch(tracker.preprocess.upload(frames[2]), result.masks, result.obj_ids, labels=True)
+    expected = draw_masks(frames[2], result.masks.cpu().numpy(), result.obj_ids, labels=True)
+    np.testing.assert_array_equal(drawn, expected)
+
+
+@pytest.mark.slow
+def test_compiled_tracker_matches_eager() -> None:
+    """torch.compile (as vos_optimized, without CUDA graphs) keeps masks faithful, across
+    changing batch sizes (one, then two streams)."""
+    frames = read_frames(10, "02_cups.mp4", step=2)
+    eager = StreamingTracker.build(random_init=True, image_size=IMAGE_SIZE, device="cuda")
+    compiled = StreamingTracker.build(random_init=True, image_size=IMAGE_SIZE, device="cuda", compile=True)
+    for a, b in zip(_session(eager, frames), _session(compiled, frames)):
+        assert all(_iou(x, y) >= 0.97 for x, y in zip(a, b))
+    other = compiled.sibling()
+    results = step_streams([compiled, other], [frames[0], frames[1]])
+    assert results[0].obj_ids == [1, 2] and results[1].obj_ids == []
