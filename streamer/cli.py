@@ -276,7 +276,10 @@ async def serve_live(args: argparse.Namespace, tracker: StreamingTracker) -> Non
     pipeline = Pipeline(max_batch=args.config_data.model.max_batch)
     try:
         for i, stream in enumerate(args.streams):
-            source = open_source(stream.source, **stream.options)
+            try:
+                source = open_source(stream.source, **stream.options)
+            except TypeError as exc:  # an option the source does not take
+                raise ValueError(f"stream {stream.name}: bad options {stream.options}: {exc}") from None
             pipeline.add_stream(stream.name, source, tracker if i == 0 else None)
         server = StreamServer(pipeline, config)
         await server.start()

@@ -9,6 +9,7 @@ exponential backoff, forever by default; consumers just get frames again when th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import re
@@ -415,6 +416,11 @@ def open_source(spec: str, **options: Any) -> FrameSource:
             raise ValueError(f"webcam spec must be webcam:N with N a number, got {spec!r}")
         return WebcamSource(int(index), **options).start()
     if spec.startswith(NETWORK_SCHEMES) or Path(spec).suffix or Path(spec).exists():
+        # StreamOptions' fields may come flat (from a YAML config): transport="udp", ...
+        names = {f.name for f in dataclasses.fields(StreamOptions)}
+        flat = {key: options.pop(key) for key in list(options) if key in names}
+        if flat:
+            options["options"] = dataclasses.replace(options.get("options") or StreamOptions(), **flat)
         return AVSource(spec, **options).start()
     raise ValueError(
         f"unknown source {mask_credentials(spec)!r}: use a camera number ('0' or 'webcam:0'), "

@@ -170,3 +170,19 @@ def test_streams_section_of_a_config(tmp_path: Path, capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit):
         parse_args(["--source", "synthetic", "--source", "x.mp4", "--out", "o.mp4"])
     assert "--out tracks one source" in capsys.readouterr().err
+
+
+def test_stream_options_from_a_config_reach_the_source(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    """Flat options (``transport: udp``) become the network source's settings; an option no
+    source takes is a clear error, not a traceback."""
+    import asyncio
+
+    from streamer.sources import open_source
+
+    source = open_source("rtsp://127.0.0.1:9/none", transport="udp", stall_timeout=1.5)
+    assert source.options.transport == "udp" and source.options.stall_timeout == 1.5
+    asyncio.run(source.close())
+    config = tmp_path / "bad.yaml"
+    config.write_text("streams:\n  - {name: a, source: synthetic, options: {colour: red}}\nserver:\n  port: 0\n")
+    assert main(["--config", str(config), "--random-weights", "--image-size", "128", "--device", "cpu"]) == 2
+    assert "stream a: bad options" in caplog.text and "colour" in caplog.text

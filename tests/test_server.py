@@ -338,11 +338,11 @@ def test_inference_failure_is_reported_and_stream_goes_on(tracker, monkeypatch) 
 
     original, failed = streamer.pipeline.step_streams, []
 
-    def flaky_step(trackers, frames):
+    def flaky_step(trackers, frames, **options):
         if not failed:
             failed.append(True)
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return original(trackers, frames)
+        return original(trackers, frames, **options)
 
     async def main() -> None:
         async with running(tracker) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
