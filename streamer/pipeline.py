@@ -278,7 +278,8 @@ class Pipeline:
         unless given their own (which must then share the model)."""
         if not STREAM_NAME.fullmatch(name):
             raise ProtocolError(
-                "bad_field", f"stream name {name!r} must be 1-32 letters, digits, '_', '.' or '-' (not first)"
+                "bad_field",
+                f"stream name {name!r} must be 1-32 letters, digits, '_', '.' or '-', starting with a letter or digit",
             )
         if name in self.streams:
             raise ProtocolError("stream_exists", f"there is already a stream named {name!r}")
