@@ -25,12 +25,15 @@ class StreamMetrics:
     viewers: Gauge
     errors_by_kind: Counter
     prompts_by_result: Counter
+    removed: bool = False  # the stream is gone: late events must not bring its series back
 
     def error(self, kind: str) -> None:
-        self.errors_by_kind.labels(self.name, kind).inc()
+        if not self.removed:
+            self.errors_by_kind.labels(self.name, kind).inc()
 
     def prompt(self, result: str) -> None:
-        self.prompts_by_result.labels(self.name, result).inc()
+        if not self.removed:
+            self.prompts_by_result.labels(self.name, result).inc()
 
 
 class Metrics:

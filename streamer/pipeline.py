@@ -301,6 +301,7 @@ class Pipeline:
         del self.streams[name]
         await stream.stop()
         await self.run_on_tracker_thread(stream.tracker.reset)  # after any round that still holds it
+        stream.metrics.removed = True
         self.metrics.forget(name)
 
     def stream(self, name: str | None) -> Stream:

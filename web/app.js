@@ -215,6 +215,7 @@ async function startWebRTC() {
 function showSingle(stream) {
   closePeers();
   viewer.grid = false;
+  gridButton.textContent = "Grid";
   viewer.stream = stream;
   history.replaceState(null, "", `${location.search}#stream=${encodeURIComponent(stream)}`);
   document.body.classList.remove("grid");
@@ -232,6 +233,7 @@ function showSingle(stream) {
 function showGrid() {
   closePeers();
   viewer.grid = true;
+  gridButton.textContent = "Single";
   document.body.classList.add("grid");
   gridEl.replaceChildren(...viewer.streams.map((name) => {
     const tile = document.createElement("figure");
