@@ -35,6 +35,7 @@ from .tracker import FrameResult, StreamingTracker, step_streams
 logger = logging.getLogger(__name__)
 
 STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+GOOD_ROUNDS_TO_GROW = 100
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,9 @@ class Pipeline:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._model_tracker: StreamingTracker | None = None
+        # Halved when a round runs out of GPU memory, doubled back after a run of good rounds.
+        self.batch_limit = max_batch
+        self._good_rounds = 0
 
     def add_stream(self, name: str, source: FrameSource, tracker: StreamingTracker | None = None) -> Stream:
         """Add a camera. The first stream's tracker holds the model; later ones are its siblings
@@ -337,9 +341,9 @@ class Pipeline:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     def ready(self) -> list[Stream]:
-        """Streams with a new frame, longest-unserved first, at most ``max_batch``."""
+        """Streams with a new frame, longest-unserved first, at most the current batch limit."""
         waiting = [s for s in self.streams.values() if s.pending is not None]
-        return sorted(waiting, key=lambda s: s.served_at)[: self.max_batch]
+        return sorted(waiting, key=lambda s: s.served_at)[: self.batch_limit]
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -372,12 +376,29 @@ class Pipeline:
         try:
             trackers, images = [s.tracker for s in batch], [f.image for f in frames]
             results = list(step_streams(trackers, images, device_output=on_device))
+            self._good_rounds += 1
+            if self._good_rounds >= GOOD_ROUNDS_TO_GROW and self.batch_limit < self.max_batch:
+                self.batch_limit, self._good_rounds = min(self.max_batch, 2 * self.batch_limit), 0
         except Exception as exc:  # keep streaming: show the frames without masks
             self._report(batch, exc)
             results = [None] * len(batch)
+            if isinstance(exc, torch.OutOfMemoryError):
+                self._shrink(len(batch))
         elapsed = 1000 * (time.perf_counter() - started)
         self.metrics.batch_size.observe(len(batch))
         return [s.finish(f, r, p, elapsed, self.labels) for s, f, r, p in zip(batch, frames, results, previous)]
+
+    def _shrink(self, failed_size: int) -> None:
+        """After an out-of-memory round: smaller rounds from now on (each stream still gets its
+        turn, the longest-waiting first), and the allocator's cache back to the device."""
+        self._good_rounds = 0
+        if failed_size > 1:
+            self.batch_limit = max(1, failed_size // 2)
+            logger.warning(
+                "out of GPU memory with %d streams in a round: now at most %d", failed_size, self.batch_limit
+            )
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def _report(self, batch: list[Stream], exc: Exception) -> None:
         kind = "out_of_memory" if isinstance(exc, torch.OutOfMemoryError) else "inference"

@@ -542,3 +542,36 @@ def test_drawing_on_the_device_shows_the_same_frames(tracker) -> None:
             await pipeline.stop()
 
     asyncio.run(main())
+
+
+def test_out_of_memory_with_several_streams_shrinks_the_rounds(tracker, monkeypatch) -> None:
+    """A round of two streams that runs out of GPU memory (simulated: any round of more than one)
+    halves the batch limit; both streams go on being tracked, one per round."""
+    import streamer.pipeline
+
+    original = streamer.pipeline.step_streams
+
+    def small_gpu(trackers, frames, **options):
+        if len(trackers) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(trackers, frames, **options)
+
+    async def main() -> None:
+        async with running(tracker, {"a": "synthetic", "b": "synthetic"}) as server:
+            a, b = server.pipeline.streams["a"], server.pipeline.streams["b"]
+            await a.prompt(AddBox(None, None, 1, (0.2, 0.2, 0.6, 0.6), None, None))
+            await b.prompt(AddBox(None, None, 1, (0.2, 0.2, 0.6, 0.6), None, None))
+            monkeypatch.setattr(streamer.pipeline, "step_streams", small_gpu)
+            deadline = asyncio.get_running_loop().time() + 20
+            while server.pipeline.batch_limit > 1:
+                assert asyncio.get_running_loop().time() < deadline, "no round of two ever ran"
+                await asyncio.sleep(0.05)
+            seqs = a.latest.seq, b.latest.seq
+            await asyncio.sleep(2.0)
+            assert a.latest.seq - seqs[0] >= 2 and b.latest.seq - seqs[1] >= 2
+            assert a.latest.obj_ids == [1] and b.latest.obj_ids == [1]
+            assert "out of memory" in (a.state.last_error or "") and "smaller --image-size" in (
+                a.state.last_error or ""
+            )
+
+    asyncio.run(main())
