@@ -59,7 +59,19 @@ class Layout:
 
 
 class MemoryReader:
-    """Selects and assembles memory tokens with the model's own settings and parameters."""
+    """Selects and assembles memory tokens with the model's own settings and parameters.
+
+    One per model (``MemoryReader.of``), shared by every tracker on it, since a round assembles
+    memories of several trackers' objects together.
+    """
+
+    @classmethod
+    def of(cls, model: SAM2Base) -> MemoryReader:
+        reader = getattr(model, "_streamer_memory_reader", None)
+        if reader is None:
+            reader = cls(model)
+            model._streamer_memory_reader = reader  # type: ignore[assignment]
+        return reader
 
     def __init__(self, model: SAM2Base) -> None:
         self.model = model

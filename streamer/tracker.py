@@ -127,7 +127,7 @@ class StreamingTracker:
         self.fill_hole_area = fill_hole_area if _has_hole_filling() else 0
         if compile:
             compile_model(model)
-        self._reader = MemoryReader(model)
+        self._reader = MemoryReader.of(model)
         self._clear_state()
 
     def _clear_state(self) -> None:
@@ -257,8 +257,14 @@ class StreamingTracker:
         self._frames.clear()
 
     def _check_sibling(self, other: StreamingTracker) -> None:
-        if other.model is not self.model or other.precision != self.precision:
-            raise ValueError("trackers stepped together must share one model: make them with tracker.sibling()")
+        """Trackers stepped together run through one of them: they must agree on everything a
+        round shares (the model, precision, resizing, hole filling)."""
+        mine = (self.precision, self.preprocess.resize, self.fill_hole_area)
+        theirs = (other.precision, other.preprocess.resize, other.fill_hole_area)
+        if other.model is not self.model or mine != theirs:
+            raise ValueError(
+                "trackers stepped together must share one model and its settings: make them with tracker.sibling()"
+            )
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.precision == "bfloat16":

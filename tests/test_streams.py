@@ -95,8 +95,21 @@ def test_step_streams_rejects_mismatched_calls(clips) -> None:
         step_streams([lead, lead], [frame, frame])
     with pytest.raises(ValueError, match="sibling"):
         step_streams([lead, _tracker()], [frame, frame])
+    with pytest.raises(ValueError, match="sibling"):
+        step_streams([lead, StreamingTracker(lead.model, resize="torch")], [frame, frame])
     assert step_streams([], []) == []
     assert lead.frame_index is None  # nothing was half-done
+
+
+def test_trackers_made_apart_on_one_model_step_together(clips) -> None:
+    """A tracker constructed on the same model (not through ``sibling()``) shares its memory
+    reader, so a round led by an object-less tracker still reads the other's memories."""
+    lead = _tracker()
+    other = StreamingTracker(lead.model)
+    step_streams([other], [clips[1][0]])
+    other.add_prompt(2, box=[20, 20, 200, 150])
+    results = step_streams([lead, other], [clips[0][1], clips[1][1]])
+    assert results[0].obj_ids == [] and results[1].obj_ids == [2]
 
 
 def test_siblings_keep_their_own_state(clips) -> None:
