@@ -27,6 +27,7 @@ class ModelConfig:
     device: str | None = None
     precision: str = "auto"
     max_batch: int = 16  # streams stepped together in one round
+    compile: bool = False  # torch.compile the model (slow first frames; worth it on a GPU)
 
 
 @dataclass

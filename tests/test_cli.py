@@ -186,3 +186,16 @@ def test_stream_options_from_a_config_reach_the_source(caplog: pytest.LogCapture
     config.write_text("streams:\n  - {name: a, source: synthetic, options: {colour: red}}\nserver:\n  port: 0\n")
     assert main(["--config", str(config), "--random-weights", "--image-size", "128", "--device", "cpu"]) == 2
     assert "stream a: bad options" in caplog.text and "colour" in caplog.text
+
+
+def test_compile_flag_reaches_the_model() -> None:
+    """--compile wraps the model's components with torch.compile (compiling itself waits for the
+    first frame, so this is cheap); without it they stay eager."""
+    from streamer.cli import build_tracker, parse_args
+
+    base = ["--source", "synthetic", "--random-weights", "--image-size", "128", "--device", "cpu"]
+    compiled = build_tracker(args := parse_args([*base, "--compile"]), args.config_data)
+    assert getattr(compiled.model, "_streamer_compiled", False)
+    assert "forward" in vars(compiled.model.image_encoder)  # replaced by the compiled wrapper
+    eager = build_tracker(args := parse_args(base), args.config_data)
+    assert not getattr(eager.model, "_streamer_compiled", False) and "forward" not in vars(eager.model.image_encoder)
