@@ -280,13 +280,7 @@ class Pipeline:
     def add_stream(self, name: str, source: FrameSource, tracker: StreamingTracker | None = None) -> Stream:
         """Add a camera. The first stream's tracker holds the model; later ones are its siblings
         unless given their own (which must then share the model)."""
-        if not STREAM_NAME.fullmatch(name):
-            raise ProtocolError(
-                "bad_field",
-                f"stream name {name!r} must be 1-32 letters, digits, '_', '.' or '-', starting with a letter or digit",
-            )
-        if name in self.streams:
-            raise ProtocolError("stream_exists", f"there is already a stream named {name!r}")
+        self.check_new_name(name)
         if tracker is None:
             if self._model_tracker is None:
                 raise ValueError("the first stream needs a tracker: it brings the model")
@@ -299,6 +293,16 @@ class Pipeline:
         if self._task is not None:
             stream.start(self._wake)
         return stream
+
+    def check_new_name(self, name: str) -> None:
+        """Raise a ProtocolError unless ``name`` is valid and free (callers check before opening a camera)."""
+        if not STREAM_NAME.fullmatch(name):
+            raise ProtocolError(
+                "bad_field",
+                f"stream name {name!r} must be 1-32 letters, digits, '_', '.' or '-', starting with a letter or digit",
+            )
+        if name in self.streams:
+            raise ProtocolError("stream_exists", f"there is already a stream named {name!r}")
 
     async def remove_stream(self, name: str) -> None:
         stream = self.stream(name)

@@ -297,8 +297,7 @@ class StreamServer:
         else:
             if len(self.pipeline.streams) >= self.config.max_streams:
                 raise ProtocolError("too_many_streams", f"this server already has {self.config.max_streams} streams")
-            if message.stream in self.pipeline.streams:
-                raise ProtocolError("stream_exists", f"there is already a stream named {message.stream!r}")
+            self.pipeline.check_new_name(message.stream)
             try:
                 source = await asyncio.to_thread(open_source, message.source)
             except (SourceError, ValueError, OSError) as exc:
