@@ -2,7 +2,8 @@
 
 Every stream is the real clip decoded live at its own frame rate (30 fps) through the product's
 own pipeline (sources, batched rounds, overlay) and its shared VP8 encoder, so latency is measured
-from capture to the frame encoded for the viewers. Per N: processed fps per stream, capture-to-sent
+from capture to the frame encoded for the viewers. Per N: tracked fps per stream (and the video's
+published fps, which runs at the camera's rate whatever the tracker does), capture-to-sent
 p50/p90, frames dropped before the tracker, round time and batch size, peak host and GPU memory.
 The official SAM2VideoPredictor runs on the same frames in the same process as the reference.
 
@@ -65,10 +66,11 @@ async def phase(lead: StreamingTracker, n: int, args: argparse.Namespace) -> dic
     try:
         for stream in streams:
             await stream.next_output(-1)
-        box = AddBox(None, None, 1, (0.3, 0.25, 0.7, 0.8), None, None)
+        box = AddBox(None, None, 1, (0.3, 0.25, 0.7, 0.8), None, None, None)
         await asyncio.gather(*(stream.prompt(box) for stream in streams))
         await asyncio.sleep(args.warmup)
         seq0 = [s.latest.seq for s in streams]  # type: ignore[union-attr]
+        tracked0 = [s.frame_index for s in streams]
         decoded0 = [s.source.stats.decoded for s in streams]
         taken0 = [s._taken for s in streams]
         for stream in streams:
@@ -81,12 +83,14 @@ async def phase(lead: StreamingTracker, n: int, args: argparse.Namespace) -> dic
             await asyncio.sleep(0.2)
             peak_rss = max(peak_rss, me.memory_info().rss)
         elapsed = time.monotonic() - started
-        fps = [(s.latest.seq - q) / elapsed for s, q in zip(streams, seq0)]  # type: ignore[union-attr]
+        fps = [(s.frame_index - t) / elapsed for s, t in zip(streams, tracked0)]  # type: ignore[operator]
+        video = [(s.latest.seq - q) / elapsed for s, q in zip(streams, seq0)]  # type: ignore[union-attr]
         dropped = [(s.source.stats.decoded - d) - (s._taken - t) for s, d, t in zip(streams, decoded0, taken0)]
         latency = [x for s in streams for x in s.state.recent_latency_ms]
         result = {
             "streams": n,
             "fps_per_stream": {"mean": statistics.mean(fps), "min": min(fps), "max": max(fps)},
+            "video_fps_per_stream": statistics.mean(video),
             "source_fps": statistics.mean(s.source.stats.fps for s in streams),
             "latency_capture_to_sent_ms": {"p50": _percentile(latency, 0.5), "p90": _percentile(latency, 0.9)},
             "dropped_per_stream_per_s": statistics.mean(dropped) / elapsed,

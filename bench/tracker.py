@@ -71,7 +71,12 @@ def _sync(device: str) -> None:
 
 def build(args: argparse.Namespace) -> StreamingTracker:
     return StreamingTracker.build(
-        random_init=True, seed=0, image_size=args.image_size, device=args.device, precision=args.precision
+        random_init=True,
+        seed=0,
+        image_size=args.image_size,
+        device=args.device,
+        precision=args.precision,
+        compile=args.compile,
     )
 
 
@@ -229,6 +234,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile our model")
     parser.add_argument("--vos-optimized", action="store_true", help="official predictor with torch.compile")
     parser.add_argument("--frames", type=int, default=30, help="frames per timing run (0: skip timing)")
     parser.add_argument("--warmup", type=int, default=3)
@@ -247,6 +253,8 @@ def main() -> None:
         "model": "sam2.1_hiera_tiny (seeded random weights)",
         "image_size": args.image_size,
         "precision": args.precision,
+        "compile": args.compile,
+        "vos_optimized": args.vos_optimized,
         "clip": CLIP.name,
     }
     if args.frames:

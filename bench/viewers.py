@@ -1,9 +1,12 @@
-"""Viewer benchmark: server CPU per frame with 1 and with 10 viewers, joins, capture-to-sent.
+"""Viewer benchmark: server CPU per frame with 1 and with 10 viewers, the frames each viewer
+actually receives per second, joins, capture-to-sent.
 
-Runs run_stream.py on a real clip and connects aiortc viewers; WebRTC needs a real interface, so
-run it inside the isolated network namespace. With ``--objects 0`` the stream tracks nothing, so
-the model never runs and the server's CPU is the serving path itself (decode, overlay, encode,
-packetise, send): what each extra viewer adds shows there.
+Runs run_stream.py on a real clip and connects aiortc viewers that reassemble every frame but do
+not decode it (``bench.live.CountingDecoder``: ten decoding clients would take the server's own
+cores and skew both figures). WebRTC needs a real interface, so run it inside the isolated
+network namespace. With ``--objects 0`` the stream tracks nothing, so the model never runs and
+the server's CPU is the serving path itself (decode, overlay, encode, packetise, send): what
+each extra viewer adds shows there.
 
     ../shared/tools/isolated-net python bench/viewers.py --objects 0 --out bench/results/viewers_cpu.json
 """
@@ -20,20 +23,23 @@ import urllib.request
 from pathlib import Path
 
 import psutil
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, rtcrtpreceiver
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.live import CountingDecoder  # noqa: E402
 from bench.machine import describe  # noqa: E402
 from tests.webrtc_scenarios import free_port, join, start_server  # noqa: E402
 
 CLIP = ROOT.parent / "shared" / "media" / "bedroom.mp4"
 
 
-async def viewer(port: int, joined: list[float], stop: asyncio.Event) -> None:
-    """Connect, record the time to the first frame, then keep receiving until told to stop."""
+async def viewer(port: int, joined: list[float], received: list[int], stop: asyncio.Event) -> None:
+    """Connect, record the time to the first frame, then count frames until told to stop."""
     started = time.monotonic()
+    slot = len(received)
+    received.append(0)
     async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
         peer = RTCPeerConnection()
         track = await join(ws, peer)
@@ -42,6 +48,7 @@ async def viewer(port: int, joined: list[float], stop: asyncio.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(track.recv(), 1.0)
+                received[slot] += 1
         await peer.close()
 
 
@@ -74,28 +81,33 @@ def health(port: int) -> dict:
 
 
 async def phase(port: int, proc: psutil.Process, viewers: int, seconds: float, stream: str) -> dict:
-    stop, joined = asyncio.Event(), []
-    tasks = [asyncio.create_task(viewer(port, joined, stop)) for _ in range(viewers)]
+    stop, joined, received = asyncio.Event(), [], []
+    tasks = [asyncio.create_task(viewer(port, joined, received, stop)) for _ in range(viewers)]
     while len(joined) < viewers:
         await asyncio.sleep(0.05)
     await asyncio.sleep(2.0)  # settle
-    cpu0, t0 = sum(proc.cpu_times()[:2]), time.monotonic()
+    cpu0, t0, counts0 = sum(proc.cpu_times()[:2]), time.monotonic(), list(received)
     await asyncio.sleep(seconds)
-    cpu = (sum(proc.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0)
+    elapsed = time.monotonic() - t0
+    delivered = [(after - before) / elapsed for before, after in zip(counts0, received)]
+    cpu = (sum(proc.cpu_times()[:2]) - cpu0) / elapsed
     state = (await asyncio.to_thread(health, port))["streams"][stream]
     stop.set()
     await asyncio.gather(*tasks)
     return {
         "viewers": viewers,
         "server_cpu_cores": cpu,
-        "server_cpu_ms_per_frame": 1000 * cpu / state["fps"] if state["fps"] else None,
+        "server_cpu_ms_per_frame": 1000 * cpu / state["video_fps"] if state["video_fps"] else None,
         "join_s": joined,
-        "fps": state["fps"],
+        "video_fps_published": state["video_fps"],
+        "delivered_fps_per_viewer": delivered,
+        "mask_fps": state["mask_fps"],
         "latency_ms": state["latency_ms"],
     }
 
 
 async def main_async(args: argparse.Namespace) -> dict:
+    rtcrtpreceiver.get_decoder = lambda codec: CountingDecoder()  # type: ignore[assignment]
     port = free_port()
     server = start_server(str(CLIP), port, args.image_size)
     try:
@@ -105,6 +117,8 @@ async def main_async(args: argparse.Namespace) -> dict:
         if args.objects:
             async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
                 await ws.send(json.dumps({"type": "add_box", "obj_id": 1, "box": [0.3, 0.25, 0.7, 0.8]}))
+                while json.loads(await ws.recv())["type"] != "ack":
+                    pass
         phases = [await phase(port, proc, n, args.seconds, stream) for n in args.viewers]
     finally:
         server.terminate()

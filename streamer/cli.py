@@ -79,6 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="X0,Y0,X1,Y1",
         help="a box on the first frame, 0..1 of width and height; each one a new object",
     )
+    parser.add_argument(
+        "--mask-motion",
+        choices=["flow", "hold"],
+        help="between tracked frames, carry masks along the optical flow (flow, the default) or leave "
+        "them where they were computed (hold)",
+    )
     parser.add_argument("--out", help="track into this video file instead of serving browsers")
     parser.add_argument("--max-frames", type=int, default=0, help="with --out: stop after this many frames")
     parser.add_argument("--host", help="address to listen on (default: 127.0.0.1, loopback only)")
@@ -103,6 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.out and len(args.streams) != 1:
         parser.error("--out tracks one source into one file: pass a single --source")
     args.source = args.streams[0].source
+    if args.mask_motion:
+        args.config_data.display.mask_motion = args.mask_motion
     return args
 
 
@@ -273,11 +281,10 @@ async def serve_live(args: argparse.Namespace, tracker: StreamingTracker) -> Non
         token=args.token or section.token,
         insecure=args.insecure,
         max_peers=section.max_peers,
-        random_weights=args.random_weights,
         stream_control=args.stream_control or section.stream_control,
         max_streams=section.max_streams,
     )
-    pipeline = Pipeline(max_batch=args.config_data.model.max_batch)
+    pipeline = Pipeline(display=args.config_data.display, max_batch=args.config_data.model.max_batch)
     try:
         for i, stream in enumerate(args.streams):
             try:

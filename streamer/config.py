@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from .display import DisplayConfig
 from .errors import StreamerError
 
 
@@ -75,6 +76,7 @@ class Config:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
     server: ServerConfigSection = field(default_factory=ServerConfigSection)
+    display: DisplayConfig = field(default_factory=DisplayConfig)
     streams: list[StreamConfig] = field(default_factory=list)  # several cameras (overrides source)
 
 
@@ -96,9 +98,13 @@ def load_config(path: str | Path | None) -> Config:
         target = getattr(config, section, None)
         if target is None or not dataclasses.is_dataclass(target):
             raise ConfigError(
-                f"config {path}: unknown section {section!r} (known: model, tracker, source, server, streams)"
+                f"config {path}: unknown section {section!r} (known: model, tracker, source, server, display, streams)"
             )
         _update(target, values or {}, f"{path}: {section}")
+    try:
+        config.display = DisplayConfig(**dataclasses.asdict(config.display))  # checks the values
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config {path}: display: {exc}") from None
     return config
 
 

@@ -6,7 +6,14 @@ the encoded ``av.Packet``, which aiortc only packetises (``RTCRtpSender`` accept
 track). Because a viewer decodes a shared bitstream, it can only start on a keyframe: joining,
 falling behind the packet history, or losing packets (RTCP PLI/FIR, which aiortc would route to its
 own encoder) asks this encoder for one, at most once per ``KEYFRAME_MIN_GAP_S``; a periodic
-keyframe bounds how long any glitch lasts. The encoder runs only while someone watches.
+keyframe bounds how long any glitch lasts. The encoder runs only while someone watches, and it
+draws the masks onto each frame itself (``Output.image``), so nobody draws for nobody.
+
+The libvpx context lives on the encoder's own thread (``WorkerThread``): when the last viewer
+leaves, ``stop()`` waits for the encode in flight before it lets the codec go, so a viewer who
+joins a moment later never gets a second codec running beside the first, or one freed under it.
+An encode that fails is logged, counted (``streamer_errors_total{kind="encode"}``) and followed
+by a fresh codec and a keyframe; the video goes on.
 """
 
 from __future__ import annotations
@@ -15,15 +22,19 @@ import asyncio
 import fractions
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import av
+import cv2
+import numpy as np
 from aiortc import MediaStreamTrack, RTCRtpSender
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from av.video.frame import PictureType
 
-from .pipeline import Output, Stream
+from .display import Output
+from .pipeline import Stream
+from .worker import VIDEO_NICE, WorkerThread
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +42,9 @@ VIDEO_CLOCK = 90_000
 TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 KEYFRAME_MIN_GAP_S = 0.25
 HISTORY = 60  # packets kept for viewers that are briefly behind (~2 s at 30 fps)
+SHOWN = 256  # encoded frames whose source frame is remembered (clicks name them by RTP time)
+RETRY_S = 0.1  # pause after a failed encode
+RTP_WRAP = 1 << 32
 
 # libvpx realtime settings, as aiortc's own VP8 encoder uses them.
 _VPX_OPTIONS = {
@@ -56,6 +70,7 @@ class EncodedFrame:
     seq: int
     packet: av.Packet
     keyframe: bool
+    source_index: int  # the camera frame it shows
 
 
 class StreamEncoder:
@@ -64,11 +79,13 @@ class StreamEncoder:
     def __init__(self, stream: Stream, bitrate: int = 2_500_000, keyframe_interval_s: float = 4.0) -> None:
         self.stream, self.bitrate, self.keyframe_interval_s = stream, bitrate, keyframe_interval_s
         self.frames_encoded = 0
-        self.encode_cpu_s = 0.0  # CPU time spent encoding (benchmarks read it)
+        self.encode_cpu_s = 0.0  # CPU time spent drawing and encoding (benchmarks read it)
         self._history: deque[EncodedFrame] = deque(maxlen=HISTORY)
         self._changed = asyncio.Condition()
-        self._codec: av.VideoCodecContext | None = None
+        self._thread = WorkerThread(f"encoder {stream.name}", nice=VIDEO_NICE)
+        self._codec: av.VideoCodecContext | None = None  # only touched on ``_thread``
         self._origin: float | None = None
+        self._shown: OrderedDict[int, int] = OrderedDict()  # pts mod 2**32 -> source frame
         self._keyframe_wanted = True
         self._last_keyframe = 0.0
         self._subscribers = 0
@@ -83,18 +100,30 @@ class StreamEncoder:
     async def unsubscribe(self) -> None:
         self._subscribers -= 1
         if self._subscribers == 0:
-            await self.close()
+            await self.stop()
+
+    async def stop(self) -> None:
+        """Stop encoding (nobody watches): wait for the encode in flight, then drop the codec."""
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._thread.drain()
+        if self._task is None:  # nobody subscribed meanwhile
+            self._codec = None
+            self._history.clear()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        self._codec = None
-        self._history.clear()
+        """Stop for good and let the encoder's thread go. Safe to call twice."""
+        await self.stop()
+        await self._thread.close()
 
     def request_keyframe(self) -> None:
         self._keyframe_wanted = True
+
+    def source_index(self, pts: int) -> int | None:
+        """The camera frame of a recently encoded frame, by its pts (modulo 2**32, as RTP has it)."""
+        return self._shown.get(pts % RTP_WRAP)
 
     async def next_frame(self, after: int | None) -> EncodedFrame:
         """The frame after ``after``; or, for a new or lagging viewer, the next keyframe."""
@@ -109,34 +138,43 @@ class StreamEncoder:
             return next(f for f in self._history if f.keyframe and f.seq > newest)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         sent = -1
-        while True:
-            output = await self.stream.next_output(sent)
-            sent = output.seq
-            now = time.monotonic()
-            keyframe = (self._keyframe_wanted and now - self._last_keyframe >= KEYFRAME_MIN_GAP_S) or (
-                now - self._last_keyframe >= self.keyframe_interval_s
-            )
-            if keyframe:
-                self._keyframe_wanted = False
-                self._last_keyframe = now
-            encoded = await loop.run_in_executor(None, self._encode, output, keyframe)
-            if encoded is None:
-                continue
-            self.stream.record_sent(output)
-            async with self._changed:
-                seq = self._history[-1].seq + 1 if self._history else 0
-                self._history.append(EncodedFrame(seq, *encoded))
-                self._changed.notify_all()
+        with self.stream.watching():
+            while True:
+                output = await self.stream.next_output(sent)
+                sent = output.seq
+                now = time.monotonic()
+                keyframe = (self._keyframe_wanted and now - self._last_keyframe >= KEYFRAME_MIN_GAP_S) or (
+                    now - self._last_keyframe >= self.keyframe_interval_s
+                )
+                if keyframe:
+                    self._keyframe_wanted = False
+                    self._last_keyframe = now
+                try:
+                    encoded = await self._thread.run(self._encode, output, keyframe)
+                except Exception:  # libvpx or drawing failed on this frame: a fresh codec, a keyframe, go on
+                    logger.exception("%s: encoding a frame failed; restarting the encoder", self.stream.name)
+                    self.stream.metrics.error("encode")
+                    self._codec = None  # safe: the call on the encoder's thread has ended
+                    self._keyframe_wanted = True
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                if encoded is None:
+                    continue
+                self.stream.record_sent(output)
+                async with self._changed:
+                    seq = self._history[-1].seq + 1 if self._history else 0
+                    self._history.append(EncodedFrame(seq, *encoded, output.index))
+                    self._changed.notify_all()
 
     def _encode(self, output: Output, keyframe: bool) -> tuple[av.Packet, bool] | None:
-        """One frame to one VP8 packet and whether it is a keyframe (on a worker thread)."""
+        """One frame to one VP8 packet and whether it is a keyframe (on the encoder's thread)."""
         started = time.thread_time()
-        frame = av.VideoFrame.from_ndarray(output.image, format="rgb24").reformat(format="yuv420p")
+        frame = _yuv_frame(output.image)
         if self._codec is None or (self._codec.width, self._codec.height) != (frame.width, frame.height):
             self._codec = self._new_codec(frame.width, frame.height)
             self._origin = output.captured_at
+            self._shown.clear()
         assert self._origin is not None
         frame.pts = int((output.captured_at - self._origin) * VIDEO_CLOCK)
         frame.time_base = TIME_BASE
@@ -147,6 +185,9 @@ class StreamEncoder:
         if not data:
             return None
         self.frames_encoded += 1
+        self._shown[frame.pts % RTP_WRAP] = output.index
+        while len(self._shown) > SHOWN:
+            self._shown.popitem(last=False)
         packet = av.Packet(data)
         packet.pts, packet.time_base = frame.pts, TIME_BASE
         return packet, data[0] & 1 == 0  # VP8 frame tag: bit 0 clear means a key frame
@@ -163,8 +204,19 @@ class StreamEncoder:
             "minrate": str(self.bitrate),
             "maxrate": str(self.bitrate),
         }
-        codec.thread_count = 2
+        # One thread: libvpx's threads wait on each other by spinning, and beside a busy tracker
+        # that tripled the CPU per frame and halved the frame rate (measured on 2 cores).
+        codec.thread_count = 1
         return codec
+
+
+def _yuv_frame(image: np.ndarray) -> av.VideoFrame:
+    """RGB to a yuv420p frame: OpenCV's conversion (BT.601, limited range, as swscale's default)
+    is ten times cheaper than PyAV's reformat; odd sizes, which it cannot do, go through PyAV."""
+    height, width = image.shape[:2]
+    if height % 2 or width % 2:
+        return av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+    return av.VideoFrame.from_ndarray(cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
 
 
 class EncodedTrack(MediaStreamTrack):
@@ -175,9 +227,27 @@ class EncodedTrack(MediaStreamTrack):
     def __init__(self, encoder: StreamEncoder) -> None:
         super().__init__()
         self.encoder = encoder
+        self.sender: RTCRtpSender | None = None  # set once the track is added to a peer
         self._sent: int | None = None
+        self._last_pts: int | None = None
+        self._rtp_origin: int | None = None
 
     async def recv(self) -> av.Packet:  # type: ignore[override]
+        self._learn_rtp_origin()
         frame = await self.encoder.next_frame(self._sent)
         self._sent = frame.seq
+        self._last_pts = frame.packet.pts
         return frame.packet
+
+    def source_index(self, rtp_timestamp: int) -> int | None:
+        """The camera frame a viewer saw, from the RTP timestamp its browser reports for it."""
+        if self._rtp_origin is None:
+            return None
+        return self.encoder.source_index((rtp_timestamp - self._rtp_origin) % RTP_WRAP)
+
+    def _learn_rtp_origin(self) -> None:
+        """aiortc adds a random origin to our pts, unexposed; but aiortc asks for the next packet
+        only after sending the last one, so its last RTP timestamp minus that pts gives it away."""
+        last_rtp = getattr(self.sender, "_RTCRtpSender__rtp_timestamp", None)
+        if self._last_pts is not None and isinstance(last_rtp, int):
+            self._rtp_origin = (last_rtp - self._last_pts) % RTP_WRAP

@@ -20,6 +20,10 @@ class StreamMetrics:
     frames_dropped: Gauge
     reconnects: Gauge
     frames_processed: Counter
+    frames_displayed: Counter
+    video_fps: Gauge
+    mask_fps: Gauge
+    mask_age_ms: Histogram
     inference_ms: Histogram
     latency_ms: Histogram
     viewers: Gauge
@@ -47,6 +51,23 @@ class Metrics:
             ),
             "reconnects": Gauge("streamer_source_reconnects", "Source reconnection attempts", by_stream, registry=r),
             "frames_processed": Counter("streamer_frames_processed", "Frames tracked", by_stream, registry=r),
+            "frames_displayed": Counter(
+                "streamer_frames_displayed",
+                "Frames published for the viewers (every camera frame)",
+                by_stream,
+                registry=r,
+            ),
+            "video_fps": Gauge(
+                "streamer_video_fps", "Frames published for the viewers per second", by_stream, registry=r
+            ),
+            "mask_fps": Gauge("streamer_mask_fps", "New masks from the tracker per second", by_stream, registry=r),
+            "mask_age_ms": Histogram(
+                "streamer_mask_age_ms",
+                "Capture time of a published frame minus that of the frame its masks were computed on",
+                by_stream,
+                buckets=_MS_BUCKETS,
+                registry=r,
+            ),
             "inference_ms": Histogram(
                 "streamer_inference_ms",
                 "Inference round time (all streams of the round together)",

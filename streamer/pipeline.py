@@ -1,62 +1,112 @@
-"""Where a frame goes: sources -> one inference worker for every stream -> overlay -> each
-stream's latest output.
+"""Where a frame goes: source -> display (every frame, newest masks carried onto it) -> viewers,
+and, when the inference worker is free, -> tracker -> the stream's newest masks.
 
-Each ``Stream`` has a feeder task that keeps only its camera's newest frame. The ``Pipeline``'s
-worker wakes when any stream has one, takes the newest frame of every stream that has one and
-steps them together (``step_streams``): one model, one batch, so N cameras cost much less than
-N times one. A stalled camera simply has no frame to offer and holds nobody back; when more
-streams are ready than ``max_batch``, the ones served longest ago go first, so none starves.
-Tracker calls (frames and prompts alike) run one at a time on a single worker thread, off the
-event loop. Errors in a round (a GPU out of memory included) are reported and its frames are
-shown without masks; tracking goes on.
+Each ``Stream`` has a feeder task that takes every frame its camera delivers, hands it to its
+``Display`` (on the stream's display thread) and publishes the result at the camera's rate; it
+also leaves the frame in ``pending``, a one-frame slot for the tracker. The ``Pipeline``'s worker
+wakes when any stream has one, takes the newest frame of every stream that has one and steps
+them together (``step_streams``): one model, one batch, so N cameras cost much less than N times
+one. A stalled camera simply has no frame to offer and holds nobody back; when more streams are
+ready than ``max_batch``, the ones served longest ago go first, so none starves. Tracker calls
+(frames and prompts alike) run one at a time on a single worker thread, off the event loop.
+Errors in a round (a GPU out of memory included) are reported and the stream shows its frames
+without masks until the next good round; tracking goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+import cv2
 import numpy as np
 import torch
 
+from .display import Display, DisplayConfig, Masks, Output
+from .landing import TrackedFrame, TrackedFrames, land
 from .metrics import Metrics, StreamMetrics
-from .overlay import draw_masks, draw_masks_torch
+from .preprocess import scaled_size
 from .protocol import AddBox, AddPoints, ProtocolError
 from .sources import Frame, FrameSource, SourceError, SourceTimeoutError
-from .tracker import FrameResult, StreamingTracker, step_streams
+from .tracker import FrameResult
+from .worker import WorkerThread
 
 logger = logging.getLogger(__name__)
 
 STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 GOOD_ROUNDS_TO_GROW = 100
+FEED_RETRY_S = (0.1, 5.0)  # backoff after an unexpected error in a camera's loop
 
 
-@dataclass(frozen=True)
-class Output:
-    """One processed frame, ready to encode."""
+class Tracker(Protocol):
+    """What the pipeline needs of a tracker: ``StreamingTracker``, or a stand-in for tests."""
 
-    image: np.ndarray  # HxWx3 uint8 RGB with masks drawn
-    frame_index: int | None  # the tracker's index; None if the frame failed before it got one
-    captured_at: float  # monotonic, from the source
-    obj_ids: list[int]
-    seq: int = -1  # counts published outputs: what viewers use to tell a new frame
+    history: int
+
+    @property
+    def obj_ids(self) -> list[int]: ...
+
+    @property
+    def frame_index(self) -> int | None: ...
+
+    def step(self, frame: np.ndarray) -> FrameResult: ...
+
+    def add_prompt(self, obj_id: int, **prompt: Any) -> FrameResult: ...
+
+    def remove_object(self, obj_id: int) -> None: ...
+
+    def reset(self) -> None: ...
+
+    def sibling(self) -> Tracker: ...
+
+    def check_sibling(self, other: Any) -> None: ...
+
+    @staticmethod
+    def step_round(
+        trackers: Sequence[Any], frames: Sequence[np.ndarray], *, mask_width: int | None = None
+    ) -> list[FrameResult]: ...
+
+
+def event_rate(times: deque[float], now: float, window: float = 5.0) -> float:
+    """Events per second from ``times`` (monotonic stamps): over the last ``window`` seconds, or
+    the last two events if they are further apart; it decays when events stop coming."""
+    recent = [t for t in times if t >= now - window]
+    if len(recent) < 2:
+        recent = list(times)[-2:]
+    if len(recent) < 2:
+        return 0.0
+    span = recent[-1] - recent[0]
+    gap = now - recent[-1]
+    if gap > 2 * span / (len(recent) - 1):
+        span += gap
+    return (len(recent) - 1) / max(span, 1e-6)
 
 
 @dataclass
 class StreamState:
-    fps: float = 0.0
     inference_ms: float = 0.0
     latency_ms: float = 0.0
+    mask_age_ms: float | None = None  # of the newest published frame (None: no masks on it)
     last_error: str | None = None
-    frame_times: deque[float] = field(default_factory=lambda: deque(maxlen=30))
+    video_times: deque[float] = field(default_factory=lambda: deque(maxlen=60))  # frames published
+    mask_times: deque[float] = field(default_factory=lambda: deque(maxlen=30))  # masks from the tracker
     recent_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=300))
+
+    @property
+    def video_fps(self) -> float:
+        return event_rate(self.video_times, time.monotonic())
+
+    @property
+    def mask_fps(self) -> float:
+        return event_rate(self.mask_times, time.monotonic())
 
     def latency_percentiles(self) -> dict[str, float | None]:
         """Median and p90 of the last 300 capture-to-sent latencies."""
@@ -67,26 +117,37 @@ class StreamState:
 
 
 class Stream:
-    """One camera: its source, its tracker state, its latest output and its prompts."""
+    """One camera: its source, its display, its tracker state and its prompts."""
 
-    def __init__(self, name: str, source: FrameSource, tracker: StreamingTracker, pipeline: Pipeline) -> None:
+    def __init__(self, name: str, source: FrameSource, tracker: Tracker, pipeline: Pipeline) -> None:
         self.name, self.source, self.tracker, self.pipeline = name, source, tracker, pipeline
         self.metrics: StreamMetrics = pipeline.metrics.stream(name)
         self.state = StreamState()
+        self.display = Display(pipeline.display)
+        self.metrics.video_fps.set_function(lambda: self.state.video_fps)
+        self.metrics.mask_fps.set_function(lambda: self.state.mask_fps)
         self.pending: Frame | None = None  # the newest frame the worker has not taken yet
         self.served_at = 0.0  # when the worker last took a frame from this stream
         self._latest: Output | None = None
         self._changed = asyncio.Condition()
-        self._frames: deque[tuple[int, int, int, float]] = deque(maxlen=tracker.history)  # index, h, w, wall ms
+        self._tracked = TrackedFrames(tracker.history)  # tracker thread only
         self._obj_ids: tuple[int, ...] = ()  # snapshot for the event loop; the tracker lives on its thread
+        self._newest_tracked: int | None = None  # likewise
         self._seq = 0
         self._feeder: asyncio.Task[None] | None = None
+        self._display_thread = WorkerThread(f"display {name}")
         self._taken = 0
+        self._watchers = 0
 
     @property
     def obj_ids(self) -> list[int]:
         """Objects tracked as of the last frame or prompt (safe to read from the event loop)."""
         return list(self._obj_ids)
+
+    @property
+    def frame_index(self) -> int | None:
+        """The tracker's index of its newest frame (what ``frame_index`` in a prompt names)."""
+        return self._newest_tracked
 
     @property
     def source_alive(self) -> bool:
@@ -108,6 +169,16 @@ class Stream:
             await self._changed.wait_for(lambda: self._latest is not None and self._latest.seq > after)
             return self._latest  # type: ignore[return-value]
 
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """Someone uses this stream's frames (an encoder, for its viewers): only then are the
+        masks carried onto every frame; unwatched, the display just remembers frames."""
+        self._watchers += 1
+        try:
+            yield
+        finally:
+            self._watchers -= 1
+
     def record_sent(self, output: Output) -> None:
         """The encoder took ``output``: record capture-to-sent latency."""
         latency = 1000 * (time.monotonic() - output.captured_at)
@@ -115,30 +186,34 @@ class Stream:
         self.state.latency_ms = latency
         self.state.recent_latency_ms.append(latency)
 
-    async def prompt(self, message: AddPoints | AddBox) -> list[int]:
-        """Apply a viewer's prompt on the frame they saw; return the object ids now tracked."""
-        index, height, width = self._resolve_frame(message.frame_index, message.frame_ts)
-        if isinstance(message, AddPoints):
-            kwargs = {
-                "points": [[x * width, y * height] for x, y in message.points],
-                "labels": message.labels,
-            }
-        else:
-            x0, y0, x1, y1 = message.box
-            kwargs = {"box": [x0 * width, y0 * height, x1 * width, y1 * height]}
-        return await self._call(lambda: self.tracker.add_prompt(message.obj_id, frame_index=index, **kwargs).obj_ids)
+    # -- prompts --------------------------------------------------------------------------------
+
+    async def prompt(self, message: AddPoints | AddBox, shown: int | None = None) -> list[int]:
+        """Apply a viewer's prompt on the frame they saw; return the object ids now tracked.
+
+        ``shown`` is the source's index of the frame on the viewer's screen when it is known
+        exactly (from the video's RTP timestamp); otherwise ``frame_ts`` estimates it, and
+        ``frame_index`` names a tracked frame directly. See docs/protocol.md for where it lands.
+        """
+        return await self._call(lambda: self._apply(message, shown))
 
     async def remove_object(self, obj_id: int) -> list[int]:
         def remove() -> list[int]:
             self.tracker.remove_object(obj_id)
+            self.display.drop_object(obj_id)
             return self.tracker.obj_ids
 
         return await self._call(remove)
 
     async def reset(self) -> list[int]:
-        objects = await self._call(lambda: (self.tracker.reset(), self.tracker.obj_ids)[1])
-        self._frames.clear()  # the tracker forgot them: prompts go to the next frames
-        return objects
+        def reset() -> list[int]:
+            self.tracker.reset()
+            self._tracked.clear()  # the tracker forgot them: prompts go to the next frames
+            self._newest_tracked = None
+            self.display.set_masks(None)
+            return self.tracker.obj_ids
+
+        return await self._call(reset)
 
     async def _call(self, fn: Callable[[], list[int]]) -> list[int]:
         """Run a tracker change on the tracker thread; returns (and snapshots) the object ids."""
@@ -149,28 +224,43 @@ class Stream:
             finally:
                 self._obj_ids = tuple(self.tracker.obj_ids)
 
-        return await self.pipeline.run_on_tracker_thread(call)
+        return await self.pipeline.run_on_tracker_thread(call)  # type: ignore[return-value]
 
-    def _resolve_frame(self, frame_index: int | None, frame_ts: float | None) -> tuple[int, int, int]:
-        """The remembered frame a prompt refers to: by index, by capture time, else the newest."""
-        frames = list(self._frames)
-        if not frames:
-            raise ProtocolError("no_frame", "no frame has been processed yet; wait for the video")
-        if frame_index is not None:
-            for index, h, w, _ in frames:
-                if index == frame_index:
-                    return index, h, w
-            raise ProtocolError(
-                "stale_frame",
-                f"frame {frame_index} is no longer available (have {frames[0][0]}..{frames[-1][0]})",
-            )
-        if frame_ts is not None:
-            index, h, w, _ = min(frames, key=lambda f: abs(f[3] - frame_ts))
-            return index, h, w
-        index, h, w, _ = frames[-1]
-        return index, h, w
+    def _apply(self, message: AddPoints | AddBox, shown: int | None) -> list[int]:
+        """On the tracker thread: find the frame, put the prompt on it, show the result at once."""
+        target, prompt = land(message, shown, self._tracked, self.display, self._step_now)
+        result = self.tracker.add_prompt(message.obj_id, frame_index=target.index, **prompt)
+        self._show_result(result)
+        return result.obj_ids
 
-    # -- the worker's side ----------------------------------------------------------------------
+    def _step_now(self, source: int, image: np.ndarray) -> TrackedFrame:
+        """Hand camera frame ``source`` to the tracker ahead of the worker (a prompt names it)."""
+        result = self.tracker.step(image)
+        captured_at = self.display.captured_at(source)
+        frame = self._record(
+            result.frame_index, source, time.monotonic() if captured_at is None else captured_at, image
+        )
+        self.display.tracker_took(source)
+        self.metrics.frames_processed.inc()
+        return frame
+
+    def _record(self, index: int, source: int, captured_at: float, image: np.ndarray) -> TrackedFrame:
+        self._newest_tracked = index
+        return self._tracked.add(index, source, captured_at, image)
+
+    def _show_result(self, result: FrameResult) -> None:
+        """A prompt's result (the tracker's newest frame, full size) becomes the shown masks."""
+        frame = self._tracked.find(result.frame_index)
+        if frame is None:  # not a frame this stream handed over (cannot happen; never worth a crash)
+            return
+        size = scaled_size(frame.height, frame.width, self.display.config.mask_width)
+        logits = np.zeros((0, *size), np.float32)
+        if len(result.logits):
+            logits = np.stack([cv2.resize(x, size[::-1], interpolation=cv2.INTER_AREA) for x in result.logits])
+        self.display.set_masks(Masks(frame.source, frame.captured_at, list(result.obj_ids), logits))
+        self.state.mask_times.append(time.monotonic())
+
+    # -- the camera's side ----------------------------------------------------------------------
 
     def start(self, wake: asyncio.Event) -> None:
         self._feeder = asyncio.create_task(self._feed(wake), name=f"feeder {self.name}")
@@ -180,16 +270,22 @@ class Stream:
             self._feeder.cancel()
             await asyncio.gather(self._feeder, return_exceptions=True)
             self._feeder = None
+        await self._display_thread.close()
         await self.source.close()
 
     async def _feed(self, wake: asyncio.Event) -> None:
-        """Keep the newest frame in ``pending``; a frame replaced before the worker took it is dropped."""
+        """Show every frame the camera delivers, and leave the newest in ``pending`` for the
+        tracker (a frame replaced before the worker took it is simply not tracked)."""
+        retry = FEED_RETRY_S[0]
         while True:
             try:
                 async for frame in self.source:
+                    output = await self._show(frame)
                     self.pending = frame
                     self._sync_source_metrics()
                     wake.set()
+                    await self.publish(output)
+                    retry = FEED_RETRY_S[0]
                 return  # the source ended (a file without looping)
             except SourceTimeoutError as exc:
                 self.state.last_error = str(exc)
@@ -199,53 +295,62 @@ class Stream:
                 self.state.last_error = str(exc)
                 logger.error("%s: source stopped: %s", self.name, exc)
                 return
+            except Exception as exc:  # a bug: never let it end this camera's video for good
+                logger.exception("%s: camera loop failed; going on in %.1f s", self.name, retry)
+                self.state.last_error = f"camera loop error: {exc}"
+                self.metrics.error("camera")
+                await asyncio.sleep(retry)
+                retry = min(2 * retry, FEED_RETRY_S[1])
+
+    async def _show(self, frame: Frame) -> Output:
+        try:
+            return await self._display_thread.run(self.display.show, frame, self._watchers > 0)
+        except Exception:  # the video goes on, without masks on this frame
+            logger.exception("%s: drawing a frame's masks failed", self.name)
+            self.metrics.error("display")
+            return Output(frame.image, frame.index, frame.captured_at)
+
+    async def publish(self, output: Output) -> None:
+        self.state.video_times.append(time.monotonic())
+        self.state.mask_age_ms = output.mask_age_ms
+        self.metrics.frames_displayed.inc()
+        if output.mask_age_ms is not None:
+            self.metrics.mask_age_ms.observe(output.mask_age_ms)
+        async with self._changed:
+            self._latest = dataclasses.replace(output, seq=self._seq)
+            self._seq += 1
+            self._changed.notify_all()
 
     def take(self) -> Frame:
         frame, self.pending = self.pending, None
         assert frame is not None
         self.served_at = time.monotonic()
         self._taken += 1
+        self.display.tracker_took(frame.index)
         return frame
 
-    def finish(
-        self, frame: Frame, result: FrameResult | None, previous: int | None, elapsed_ms: float, labels: bool
-    ) -> Output:
-        """Draw one stream's result of a round (on the tracker thread); ``previous`` is the
+    def finish(self, frame: Frame, result: FrameResult | None, previous: int | None, elapsed_ms: float) -> None:
+        """Take one stream's result of a round (on the tracker thread); ``previous`` is the
         tracker's frame index before the round, which tells whether a failed frame got one."""
         if result is None:
             index = self.tracker.frame_index
-            return Output(frame.image, index if index != previous else None, frame.captured_at, [])
+            if index is not None and index != previous:
+                self._record(index, frame.index, frame.captured_at, frame.image)
+            self.display.set_masks(None)  # until a round succeeds, the masks would be guesses
+            return
         self._obj_ids = tuple(result.obj_ids)
+        self._record(result.frame_index, frame.index, frame.captured_at, frame.image)
         self.metrics.inference_ms.observe(elapsed_ms)
         self.metrics.frames_processed.inc()
         self.state.inference_ms = elapsed_ms
-        if not result.obj_ids:
-            drawn = frame.image
-        elif isinstance(result.masks, torch.Tensor):
-            upload = self.tracker.preprocess.upload(frame.image)
-            drawn = draw_masks_torch(upload, result.masks, result.obj_ids, labels=labels)
-        else:
-            drawn = draw_masks(frame.image, result.masks, result.obj_ids, labels=labels)
-        return Output(drawn, result.frame_index, frame.captured_at, result.obj_ids)
-
-    async def publish(self, output: Output, frame: Frame) -> None:
-        if output.frame_index is not None:
-            wall = time.time() * 1000 - (time.monotonic() - frame.captured_at) * 1000
-            self._frames.append((output.frame_index, *frame.image.shape[:2], wall))
-        now = time.monotonic()
-        times = self.state.frame_times
-        times.append(now)
-        if len(times) > 1:
-            self.state.fps = (len(times) - 1) / max(1e-6, times[-1] - times[0])
-        async with self._changed:
-            self._latest = dataclasses.replace(output, seq=self._seq)
-            self._seq += 1
-            self._changed.notify_all()
+        if result.obj_ids:
+            self.state.mask_times.append(time.monotonic())
+        self.display.set_masks(Masks(frame.index, frame.captured_at, list(result.obj_ids), result.logits))
 
     def _sync_source_metrics(self) -> None:
         stats = self.source.stats
         self.metrics.frames_captured.set(stats.decoded)
-        # Dropped anywhere before the tracker: by the source's slot or by our own pending slot.
+        # Not tracked: dropped by the source's slot (not shown either) or replaced in ``pending``.
         self.metrics.frames_dropped.set(max(0, stats.decoded - self._taken - (self.pending is not None)))
         self.metrics.reconnects.set(stats.reconnects)
 
@@ -257,27 +362,31 @@ class Pipeline:
         self,
         metrics: Metrics | None = None,
         *,
-        labels: bool = True,
+        display: DisplayConfig | None = None,
         max_batch: int = 16,
-        draw_on_device: bool | None = None,
         on_error: Callable[[str, str, str], None] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.metrics = metrics or Metrics()
-        self.labels, self.max_batch = labels, max_batch
-        self.draw_on_device = draw_on_device  # None: where the model runs on a GPU
+        self.display = display or DisplayConfig()
+        self.max_batch = max_batch
         self.on_error = on_error  # (stream, code, message) -> None, e.g. broadcast to viewers
         self.streams: dict[str, Stream] = {}
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tracker")
+        self._tracker_thread = WorkerThread("tracker")
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._model_tracker: StreamingTracker | None = None
+        self._model_tracker: Tracker | None = None
         # Halved when a round runs out of GPU memory, doubled back after a run of good rounds.
         self.batch_limit = max_batch
         self._good_rounds = 0
 
-    def add_stream(self, name: str, source: FrameSource, tracker: StreamingTracker | None = None) -> Stream:
+    @property
+    def random_weights(self) -> bool:
+        """Whether the model runs on seeded random weights (the page then says so)."""
+        return bool(getattr(self._model_tracker, "random_weights", False))
+
+    def add_stream(self, name: str, source: FrameSource, tracker: Tracker | None = None) -> Stream:
         """Add a camera. The first stream's tracker holds the model; later ones are its siblings
         unless given their own (which must then share the model)."""
         self.check_new_name(name)
@@ -286,7 +395,7 @@ class Pipeline:
                 raise ValueError("the first stream needs a tracker: it brings the model")
             tracker = self._model_tracker.sibling()
         elif self._model_tracker is not None:
-            self._model_tracker._check_sibling(tracker)
+            self._model_tracker.check_sibling(tracker)
         self._model_tracker = self._model_tracker or tracker
         stream = Stream(name, source, tracker, self)
         self.streams[name] = stream
@@ -334,15 +443,11 @@ class Pipeline:
         await asyncio.gather(*(stream.stop() for stream in self.streams.values()))
         # Let a round in flight finish (the trackers must never run on two threads), but do not
         # hold Ctrl-C hostage to a slow CPU frame.
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        drained = asyncio.to_thread(self._executor.shutdown, wait=True)
-        try:
-            await asyncio.wait_for(drained, timeout=1.5)
-        except TimeoutError:
+        if not await self._tracker_thread.close(timeout=1.5):
             logger.warning("a tracker step is still running; it will finish in the background")
 
     async def run_on_tracker_thread(self, fn: Callable[[], object]) -> object:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        return await self._tracker_thread.run(fn)
 
     def ready(self) -> list[Stream]:
         """Streams with a new frame, longest-unserved first, at most the current batch limit."""
@@ -350,7 +455,6 @@ class Pipeline:
         return sorted(waiting, key=lambda s: s.served_at)[: self.batch_limit]
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -361,25 +465,19 @@ class Pipeline:
             if any(s.pending is not None for s in self.streams.values()):
                 self._wake.set()  # streams left out of a full batch go next
             try:
-                outputs = await loop.run_in_executor(self._executor, self._process, batch, frames)
-            except Exception:  # a bug in drawing, say: never let it stop every stream for good
+                await self._tracker_thread.run(self._process, batch, frames)
+            except Exception:  # a bug in a stream's bookkeeping, say: never let it stop every stream
                 logger.exception("round of %s failed after tracking", [s.name for s in batch])
-                continue
-            for stream, frame, output in zip(batch, frames, outputs):
-                await stream.publish(output, frame)
 
-    def _process(self, batch: list[Stream], frames: list[Frame]) -> list[Output]:
-        """Track one round and draw it (on the tracker thread)."""
+    def _process(self, batch: list[Stream], frames: list[Frame]) -> None:
+        """Track one round (on the tracker thread) and hand each stream its masks."""
         started = time.perf_counter()
         previous = [s.tracker.frame_index for s in batch]
-        # Drawing on the GPU copies one finished frame back instead of N full-size masks.
-        on_device = self.draw_on_device
-        if on_device is None:
-            on_device = batch[0].tracker.device.type == "cuda"
         results: list[FrameResult | None]
         try:
             trackers, images = [s.tracker for s in batch], [f.image for f in frames]
-            results = list(step_streams(trackers, images, device_output=on_device))
+            step = type(trackers[0]).step_round
+            results = list(step(trackers, images, mask_width=self.display.mask_width))
             self._good_rounds += 1
             if self._good_rounds >= GOOD_ROUNDS_TO_GROW and self.batch_limit < self.max_batch:
                 self.batch_limit, self._good_rounds = min(self.max_batch, 2 * self.batch_limit), 0
@@ -390,7 +488,8 @@ class Pipeline:
                 self._shrink(len(batch))
         elapsed = 1000 * (time.perf_counter() - started)
         self.metrics.batch_size.observe(len(batch))
-        return [s.finish(f, r, p, elapsed, self.labels) for s, f, r, p in zip(batch, frames, results, previous)]
+        for stream, frame, result, before in zip(batch, frames, results, previous):
+            stream.finish(frame, result, before, elapsed)
 
     def _shrink(self, failed_size: int) -> None:
         """After an out-of-memory round: smaller rounds from now on (each stream still gets its
@@ -415,3 +514,6 @@ class Pipeline:
             stream.state.last_error = message
             if self.on_error is not None:
                 self.on_error(stream.name, kind, message)
+
+
+__all__ = ["STREAM_NAME", "Output", "Pipeline", "Stream", "StreamState", "Tracker", "event_rate"]

@@ -37,6 +37,13 @@ def check_frame(frame: object) -> np.ndarray:
     return frame
 
 
+def scaled_size(height: int, width: int, max_width: int | None) -> tuple[int, int]:
+    """(h, w) of a frame scaled down to at most ``max_width`` wide, keeping its aspect."""
+    if max_width is None or width <= max_width:
+        return height, width
+    return max(1, round(height * max_width / width)), max_width
+
+
 class HostStager:
     """Copies frames to the GPU through reused pinned buffers, without blocking the host.
 

@@ -38,8 +38,9 @@ class AddPoints:
     obj_id: int
     points: list[tuple[float, float]]  # normalised 0..1 of the displayed frame
     labels: list[int]
-    frame_index: int | None
+    frame_index: int | None  # a tracked frame, from a state message
     frame_ts: float | None  # capture time of the frame the user saw, server clock, ms
+    frame_rtp: int | None  # RTP timestamp of the frame the user saw (exact, where the browser says)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class AddBox:
     box: tuple[float, float, float, float]  # normalised x0, y0, x1, y1
     frame_index: int | None
     frame_ts: float | None
+    frame_rtp: int | None
 
 
 @dataclass(frozen=True)
@@ -152,12 +154,12 @@ def _stream(data: dict[str, Any], required: bool = False) -> str | None:
     return None if value is None else _string(value, "stream", MAX_STREAM_NAME_CHARS)
 
 
-def _frame_ref(data: dict[str, Any]) -> tuple[int | None, float | None]:
-    index = data.get("frame_index")
-    ts = data.get("frame_ts")
+def _frame_ref(data: dict[str, Any]) -> tuple[int | None, float | None, int | None]:
+    index, ts, rtp = data.get("frame_index"), data.get("frame_ts"), data.get("frame_rtp")
     return (
         None if index is None else _int(index, "frame_index", 0, 2**62),
         None if ts is None else _number(ts, "frame_ts", 0.0, 1e15),
+        None if rtp is None else _int(rtp, "frame_rtp", 0, 2**32 - 1),
     )
 
 

@@ -22,6 +22,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -48,6 +49,9 @@ from .protocol import Reset as ResetMessage
 from .sources import SourceError, open_source
 from .webrtc import Viewers
 
+if TYPE_CHECKING:
+    from aiortc import RTCPeerConnection
+
 logger = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
@@ -65,7 +69,6 @@ class ServerConfig:
     rate: float = 20.0  # messages per second per connection, sustained
     burst: int = 40
     state_interval: float = 0.5
-    random_weights: bool = False  # the page shows a banner
     stream_control: bool = False  # viewers may add and remove streams (opens files and URLs they name)
     max_streams: int = 32
 
@@ -194,7 +197,9 @@ class StreamServer:
                 "source_alive": stream.source_alive,
                 "reconnecting": stream.reconnecting,
                 "source": stream.source.name,
-                "fps": round(state.fps, 2),
+                "video_fps": round(state.video_fps, 2),
+                "mask_fps": round(state.mask_fps, 2),
+                "mask_age_ms": _rounded(state.mask_age_ms),
                 "source_fps": round(stats.fps, 2),
                 "latency_ms": state.latency_percentiles(),
                 "viewers": self.viewers.count(name),
@@ -213,13 +218,13 @@ class StreamServer:
     async def _handle(self, ws: ServerConnection) -> None:
         self.connections.add(ws)
         bucket = TokenBucket(self.config.rate, self.config.burst)
-        peers = []
+        peers: list[RTCPeerConnection] = []
         pusher = asyncio.create_task(self._push_state(ws), name="state pusher")
         try:
             await ws.send(
                 encode(
                     "hello",
-                    random_weights=self.config.random_weights,
+                    random_weights=self.pipeline.random_weights,
                     browser_camera=self.viewers.camera_streams(),
                     stream_control=self.config.stream_control,
                     **self._state(),
@@ -229,7 +234,7 @@ class StreamServer:
                 if not bucket.take():
                     await ws.send(encode("error", id=None, code="rate_limited", message="too many messages; slow down"))
                     continue
-                reply, peer = await self._reply(raw)
+                reply, peer = await self._reply(raw, peers)
                 if peer is not None:
                     peers.append(peer)
                 await ws.send(reply)
@@ -242,7 +247,7 @@ class StreamServer:
                 await self.viewers.close(peer)
             self.connections.discard(ws)
 
-    async def _reply(self, raw: str | bytes) -> tuple[str, object | None]:
+    async def _reply(self, raw: str | bytes, peers: list[RTCPeerConnection]) -> tuple[str, object | None]:
         """Answer one message: an ack, an answer, or an error; never raise."""
         msg_id, stream = None, None
         try:
@@ -254,7 +259,7 @@ class StreamServer:
             if isinstance(message, Offer):
                 peer, sdp = await self.viewers.answer(message.sdp, stream.name)
                 return encode("answer", id=msg_id, stream=stream.name, sdp=sdp), peer
-            objects = await self._prompt(stream, message)
+            objects = await self._prompt(stream, message, peers)
             stream.metrics.prompt("ok")
             return encode("ack", id=msg_id, stream=stream.name, objects=objects), None
         except ProtocolError as exc:
@@ -276,9 +281,12 @@ class StreamServer:
                 "error", id=msg_id, code="internal", message=f"the server failed on this message: {exc}"
             ), None
 
-    async def _prompt(self, stream: Stream, message: Message) -> list[int]:
+    async def _prompt(self, stream: Stream, message: Message, peers: list[RTCPeerConnection]) -> list[int]:
         if isinstance(message, (AddPoints, AddBox)):
-            return await stream.prompt(message)
+            shown = None
+            if message.frame_rtp is not None:  # exact: the frame this viewer's browser had on screen
+                shown = self.viewers.shown_frame(peers, stream.name, message.frame_rtp)
+            return await stream.prompt(message, shown)
         if isinstance(message, RemoveObject):
             return await stream.remove_object(message.obj_id)
         assert isinstance(message, ResetMessage)
@@ -313,15 +321,17 @@ class StreamServer:
     def _state(self) -> dict:
         streams = []
         for name, stream in self.pipeline.streams.items():
-            state, latest = stream.state, stream.latest
+            state = stream.state
             streams.append(
                 {
                     "name": name,
                     "objects": stream.obj_ids,
-                    "fps": round(state.fps, 2),
+                    "video_fps": round(state.video_fps, 2),
+                    "mask_fps": round(state.mask_fps, 2),
+                    "mask_age_ms": _rounded(state.mask_age_ms),
                     "latency_ms": round(state.latency_ms, 1),
                     "inference_ms": round(state.inference_ms, 1),
-                    "frame_index": None if latest is None else latest.frame_index,
+                    "frame_index": stream.frame_index,
                     "source_alive": stream.source_alive,
                     "reconnecting": stream.reconnecting,
                     "viewers": self.viewers.count(name),
@@ -344,6 +354,10 @@ class StreamServer:
         text = encode("error", id=None, stream=stream, code=code, message=message)
         for ws in list(self.connections):
             asyncio.run_coroutine_threadsafe(_send_quietly(ws, text), self._loop)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 async def _send_quietly(ws: ServerConnection, text: str) -> None:

@@ -404,10 +404,15 @@ def open_source(spec: str, **options: Any) -> FrameSource:
 
     ``"0"`` or ``"webcam:0"``: a local camera. ``"browser"``: the viewer's camera over WebRTC.
     ``rtsp://``, ``rtsps://``, ``http(s)://`` and other FFmpeg URLs: a network stream. A file path:
-    played at its own frame rate, looping unless ``loop=False``. ``"synthetic"``: moving shapes.
+    played at its own frame rate, looping unless ``loop=False``. ``"synthetic"``: moving shapes;
+    ``"synthetic:shapes?speed=5"``: textured shapes at a set speed, with ground-truth masks.
     """
     if spec == "synthetic":
         return SyntheticSource(**options).start()
+    if spec == "synthetic:shapes" or spec.startswith("synthetic:shapes?"):
+        from .shapes import ShapesSource, parse_shapes_spec  # shapes builds on this module
+
+        return ShapesSource(**{**parse_shapes_spec(spec), **options}).start()
     if spec == "browser":
         return BrowserSource(**options).start()
     if spec.isdigit() or spec.startswith("webcam:"):
@@ -424,7 +429,7 @@ def open_source(spec: str, **options: Any) -> FrameSource:
         return AVSource(spec, **options).start()
     raise ValueError(
         f"unknown source {mask_credentials(spec)!r}: use a camera number ('0' or 'webcam:0'), "
-        "an rtsp://, rtsps:// or http(s):// URL, a video file path, 'synthetic', or 'browser'"
+        "an rtsp://, rtsps:// or http(s):// URL, a video file path, 'synthetic', 'synthetic:shapes', or 'browser'"
     )
 
 

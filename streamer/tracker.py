@@ -29,7 +29,7 @@ from sam2.utils.misc import concat_points, fill_holes_in_mask_scores
 from .errors import PromptError, UnknownObjectError
 from .memory import UNBOUNDED_FRAMES, FrameOutput, Layout, MemoryReader, ObjectMemory
 from .model import build_model, compile_model
-from .preprocess import FramePreprocessor, Resize, check_frame
+from .preprocess import FramePreprocessor, Resize, check_frame, scaled_size
 from .prompts import Prompt, make_prompt
 from .weights import model_spec
 
@@ -114,6 +114,7 @@ class StreamingTracker:
         if max_cond_frames < 2:
             raise ValueError(f"max_cond_frames must be at least 2, got {max_cond_frames}")
         self.model = model
+        self.random_weights = False  # set by build(): the masks mean nothing (smoke tests)
         self.device = model.device
         self.history = history
         self.max_cond_frames = max_cond_frames
@@ -167,7 +168,9 @@ class StreamingTracker:
             seed=seed,
             image_size=image_size,
         )
-        return cls(net, **options)
+        tracker = cls(net, **options)
+        tracker.random_weights = random_init
+        return tracker
 
     @property
     def obj_ids(self) -> list[int]:
@@ -187,6 +190,14 @@ class StreamingTracker:
     def step(self, frame: np.ndarray) -> FrameResult:
         """Take the next frame (HxWx3 uint8 RGB), track every object on it, return their masks."""
         return step_streams([self], [frame])[0]
+
+    @staticmethod
+    def step_round(
+        trackers: Sequence[StreamingTracker], frames: Sequence[np.ndarray], *, mask_width: int | None = None
+    ) -> list[FrameResult]:
+        """``step_streams``, reached through the trackers' class: the pipeline steps any tracker
+        kind this way (a stand-in such as ``streamer.oracle`` brings its own)."""
+        return step_streams(trackers, frames, mask_width=mask_width)
 
     @torch.inference_mode()
     def add_prompt(
@@ -256,7 +267,7 @@ class StreamingTracker:
         self._objects.clear()
         self._frames.clear()
 
-    def _check_sibling(self, other: StreamingTracker) -> None:
+    def check_sibling(self, other: StreamingTracker) -> None:
         """Trackers stepped together run through one of them: they must agree on everything a
         round shares (the model, precision, resizing, hole filling)."""
         mine = (self.precision, self.preprocess.resize, self.fill_hole_area)
@@ -474,25 +485,20 @@ class StreamingTracker:
             for t in [t for t in obj.points if t < oldest_prompt and t not in obj.cond]:
                 del obj.points[t]
 
-    def _result(self, record: _Frame, device_output: bool = False) -> FrameResult:
+    def _result(self, record: _Frame, mask_width: int | None = None) -> FrameResult:
+        size = scaled_size(record.height, record.width, mask_width)
         objects = list(self._objects.values())
         if not objects:
-            empty = np.zeros((0, record.height, record.width), dtype=np.float32)
-            result = FrameResult(record.index, [], empty.astype(bool), empty, np.zeros(0, np.float32))
-            return _on_device(result, self.device) if device_output else result
+            empty = np.zeros((0, *size), dtype=np.float32)
+            return FrameResult(record.index, [], empty.astype(bool), empty, np.zeros(0, np.float32))
         outs = [obj.output(record.index) for obj in objects]
         low_res = torch.cat([out.pred_masks for out in outs])  # type: ignore[union-attr]
-        logits = F.interpolate(
-            low_res.float(), size=(record.height, record.width), mode="bilinear", align_corners=False
-        )[:, 0]
+        logits = F.interpolate(low_res.float(), size=size, mode="bilinear", align_corners=False)[:, 0]
         scores = torch.cat([out.object_score_logits for out in outs]).float().reshape(-1)  # type: ignore[union-attr]
-        ids = [obj.obj_id for obj in objects]
-        if device_output:
-            return FrameResult(record.index, ids, logits > 0, logits, scores)  # type: ignore[arg-type]
         logits_np = logits.cpu().numpy()
         return FrameResult(
             frame_index=record.index,
-            obj_ids=ids,
+            obj_ids=[obj.obj_id for obj in objects],
             masks=logits_np > 0,
             logits=logits_np,
             scores=scores.cpu().numpy(),
@@ -501,7 +507,7 @@ class StreamingTracker:
 
 @torch.inference_mode()
 def step_streams(
-    trackers: Sequence[StreamingTracker], frames: Sequence[np.ndarray], *, device_output: bool = False
+    trackers: Sequence[StreamingTracker], frames: Sequence[np.ndarray], *, mask_width: int | None = None
 ) -> list[FrameResult]:
     """Step several streams at once, one new frame each, on trackers that share a model.
 
@@ -509,8 +515,9 @@ def step_streams(
     attention and mask decoder once per group of objects whose memories align, whatever stream
     they belong to: N streams cost far less than N single steps where kernels are launch-bound.
     The results are each tracker's own: batching changes no number beyond float rounding.
-    With ``device_output`` the results hold tensors on the model's device instead of arrays
-    (for drawing on the GPU without copying full-size masks to the host).
+    With ``mask_width`` the masks come scaled straight from the model's low-resolution output to
+    that width (the frame's aspect kept; never larger than the frame): what a display that
+    works on small frames needs, without making and copying full-size masks first.
     """
     if len(trackers) != len(frames):
         raise ValueError(f"got {len(trackers)} trackers and {len(frames)} frames: pass one frame per tracker")
@@ -520,7 +527,7 @@ def step_streams(
         return []
     lead = trackers[0]
     for other in trackers[1:]:
-        lead._check_sibling(other)
+        lead.check_sibling(other)
     images = [check_frame(frame) for frame in frames]
     with lead._autocast():
         for tracker in trackers:
@@ -531,17 +538,7 @@ def step_streams(
             obj.non_cond[record.index] = out
         for tracker in trackers:
             tracker._forget()
-        return [tracker._result(record, device_output) for tracker, record in zip(trackers, records)]
-
-
-def _on_device(result: FrameResult, device: torch.device) -> FrameResult:
-    return FrameResult(
-        result.frame_index,
-        result.obj_ids,
-        torch.from_numpy(result.masks).to(device),  # type: ignore[arg-type]
-        torch.from_numpy(result.logits).to(device),  # type: ignore[arg-type]
-        torch.from_numpy(result.scores).to(device),  # type: ignore[arg-type]
-    )
+        return [tracker._result(record, mask_width) for tracker, record in zip(trackers, records)]
 
 
 def _check_obj_id(obj_id: object) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from .encoder import StreamEncoder, vp8_preferences
+from .encoder import EncodedTrack, StreamEncoder, vp8_preferences
 from .errors import StreamerError
 from .pipeline import Pipeline, Stream
 from .sources import BrowserSource
@@ -34,6 +34,7 @@ class OfferError(StreamerError):
 class _Peer:
     stream: Stream
     encoder: StreamEncoder
+    track: EncodedTrack | None = None
     camera_task: asyncio.Task[None] | None = None
 
 
@@ -85,7 +86,9 @@ class Viewers:
                 entry.camera_task = asyncio.create_task(self._pull_camera(track, camera), name="browser camera")
 
         try:
-            sender = peer.addTrack(encoder.subscribe())
+            entry.track = encoder.subscribe()
+            sender = peer.addTrack(entry.track)
+            entry.track.sender = sender
             # A viewer's PLI/FIR reaches aiortc's sender, which has no encoder of its own here.
             sender._send_keyframe = encoder.request_keyframe  # type: ignore[method-assign]
             transceiver = next(t for t in peer.getTransceivers() if t.sender is sender)
@@ -97,6 +100,17 @@ class Viewers:
             raise OfferError(f"cannot use this WebRTC offer (the viewer must accept VP8 video): {exc}") from exc
         return peer, peer.localDescription.sdp
 
+    def shown_frame(self, peers: list[RTCPeerConnection], stream: str, rtp_timestamp: int) -> int | None:
+        """The camera frame of ``stream`` that one of ``peers`` (a viewer's own) showed at
+        ``rtp_timestamp``, while its encoder still remembers it."""
+        for peer in peers:
+            entry = self.peers.get(peer)
+            if entry is not None and entry.stream.name == stream and entry.track is not None:
+                index = entry.track.source_index(rtp_timestamp)
+                if index is not None:
+                    return index
+        return None
+
     async def close(self, peer: RTCPeerConnection) -> None:
         entry = self.peers.pop(peer, None)
         if entry is None:
@@ -106,7 +120,8 @@ class Viewers:
             entry.camera_task.cancel()
             await asyncio.gather(entry.camera_task, return_exceptions=True)
         await peer.close()
-        await entry.encoder.unsubscribe()
+        if entry.track is not None:
+            await entry.encoder.unsubscribe()
 
     async def close_stream(self, name: str) -> None:
         """Close the peers watching a stream that is going away."""

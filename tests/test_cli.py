@@ -199,3 +199,49 @@ def test_compile_flag_reaches_the_model() -> None:
     assert "forward" in vars(compiled.model.image_encoder)  # replaced by the compiled wrapper
     eager = build_tracker(args := parse_args(base), args.config_data)
     assert not getattr(eager.model, "_streamer_compiled", False) and "forward" not in vars(eager.model.image_encoder)
+
+
+def test_random_weights_from_a_config_show_the_banner(tmp_path: Path) -> None:
+    """``model.random_weights: true`` in YAML builds random weights, and the page is told so, as
+    with --random-weights; without it the model is not random and no banner is asked for."""
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect
+
+    from streamer.cli import build_tracker, parse_args
+    from streamer.pipeline import Pipeline
+    from streamer.server import ServerConfig, StreamServer
+    from streamer.sources import open_source
+
+    config = tmp_path / "random.yaml"
+    config.write_text("model:\n  random_weights: true\n  image_size: 128\n  device: cpu\n")
+    tracker = build_tracker(args := parse_args(["--config", str(config), "--source", "synthetic"]), args.config_data)
+    assert tracker.random_weights
+
+    async def hello() -> dict:
+        pipeline = Pipeline()
+        pipeline.add_stream("main", open_source("synthetic", width=64, height=48), tracker)
+        server = StreamServer(pipeline, ServerConfig(port=0))
+        await server.start()
+        try:
+            async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+                return json.loads(await ws.recv())
+        finally:
+            await server.stop()
+            await pipeline.stop()
+
+    assert asyncio.run(hello())["random_weights"] is True
+    tracker.random_weights = False  # as a real checkpoint's tracker
+    assert asyncio.run(hello())["random_weights"] is False
+
+
+def test_mask_motion_flag_overrides_the_config(tmp_path: Path) -> None:
+    from streamer.cli import parse_args
+
+    config = tmp_path / "hold.yaml"
+    config.write_text("display:\n  mask_motion: hold\n")
+    assert parse_args(["--source", "synthetic"]).config_data.display.mask_motion == "flow"
+    assert parse_args(["--source", "synthetic", "--config", str(config)]).config_data.display.mask_motion == "hold"
+    flagged = parse_args(["--source", "synthetic", "--config", str(config), "--mask-motion", "flow"])
+    assert flagged.config_data.display.mask_motion == "flow"

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
+import threading
+import time
+from collections.abc import AsyncIterator
 
 import av
+import psutil
 import pytest
 
 from streamer import StreamingTracker
@@ -26,18 +32,28 @@ async def _frames(track: EncodedTrack, count: int) -> list[av.Packet]:
     return [await asyncio.wait_for(track.recv(), 10) for _ in range(count)]
 
 
+@contextlib.asynccontextmanager
+async def encoding(tracker: StreamingTracker, width: int, height: int, **options) -> AsyncIterator[StreamEncoder]:
+    """A running synthetic stream and its encoder (``encoder.stream``), both closed afterwards."""
+    tracker.reset()
+    pipeline = Pipeline()
+    stream = pipeline.add_stream("cam", open_source("synthetic", width=width, height=height), tracker)
+    encoder = StreamEncoder(stream, **options)
+    pipeline.start()
+    try:
+        yield encoder
+    finally:
+        await encoder.close()
+        await pipeline.stop()
+
+
 def test_viewers_share_one_bitstream_and_start_on_keyframes(tracker) -> None:
     """Two viewers, one encoder: each frame is encoded once; a late viewer starts on a fresh
     keyframe; every viewer's packets decode into frames of the stream's size; a viewer that fell
     behind the packet history resumes on a keyframe; a keyframe request (a viewer's PLI) is met."""
 
     async def main() -> None:
-        tracker.reset()
-        pipeline = Pipeline()
-        stream = pipeline.add_stream("cam", open_source("synthetic", width=192, height=144), tracker)
-        encoder = StreamEncoder(stream, keyframe_interval_s=60.0)
-        pipeline.start()
-        try:
+        async with encoding(tracker, 192, 144, keyframe_interval_s=60.0) as encoder:
             first = encoder.subscribe()
             early = await _frames(first, 10)
             assert _is_keyframe(early[0]) and not any(_is_keyframe(p) for p in early[1:])
@@ -62,8 +78,70 @@ def test_viewers_share_one_bitstream_and_start_on_keyframes(tracker) -> None:
             await encoder.unsubscribe()
             await encoder.unsubscribe()
             assert encoder._task is None  # nobody watches: nothing is encoded
-        finally:
-            await encoder.close()
-            await pipeline.stop()
+
+    asyncio.run(main())
+
+
+def test_viewers_joining_and_leaving_never_share_the_codec(tracker) -> None:
+    """Hundreds of join/leave cycles, each leaving while a frame is being encoded: the codec is
+    never used by two threads at once (that crashed libvpx), threads stay flat, a viewer joining
+    afterwards gets a decodable stream, and shutting down takes moments."""
+
+    async def main() -> float:
+        async with encoding(tracker, 320, 240) as encoder:
+            inside, most = [0], [0]
+            encode = encoder._encode
+
+            def slow_encode(output, keyframe):  # wide window for a leave to land mid-encode
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+                try:
+                    time.sleep(0.004)
+                    return encode(output, keyframe)
+                finally:
+                    inside[0] -= 1
+
+            encoder._encode = slow_encode  # type: ignore[method-assign]
+            await _frames(encoder.subscribe(), 1)
+            await encoder.unsubscribe()
+            threads, rss = threading.active_count(), psutil.Process().memory_info().rss
+            rng = random.Random(7)
+            for _ in range(300):
+                encoder.subscribe()
+                await asyncio.sleep(rng.uniform(0, 0.008))
+                await encoder.unsubscribe()
+            assert most[0] == 1
+            assert threading.active_count() == threads
+            assert psutil.Process().memory_info().rss - rss < 40 * 2**20
+            decoder = av.CodecContext.create("libvpx", "r")
+            decoded = [f for p in await _frames(encoder.subscribe(), 10) for f in decoder.decode(p)]
+            assert len(decoded) == 10 and {(f.width, f.height) for f in decoded} == {(320, 240)}
+            closing = time.monotonic()
+        return time.monotonic() - closing
+
+    assert asyncio.run(main()) < 3
+
+
+def test_a_failed_encode_is_counted_and_the_video_comes_back(tracker) -> None:
+    """An encode that raises is logged and counted in /metrics; the encoder starts afresh and the
+    viewer keeps getting frames, from a keyframe."""
+
+    async def main() -> None:
+        async with encoding(tracker, 192, 144, keyframe_interval_s=60.0) as encoder:
+            encode, failures = encoder._encode, []
+
+            def failing_once(output, keyframe):
+                if not failures:
+                    failures.append(output.seq)
+                    raise RuntimeError("libvpx fell over (simulated)")
+                return encode(output, keyframe)
+
+            track = encoder.subscribe()
+            await _frames(track, 3)
+            encoder._encode = failing_once  # type: ignore[method-assign]
+            after = await _frames(track, 5)
+            assert failures and any(_is_keyframe(p) for p in after)  # the fresh codec starts on one
+            metrics = encoder.stream.pipeline.metrics.render().decode()
+            assert 'streamer_errors_total{kind="encode",stream="cam"} 1.0' in metrics
 
     asyncio.run(main())

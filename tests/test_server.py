@@ -9,7 +9,6 @@ import json
 import random
 from collections.abc import AsyncIterator
 
-import numpy as np
 import pytest
 import torch
 from websockets.asyncio.client import connect
@@ -58,6 +57,15 @@ def main_stream(server: StreamServer) -> Stream:
     return server.pipeline.stream(None)
 
 
+async def tracked_past(stream: Stream, index: int, timeout: float = 20.0) -> None:
+    """Wait until the tracker has taken a frame with an index above ``index`` (video frames come
+    faster than that, whatever the tracker does)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while stream.frame_index is None or stream.frame_index <= index:
+        assert asyncio.get_running_loop().time() < deadline, f"the tracker never got past frame {index}"
+        await asyncio.sleep(0.02)
+
+
 def _get(port: int, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", path, headers=headers or {})
@@ -92,7 +100,7 @@ def test_page_health_and_metrics(tracker) -> None:
             status, headers, body = await get(server, "/healthz")
             health = json.loads(body)
             main = health["streams"]["main"]
-            assert status == 200 and health["ok"] and main["source_alive"] is True and main["fps"] > 0
+            assert status == 200 and health["ok"] and main["source_alive"] is True and main["video_fps"] > 0
             status, _, body = await get(server, "/metrics")
             text = body.decode()
             assert status == 200 and 'streamer_frames_processed_total{stream="main"}' in text
@@ -179,7 +187,7 @@ def test_prompt_protocol(tracker) -> None:
             box = {"type": "add_box", "id": 2, "obj_id": 2, "box": [0.1, 0.1, 0.5, 0.6], "frame_ts": 0}
             assert (await reply(ws, box))["objects"] == [1, 2]
             stale = {**add, "id": "s", "frame_index": 0}
-            await main_stream(server).next_output(tracker.history + 1)  # frame 0 has left the history
+            await tracked_past(main_stream(server), tracker.history)  # frame 0 has left the history
             err = await reply(ws, stale)
             assert err["code"] == "stale_frame" and err["id"] == "s"
             err = await reply(ws, {"type": "add_points", "id": 5, "obj_id": 1, "points": [[1.5, 0]], "labels": [1]})
@@ -330,13 +338,11 @@ def test_camera_outage_shows_reconnecting_then_recovers(tracker) -> None:
 
 
 def test_inference_failure_is_reported_and_stream_goes_on(tracker, monkeypatch) -> None:
-    """A GPU out-of-memory in one round (before the tracker took the frame) reaches viewers as an
-    error with advice; that frame is still shown, without masks, and the next frames are tracked."""
-    import torch
+    """A GPU out-of-memory in one round reaches viewers as an error with advice; the video goes on,
+    without masks until a round succeeds again, and then with them."""
+    import streamer.tracker
 
-    import streamer.pipeline
-
-    original, failed = streamer.pipeline.step_streams, []
+    original, failed = streamer.tracker.step_streams, []
 
     def flaky_step(trackers, frames, **options):
         if not failed:
@@ -351,22 +357,22 @@ def test_inference_failure_is_reported_and_stream_goes_on(tracker, monkeypatch) 
             shown: list = []
             publish = main_stream(server).publish
 
-            async def recording(output, frame):
+            async def recording(output):
                 shown.append(output)
-                await publish(output, frame)
+                await publish(output)
 
             monkeypatch.setattr(main_stream(server), "publish", recording)
-            monkeypatch.setattr(streamer.pipeline, "step_streams", flaky_step)
+            monkeypatch.setattr(streamer.tracker, "step_streams", flaky_step)
             while (message := json.loads(await ws.recv()))["type"] != "error":
                 pass
             assert message["code"] == "out_of_memory" and "smaller --image-size" in message["message"]
             deadline = asyncio.get_running_loop().time() + 20
-            while not (shown and shown[-1].obj_ids == [1] and any(o.frame_index is None for o in shown)):
-                assert asyncio.get_running_loop().time() < deadline, "the failed frame was never shown"
+            while not (any(not o.obj_ids for o in shown) and shown[-1].obj_ids == [1]):
+                assert asyncio.get_running_loop().time() < deadline, "the video never went on with masks"
                 await asyncio.sleep(0.05)
-            failed = next(i for i, o in enumerate(shown) if o.frame_index is None)
-            assert shown[failed].obj_ids == [] and shown[failed].image.shape == (120, 160, 3)
-            assert shown[-1].obj_ids == [1] and len(shown) > failed + 1
+            bare = next(i for i, o in enumerate(shown) if not o.obj_ids)
+            assert shown[bare].image.shape == (120, 160, 3) and shown[bare].mask_age_ms is None
+            assert main_stream(server).obj_ids == [1]  # the object was never lost
             status, _, body = await get(server, "/metrics")
             assert 'streamer_errors_total{kind="out_of_memory",stream="main"} 1.0' in body.decode()
 
@@ -446,9 +452,9 @@ def test_streams_are_batched_and_a_stalled_camera_holds_nobody_back(tracker) -> 
                 box = {"type": "add_box", "id": name, "stream": name, "obj_id": 1, "box": [0.2, 0.2, 0.6, 0.6]}
                 assert (await reply(ws, box))["type"] == "ack"
             a, b = server.pipeline.streams["a"], server.pipeline.streams["b"]
-            start = a.latest.seq, b.latest.seq
+            start = a.frame_index, b.frame_index
             await asyncio.sleep(3.0)
-            assert a.latest.seq - start[0] >= 3 and b.latest.seq - start[1] >= 3
+            assert a.frame_index - start[0] >= 3 and b.frame_index - start[1] >= 3
             assert server.pipeline.streams["idle"].latest is None
             batches = server.pipeline.metrics.batch_size.collect()[0].samples
             total = next(x.value for x in batches if x.name.endswith("_sum"))
@@ -469,9 +475,9 @@ def test_no_stream_starves_when_batches_are_capped(tracker) -> None:
             for name in streams:
                 point = {"type": "add_points", "id": name, "stream": name, "obj_id": 1, "points": [[0.5, 0.5]]}
                 assert (await reply(ws, {**point, "labels": [1]}))["type"] == "ack"
-            before = {name: s.latest.seq for name, s in server.pipeline.streams.items()}
+            before = {name: s.frame_index for name, s in server.pipeline.streams.items()}
             await asyncio.sleep(3.0)
-            advanced = {name: s.latest.seq - before[name] for name, s in server.pipeline.streams.items()}
+            advanced = {name: s.frame_index - before[name] for name, s in server.pipeline.streams.items()}
             assert min(advanced.values()) >= 2, advanced
             assert max(advanced.values()) - min(advanced.values()) <= 2, advanced
 
@@ -510,46 +516,12 @@ def test_streams_added_and_removed_at_run_time(tracker) -> None:
     asyncio.run(main())
 
 
-def test_drawing_on_the_device_shows_the_same_frames(tracker) -> None:
-    """The GPU drawing path (forced here on CPU) publishes the same overlaid frames as the host one."""
-    from streamer.overlay import draw_masks
-
-    async def main() -> None:
-        tracker.reset()
-        pipeline = Pipeline(draw_on_device=True)
-        stream = pipeline.add_stream("main", open_source("synthetic", width=160, height=120), tracker)
-        pipeline.start()
-        try:
-            await stream.next_output(-1)
-            await stream.prompt(AddBox(None, None, 1, (0.2, 0.2, 0.7, 0.7), None, None))
-            shown = []
-            original = stream.finish
-
-            def finish(frame, result, previous, elapsed, labels):
-                output = original(frame, result, previous, elapsed, labels)
-                shown.append((frame.image, result, output))
-                return output
-
-            stream.finish = finish  # type: ignore[method-assign]
-            while not shown or shown[-1][1] is None:
-                await stream.next_output(stream.latest.seq)
-            image, result, output = shown[-1]
-            assert isinstance(result.masks, torch.Tensor) and output.obj_ids == [1]
-            expected = draw_masks(image, result.masks.numpy(), [1], labels=True)
-            np.testing.assert_array_equal(output.image, expected)
-            assert not np.array_equal(output.image, image)
-        finally:
-            await pipeline.stop()
-
-    asyncio.run(main())
-
-
 def test_out_of_memory_with_several_streams_shrinks_the_rounds(tracker, monkeypatch) -> None:
     """A round of two streams that runs out of GPU memory (simulated: any round of more than one)
     halves the batch limit; both streams go on being tracked, one per round."""
-    import streamer.pipeline
+    import streamer.tracker
 
-    original = streamer.pipeline.step_streams
+    original = streamer.tracker.step_streams
 
     def small_gpu(trackers, frames, **options):
         if len(trackers) > 1:
@@ -559,19 +531,83 @@ def test_out_of_memory_with_several_streams_shrinks_the_rounds(tracker, monkeypa
     async def main() -> None:
         async with running(tracker, {"a": "synthetic", "b": "synthetic"}) as server:
             a, b = server.pipeline.streams["a"], server.pipeline.streams["b"]
-            await a.prompt(AddBox(None, None, 1, (0.2, 0.2, 0.6, 0.6), None, None))
-            await b.prompt(AddBox(None, None, 1, (0.2, 0.2, 0.6, 0.6), None, None))
-            monkeypatch.setattr(streamer.pipeline, "step_streams", small_gpu)
+            await a.prompt(AddBox(None, None, 1, (0.2, 0.2, 0.6, 0.6), None, None, None))
+            await b.prompt(AddBox(None, None, 1, (0.2, 0.2, 0.6, 0.6), None, None, None))
+            monkeypatch.setattr(streamer.tracker, "step_streams", small_gpu)
             deadline = asyncio.get_running_loop().time() + 20
             while server.pipeline.batch_limit > 1:
                 assert asyncio.get_running_loop().time() < deadline, "no round of two ever ran"
                 await asyncio.sleep(0.05)
-            seqs = a.latest.seq, b.latest.seq
+            tracked = a.frame_index, b.frame_index
             await asyncio.sleep(2.0)
-            assert a.latest.seq - seqs[0] >= 2 and b.latest.seq - seqs[1] >= 2
+            assert a.frame_index - tracked[0] >= 2 and b.frame_index - tracked[1] >= 2
             assert a.latest.obj_ids == [1] and b.latest.obj_ids == [1]
             assert "out of memory" in (a.state.last_error or "") and "smaller --image-size" in (
                 a.state.last_error or ""
             )
+
+    asyncio.run(main())
+
+
+def test_camera_and_display_failures_are_counted_and_the_video_comes_back(tracker, monkeypatch) -> None:
+    """An unexpected error in a camera's loop, and one while putting masks on a frame, are logged
+    and counted in /metrics; the stream's video goes on (the frame that failed drawing is shown
+    bare), and the other stream never notices."""
+
+    async def main() -> None:
+        async with running(tracker, {"a": "synthetic", "b": "synthetic"}) as server:
+            a, b = server.pipeline.streams["a"], server.pipeline.streams["b"]
+            await a.prompt(AddBox(None, None, 1, (0.2, 0.2, 0.6, 0.6), None, None, None))
+            anext, show, broken = type(a.source).__anext__, a.display.show, []
+
+            async def flaky_camera(source):
+                if source is a.source and "camera" not in broken:
+                    broken.append("camera")
+                    raise RuntimeError("decoder state corrupted (simulated)")
+                return await anext(source)
+
+            def flaky_show(frame, carry):
+                if "display" not in broken:
+                    broken.append("display")
+                    raise RuntimeError("drawing failed (simulated)")
+                return show(frame, carry)
+
+            monkeypatch.setattr(type(a.source), "__anext__", flaky_camera)
+            monkeypatch.setattr(a.display, "show", flaky_show)
+            seqs = a.latest.seq, b.latest.seq
+            deadline = asyncio.get_running_loop().time() + 10
+            while len(broken) < 2 or a.latest.seq < seqs[0] + 10 or not a.latest.obj_ids:
+                assert asyncio.get_running_loop().time() < deadline, (broken, a.latest)
+                await asyncio.sleep(0.05)
+            assert b.latest.seq > seqs[1] + 10
+            text = (await get(server, "/metrics"))[2].decode()
+            for kind in ("camera", "display"):
+                assert f'streamer_errors_total{{kind="{kind}",stream="a"}} 1.0' in text
+            assert 'streamer_errors_total{kind="camera",stream="b"}' not in text
+
+    asyncio.run(main())
+
+
+def test_state_health_and_metrics_tell_video_and_masks_apart(tracker) -> None:
+    """With an object tracked, the video runs at the camera's rate (30 fps) and the masks at the
+    tracker's: state pushes, /healthz and /metrics report both rates and the masks' age."""
+
+    async def main() -> None:
+        async with running(tracker) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            await ws.recv()
+            add = {"type": "add_box", "id": 1, "obj_id": 1, "box": [0.2, 0.2, 0.7, 0.7]}
+            assert (await reply(ws, add))["objects"] == [1]
+            await asyncio.sleep(2.0)
+            while (state := json.loads(await ws.recv()))["type"] != "state":
+                pass
+            stream = state["streams"][0]
+            assert stream["video_fps"] > 15 and 0 < stream["mask_fps"] <= 1.2 * stream["video_fps"], stream
+            assert stream["mask_age_ms"] is not None and stream["mask_age_ms"] >= 0
+            health = json.loads((await get(server, "/healthz"))[2])["streams"]["main"]
+            assert {"video_fps", "mask_fps", "mask_age_ms"} <= health.keys()
+            text = (await get(server, "/metrics"))[2].decode()
+            for series in ("streamer_video_fps", "streamer_mask_fps", "streamer_mask_age_ms_count"):
+                line = next(x for x in text.splitlines() if x.startswith(series + '{stream="main"}'))
+                assert float(line.split()[-1]) > 0, line
 
     asyncio.run(main())

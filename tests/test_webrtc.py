@@ -31,6 +31,8 @@ def test_viewers_share_the_stream_and_churn_leaks_nothing() -> None:
     # Encoded once for all three viewers (one encoder would run per viewer otherwise).
     assert 20 <= result["encoded_for_three"] <= result["published_meanwhile"] + 1, result
     assert result["other_stream_sizes"] == [[192, 144]]
+    # Each received frame's RTP timestamp names a recent camera frame (a click names what it saw).
+    assert all(behind is not None and 0 <= behind < 30 for behind in result["rtp_frames_behind"][1:]), result
     assert len(result["churn_join_s"]) == 50 and max(result["churn_join_s"]) < 1.0
     assert result["after"] == result["before"]
     assert result["after"]["peers"] == 0
@@ -42,6 +44,11 @@ def test_browser_click_tracks_and_remove_clears() -> None:
     result = run_scenario("browser")
     assert result["banner_shown"], "random-weights banner missing"
     _check_click_and_remove(result)
+    # The video does not wait for the tracker: counted in the page (requestVideoFrameCallback), it
+    # runs well above the mask rate the page is told; the frame on screen is known by its RTP time.
+    tracking = result["while_tracking"]
+    assert tracking["video_fps"] > 2 * tracking["mask_fps"] > 0, tracking
+    assert isinstance(tracking["shown_rtp"], int) and tracking["mask_age_ms"] >= 0, tracking
 
 
 def test_browser_camera_mode() -> None:

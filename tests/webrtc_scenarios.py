@@ -68,6 +68,26 @@ async def view(port: int, frames: int, stream: str | None = None) -> dict:
     return {"join_s": joined, "sizes": sorted(sizes)}
 
 
+async def rtp_lookup(server: StreamServer) -> dict:
+    """A browser reports the RTP timestamp of the frame on screen; the server must name that
+    frame's camera frame, though aiortc's sender adds a random origin it does not expose. This
+    viewer gets raw RTP timestamps as a browser does (aiortc's receiver would rebase them to 0)."""
+    from aiortc import rtcrtpreceiver
+
+    rtcrtpreceiver.TimestampMapper.map = lambda self, timestamp: timestamp  # type: ignore[method-assign]
+    stream = server.pipeline.stream("main")
+    async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+        peer = RTCPeerConnection()
+        track = await join(ws, peer, "main")
+        found = []
+        for _ in range(10):
+            frame = await asyncio.wait_for(track.recv(), 10)
+            index = server.viewers.shown_frame(list(server.viewers.peers), "main", frame.pts)
+            found.append(None if index is None else stream.latest.index - index)
+        await peer.close()
+    return {"rtp_frames_behind": found}
+
+
 def _resources(server: StreamServer) -> dict:
     return {
         "peers": len(server.viewers.peers),
@@ -92,6 +112,7 @@ async def viewers() -> dict:
         encoded = server.viewers.encoders["main"].frames_encoded
         published = main.latest.seq - seq_before
         other = await view(server.port, 5, "small")
+        lookup = await rtp_lookup(server)
         two = three[:2]
         await asyncio.sleep(1.0)
         before = _resources(server)
@@ -106,6 +127,7 @@ async def viewers() -> dict:
             "encoded_for_three": encoded,
             "published_meanwhile": published,
             "other_stream_sizes": other["sizes"],
+            **lookup,
             "churn_join_s": joins,
             "before": before,
             "after": after,
@@ -143,13 +165,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(source: str | list[str], port: int, image_size: int = 256) -> subprocess.Popen[str]:
+def start_server(
+    source: str | list[str], port: int, image_size: int = 256, extra: list[str] | None = None
+) -> subprocess.Popen[str]:
     """run_stream.py on ``source`` (or several); returns once it prints the URL to open. Its log
     keeps being read on a thread: a full stderr pipe would block the server (and its shutdown)."""
     command = [sys.executable, str(ROOT / "run_stream.py"), "--random-weights"]
     for spec in [source] if isinstance(source, str) else source:
         command += ["--source", spec]
-    command += ["--image-size", str(image_size), "--device", "cpu", "--port", str(port)]
+    command += ["--image-size", str(image_size), "--device", "cpu", "--port", str(port), *(extra or [])]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     for line in server.stderr:  # type: ignore[union-attr]
         if "open http://" in line:
@@ -278,6 +302,11 @@ def browser(screenshot: str | None, camera: bool = False) -> dict:
             page.wait_for_selector("#objects li[data-obj-id='1'] button.remove", timeout=5000)
             page.wait_for_timeout(4000)
             result["with_object"] = page.evaluate(_TINT_JS, spot)
+            result["while_tracking"] = page.evaluate(
+                "({video_fps: window.viewer.videoFps, shown_rtp: window.viewer.shownRtp,"
+                " mask_fps: Number(document.getElementById('mask-fps').textContent),"
+                " mask_age_ms: Number(document.getElementById('mask-age').textContent)})"
+            )
             if screenshot:
                 page.screenshot(path=screenshot)
             page.click("#objects li[data-obj-id='1'] button.remove")

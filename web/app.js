@@ -24,11 +24,15 @@ const viewer = {
   serverOffsetMs: 0,  // server clock minus ours
   latencyMs: 0,       // server-side capture -> sent
   jitterMs: 0,        // browser jitter buffer
-  frameIndex: null,
+  shownRtp: null,     // RTP timestamp of the frame on screen (requestVideoFrameCallback)
+  videoFps: 0,        // frames presented per second, measured here
+  presented: 0,       // frames presented since the page loaded
   retryMs: 500,
   seq: 0,
-  acks: [],           // every ack/error received (tests read this)
+  acks: [],           // the last MAX_ACKS acks/errors received (tests read them)
+  ackCount: 0,        // all of them
 };
+const MAX_ACKS = 50;
 window.viewer = viewer;
 
 // Same palette as streamer/overlay.py color_for: golden-ratio hue steps.
@@ -109,8 +113,8 @@ function applyState(msg) {
   viewer.objects = state.objects;
   viewer.nextId = Math.max(viewer.nextId, ...state.objects.map((id) => id + 1), 1);
   viewer.latencyMs = state.latency_ms;
-  viewer.frameIndex = state.frame_index;
-  document.getElementById("fps").textContent = state.fps.toFixed(1);
+  document.getElementById("mask-fps").textContent = state.mask_fps.toFixed(1);
+  document.getElementById("mask-age").textContent = state.mask_age_ms === null ? "–" : state.mask_age_ms.toFixed(0);
   document.getElementById("latency").textContent = (state.latency_ms + viewer.jitterMs).toFixed(0);
   document.getElementById("inference").textContent = state.inference_ms.toFixed(0);
   const camera = viewer.browserCamera.includes(viewer.stream);
@@ -124,6 +128,32 @@ function applyState(msg) {
 // The capture time (server clock) of the frame on screen: now, minus what it took to get here.
 function shownFrameTs() {
   return Date.now() + viewer.serverOffsetMs - viewer.latencyMs - viewer.jitterMs;
+}
+
+// Which frame is on screen, and how many are shown a second: counted where the user is.
+const presentedTimes = [];
+function onVideoFrame(now, metadata) {
+  viewer.presented += 1;
+  if (metadata.rtpTimestamp !== undefined) viewer.shownRtp = metadata.rtpTimestamp;
+  presentedTimes.push(now);
+  while (presentedTimes.length > 1 && now - presentedTimes[0] > 2000) presentedTimes.shift();
+  const span = presentedTimes[presentedTimes.length - 1] - presentedTimes[0];
+  viewer.videoFps = span > 0 ? (1000 * (presentedTimes.length - 1)) / span : 0;
+  video.requestVideoFrameCallback(onVideoFrame);
+}
+if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) video.requestVideoFrameCallback(onVideoFrame);
+setInterval(() => {
+  const last = presentedTimes[presentedTimes.length - 1];
+  if (last === undefined || performance.now() - last > 2000) viewer.videoFps = 0;  // stalled
+  document.getElementById("video-fps").textContent = viewer.videoFps.toFixed(1);
+}, 500);
+
+// Which frame a prompt is about: exactly (its RTP timestamp) where the browser says, and its
+// estimated capture time always (the server falls back on it).
+function frameRef() {
+  const ref = { frame_ts: shownFrameTs() };
+  if (viewer.shownRtp !== null) ref.frame_rtp = viewer.shownRtp;
+  return ref;
 }
 
 // Where in the frame (0..1) a mouse event is, given object-fit: contain letterboxing.
@@ -156,14 +186,14 @@ drag.addEventListener("mouseup", (e) => {
   drag.getContext("2d").clearRect(0, 0, drag.width, drag.height);
   const end = framePoint(e);
   if (!start || !start.p || !end) return;
-  const ts = shownFrameTs();
+  const ref = frameRef();
   if (Math.hypot(e.clientX - start.x, e.clientY - start.y) > 8) {
     const box = [Math.min(start.p[0], end[0]), Math.min(start.p[1], end[1]),
                  Math.max(start.p[0], end[0]), Math.max(start.p[1], end[1])];
-    send({ type: "add_box", obj_id: viewer.selected, box, frame_ts: ts });
+    send({ type: "add_box", obj_id: viewer.selected, box, ...ref });
   } else {
     const label = e.shiftKey || e.button === 2 ? 0 : 1;
-    send({ type: "add_points", obj_id: viewer.selected, points: [end], labels: [label], frame_ts: ts });
+    send({ type: "add_points", obj_id: viewer.selected, points: [end], labels: [label], ...ref });
   }
 });
 
@@ -221,6 +251,7 @@ function showSingle(stream) {
   document.body.classList.remove("grid");
   gridEl.replaceChildren();
   video.srcObject = null;  // never show the previous stream under the new one's prompts
+  viewer.shownRtp = null;
   viewer.objects = [];
   rendered = "";
   renderPicker();
@@ -266,6 +297,12 @@ async function pollJitter() {
 }
 setInterval(pollJitter, 1000);
 
+function keepAck(msg) {
+  viewer.acks.push(msg);
+  viewer.ackCount += 1;
+  if (viewer.acks.length > MAX_ACKS) viewer.acks.shift();
+}
+
 function connect() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
   const ws = new WebSocket(`${proto}://${location.host}/ws${location.search}`);
@@ -286,12 +323,12 @@ function connect() {
       viewer.pending.delete(msg.id);
       if (pc && pc.signalingState !== "closed") await pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
     } else if (msg.type === "ack") {
-      viewer.acks.push(msg);
+      keepAck(msg);
       if (msg.objects && msg.stream === viewer.stream) viewer.objects = msg.objects;
       messageEl.textContent = "";
       renderObjects();
     } else if (msg.type === "error") {
-      viewer.acks.push(msg);
+      keepAck(msg);
       messageEl.textContent = msg.stream ? `${msg.stream}: ${msg.message}` : msg.message;
     }
   };
