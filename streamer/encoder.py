@@ -70,7 +70,6 @@ class EncodedFrame:
     seq: int
     packet: av.Packet
     keyframe: bool
-    source_index: int  # the camera frame it shows
 
 
 class StreamEncoder:
@@ -164,7 +163,7 @@ class StreamEncoder:
                 self.stream.record_sent(output)
                 async with self._changed:
                     seq = self._history[-1].seq + 1 if self._history else 0
-                    self._history.append(EncodedFrame(seq, *encoded, output.index))
+                    self._history.append(EncodedFrame(seq, *encoded))
                     self._changed.notify_all()
 
     def _encode(self, output: Output, keyframe: bool) -> tuple[av.Packet, bool] | None:

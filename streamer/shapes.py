@@ -49,14 +49,15 @@ class ShapesScene:
             raise ValueError(f"count must be 1 to 8 shapes, got {count}")
         self.width, self.height, self.speed = width, height, float(speed)
         rng = np.random.default_rng(seed)
-        self.background = _texture(rng, height, width, low=40, high=170, blur=0.01 * max(width, height))
+        gray = (40 + 130 * _noise(rng, height, width, blur=0.01 * max(width, height))).astype(np.uint8)
+        self.background = np.repeat(gray[..., None], 3, axis=2)
         self.shapes: list[Shape] = []
         for i in range(count):
             radius = int(min(width, height) * rng.uniform(0.12, 0.18))
             angle = rng.uniform(0, 2 * math.pi)
             start = (rng.uniform(radius, width - radius), rng.uniform(radius, height - radius))
             tint = np.array(rng.integers(60, 256, 3), np.float32)
-            texture = _texture(rng, 2 * radius + 1, 2 * radius + 1, low=0.55, high=1.0, blur=radius / 6)
+            texture = 0.55 + 0.45 * _noise(rng, 2 * radius + 1, 2 * radius + 1, blur=radius / 6)
             self.shapes.append(
                 Shape(
                     "disc" if i % 2 == 0 else "square",
@@ -170,11 +171,7 @@ def _stamp(kind: str, r: int) -> np.ndarray:
     return xx * xx + yy * yy <= r * r
 
 
-def _texture(rng: np.random.Generator, h: int, w: int, *, low: float, high: float, blur: float) -> np.ndarray:
-    """Blurred noise scaled to ``low..high``: the kind of texture flow can lock onto."""
+def _noise(rng: np.random.Generator, h: int, w: int, *, blur: float) -> np.ndarray:
+    """Blurred noise in 0..1: the kind of texture optical flow can lock onto."""
     noise = cv2.GaussianBlur(rng.random((h, w), np.float32), (0, 0), max(0.5, blur))
-    noise = (noise - noise.min()) / max(1e-6, float(noise.max() - noise.min()))
-    scaled = low + noise * (high - low)
-    if isinstance(low, int):
-        return np.repeat(scaled.astype(np.uint8)[..., None], 3, axis=2)
-    return scaled
+    return (noise - noise.min()) / max(1e-6, float(noise.max() - noise.min()))

@@ -30,7 +30,6 @@ const viewer = {
   retryMs: 500,
   seq: 0,
   acks: [],           // the last MAX_ACKS acks/errors received (tests read them)
-  ackCount: 0,        // all of them
 };
 const MAX_ACKS = 50;
 window.viewer = viewer;
@@ -299,7 +298,6 @@ setInterval(pollJitter, 1000);
 
 function keepAck(msg) {
   viewer.acks.push(msg);
-  viewer.ackCount += 1;
   if (viewer.acks.length > MAX_ACKS) viewer.acks.shift();
 }
 
