@@ -130,9 +130,8 @@ class Stream:
         self.served_at = 0.0  # when the worker last took a frame from this stream
         self._latest: Output | None = None
         self._changed = asyncio.Condition()
-        self._tracked = TrackedFrames(tracker.history)  # tracker thread only
+        self._tracked = TrackedFrames(tracker.history)  # changed on the tracker thread only
         self._obj_ids: tuple[int, ...] = ()  # snapshot for the event loop; the tracker lives on its thread
-        self._newest_tracked: int | None = None  # likewise
         self._seq = 0
         self._feeder: asyncio.Task[None] | None = None
         self._display_thread = WorkerThread(f"display {name}")
@@ -147,7 +146,8 @@ class Stream:
     @property
     def frame_index(self) -> int | None:
         """The tracker's index of its newest frame (what ``frame_index`` in a prompt names)."""
-        return self._newest_tracked
+        newest = self._tracked.newest  # a deque's last item: safe to read from the event loop
+        return None if newest is None else newest.index
 
     @property
     def source_alive(self) -> bool:
@@ -209,7 +209,6 @@ class Stream:
         def reset() -> list[int]:
             self.tracker.reset()
             self._tracked.clear()  # the tracker forgot them: prompts go to the next frames
-            self._newest_tracked = None
             self.display.set_masks(None)
             return self.tracker.obj_ids
 
@@ -237,16 +236,12 @@ class Stream:
         """Hand camera frame ``source`` to the tracker ahead of the worker (a prompt names it)."""
         result = self.tracker.step(image)
         captured_at = self.display.captured_at(source)
-        frame = self._record(
+        frame = self._tracked.add(
             result.frame_index, source, time.monotonic() if captured_at is None else captured_at, image
         )
         self.display.tracker_took(source)
         self.metrics.frames_processed.inc()
         return frame
-
-    def _record(self, index: int, source: int, captured_at: float, image: np.ndarray) -> TrackedFrame:
-        self._newest_tracked = index
-        return self._tracked.add(index, source, captured_at, image)
 
     def _show_result(self, result: FrameResult) -> None:
         """A prompt's result (the tracker's newest frame, full size) becomes the shown masks."""
@@ -335,11 +330,11 @@ class Stream:
         if result is None:
             index = self.tracker.frame_index
             if index is not None and index != previous:
-                self._record(index, frame.index, frame.captured_at, frame.image)
+                self._tracked.add(index, frame.index, frame.captured_at, frame.image)
             self.display.set_masks(None)  # until a round succeeds, the masks would be guesses
             return
         self._obj_ids = tuple(result.obj_ids)
-        self._record(result.frame_index, frame.index, frame.captured_at, frame.image)
+        self._tracked.add(result.frame_index, frame.index, frame.captured_at, frame.image)
         self.metrics.inference_ms.observe(elapsed_ms)
         self.metrics.frames_processed.inc()
         self.state.inference_ms = elapsed_ms

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 import urllib.parse
 from collections import deque
 from dataclasses import dataclass
@@ -134,13 +133,7 @@ class ShapesSource(FrameSource):
         return image
 
     def _produce(self) -> None:
-        start = time.monotonic()
-        n = 0
-        while not self._stop.is_set():
-            if self._stop.wait(max(0.0, start + n / self.fps - time.monotonic())):
-                return
-            self._publish(self.image(n), n / self.fps)
-            n += 1
+        self._play(self.fps, self.image)
 
 
 def parse_shapes_spec(spec: str) -> dict[str, Any]:

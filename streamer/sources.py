@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,14 @@ class FrameSource:
         """Open, decode and publish until the end (return None/True) or the stream ends (False)."""
         raise NotImplementedError
 
+    def _play(self, fps: float, frame: Callable[[int], np.ndarray]) -> None:
+        """Publish ``frame(n)`` at ``n / fps`` seconds, n = 0, 1, ..., until stopped (synthetic sources)."""
+        start = time.monotonic()
+        n = 0
+        while not self._stop.wait(max(0.0, start + n / fps - time.monotonic())):
+            self._publish(frame(n), n / fps)
+            n += 1
+
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
@@ -252,14 +261,7 @@ class SyntheticSource(FrameSource):
         return image
 
     def _produce(self) -> None:
-        start = time.monotonic()
-        n = 0
-        while not self._stop.is_set():
-            t = n / self.fps
-            if self._stop.wait(max(0.0, start + t - time.monotonic())):
-                return
-            self._publish(self.render(t), t)
-            n += 1
+        self._play(self.fps, lambda n: self.render(n / self.fps))
 
 
 class WebcamSource(FrameSource):
