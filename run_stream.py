@@ -3,7 +3,7 @@
 
 import sys
 
-from streamer.cli import main
+from streamer.__main__ import main
 
 if __name__ == "__main__":
     sys.exit(main())

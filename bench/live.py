@@ -84,7 +84,7 @@ async def aiortc_phase(port: int, proc: psutil.Process, seconds: float) -> dict:
 
         async def receive() -> None:
             while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(track.recv(), 1.0)
                     count[0] += 1
 

@@ -46,7 +46,7 @@ async def viewer(port: int, joined: list[float], received: list[int], stop: asyn
         await track.recv()
         joined.append(time.monotonic() - started)
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(track.recv(), 1.0)
                 received[slot] += 1
         await peer.close()

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import version_text
 from .config import Config, StreamConfig, load_config
 from .errors import StreamerError
 from .overlay import draw_masks
@@ -45,7 +46,12 @@ def _floats(text: str, count: int) -> list[float]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="run_stream.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="sam2-stream",
+        description=__doc__.splitlines()[0],
+        epilog="sam2-stream doctor: check this machine (torch, GPU, checkpoint, codecs, port) and say what to fix",
+    )
+    parser.add_argument("--version", action="version", version=version_text())
     parser.add_argument(
         "--source",
         action="append",
@@ -54,7 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(the viewer's own camera; default: webcam 0 when there is one). Repeat it to serve several "
         "cameras from one model; NAME= names a stream (default: from the spec)",
     )
-    parser.add_argument("--config", help="YAML file in configs/ (flags override it)")
+    parser.add_argument(
+        "--config",
+        help="YAML file, or a shipped one by name: tiny, small, base_plus, large (flags override it)",
+    )
     parser.add_argument("--model", choices=sorted(MODELS), help="SAM 2.1 model size")
     parser.add_argument("--checkpoint", help="official .pt file (default: download to the cache)")
     parser.add_argument("--random-weights", action="store_true", help="seeded random weights: smoke tests only")

@@ -1,4 +1,8 @@
-"""Run configuration: YAML files in ``configs/`` read into dataclasses; flags override them."""
+"""Run configuration: YAML files read into dataclasses; flags override them.
+
+The package ships one config per model size (``streamer/configs/``, inside the wheel), so
+``--config small`` works from any install; any other value is a path.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from .assets import CONFIG_DIR
 from .display import DisplayConfig
 from .errors import StreamerError
 
@@ -80,10 +85,29 @@ class Config:
     streams: list[StreamConfig] = field(default_factory=list)  # several cameras (overrides source)
 
 
+def shipped_configs() -> dict[str, Path]:
+    """The configs inside the package, by short name (``tiny``, ``small``, ``base_plus``, ``large``)."""
+    return {path.stem.removeprefix("sam2.1_hiera_"): path for path in sorted(CONFIG_DIR.glob("*.yaml"))}
+
+
+def resolve_config(name: str | Path) -> Path:
+    """A path as given, or a shipped config by short or full name (``small``, ``sam2.1_hiera_small``)."""
+    path = Path(name)
+    if path.exists() or path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        return path
+    shipped = shipped_configs()
+    found = shipped.get(str(name).removeprefix("sam2.1_hiera_"))
+    if found is None:
+        names = ", ".join(shipped)
+        raise ConfigError(f"no config file {name!r}, and no shipped config of that name (shipped: {names})")
+    return found
+
+
 def load_config(path: str | Path | None) -> Config:
     """Read ``path`` (or return the defaults), rejecting unknown sections and keys by name."""
     if path is None:
         return Config()
+    path = resolve_config(path)
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:

@@ -29,6 +29,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from .assets import WEB_DIR
 from .errors import StreamerError
 from .pipeline import Pipeline, Stream
 from .protocol import (
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 COOKIE = "streamer_token"
 CLOSE_TIMEOUT_S = 2.0
 

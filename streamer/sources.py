@@ -138,7 +138,7 @@ class FrameSource:
                 timeout = max(0.0, self._started_at + self.open_timeout - time.monotonic())
             try:
                 await asyncio.wait_for(waiter, timeout)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not the builtin on Python 3.10
                 self._started_at = time.monotonic()  # the next wait gets a full timeout again
                 raise SourceTimeoutError(
                     f"{self.name}: no frame within {self.open_timeout:g} s"

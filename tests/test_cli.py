@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from streamer.cli import main
-from streamer.config import ConfigError, load_config
+from streamer.config import CONFIG_DIR, ConfigError, load_config
 from streamer.overlay import color_for
 
 from .conftest import clip_path
@@ -68,10 +68,14 @@ def test_bad_point_is_rejected_by_the_parser(capsys: pytest.CaptureFixture[str])
 
 
 def test_config_files_load_and_reject_unknown_keys(tmp_path: Path) -> None:
-    """Every shipped config loads; a misspelt key is named in the error."""
-    for path in sorted((ROOT / "configs").glob("*.yaml")):
+    """Every shipped config loads, by path or by name; a misspelt key is named in the error."""
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
         config = load_config(path)
         assert config.model.name == path.stem
+    assert load_config("small").model.name == "sam2.1_hiera_small"  # shipped, by name
+    assert load_config("sam2.1_hiera_large").model.name == "sam2.1_hiera_large"
+    with pytest.raises(ConfigError, match="shipped: base_plus, large, small, tiny"):
+        load_config("huge")
     bad = tmp_path / "bad.yaml"
     bad.write_text("tracker:\n  histroy: 4\n")
     with pytest.raises(ConfigError, match="unknown key 'histroy'"):

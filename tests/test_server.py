@@ -112,8 +112,10 @@ def test_page_health_and_metrics(tracker) -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        "/../pyproject.toml",
-        "/%2e%2e/pyproject.toml",
+        "/../server.py",  # web/ sits inside the package, beside its code and configs
+        "/%2e%2e/configs/sam2.1_hiera_tiny.yaml",
+        "/../../pyproject.toml",
+        "/%2e%2e/%2e%2e/pyproject.toml",
         "/..%2fREADME.md",
         "/static/../../streamer/server.py",
         "//etc/passwd",

@@ -1,0 +1,10 @@
+"""Files shipped inside the package (package data in the wheel): the viewer page and the configs.
+
+Found next to this module, so they are there for a wheel install as for a checkout.
+"""
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+WEB_DIR = PACKAGE_DIR / "web"  # the only files the server serves
+CONFIG_DIR = PACKAGE_DIR / "configs"  # one YAML per model size

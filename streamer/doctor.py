@@ -1,0 +1,395 @@
+"""``sam2-stream doctor``: what a user runs when something does not work.
+
+Each check says what it found and, for every problem, what to do about it. The checks import
+torch, sam2, PyAV and OpenCV themselves (and nothing at module level), so a broken install is
+reported as a finding instead of a traceback before any check has run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import __version__
+from .assets import CONFIG_DIR, PACKAGE_DIR, WEB_DIR
+from .weights import MODELS, cache_dir, model_spec
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+TEST_PACKAGES = (
+    "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good "
+    "gstreamer1.0-plugins-bad chromium"
+)
+
+
+@dataclass
+class Finding:
+    """One thing checked: ``status`` is ok, warn (works, with a caveat) or fail (will not work)."""
+
+    check: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+@dataclass
+class DoctorConfig:
+    """What the checks look at: the address to serve on and the model to run."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    model: str = "sam2.1_hiera_tiny"
+    checkpoint: str | None = None
+
+
+def check_python(_: DoctorConfig) -> list[Finding]:
+    where = f"{platform.python_version()} ({platform.system()} {platform.machine()}) at {sys.executable}"
+    return [Finding("python", OK, where)]
+
+
+def check_package(_: DoctorConfig) -> list[Finding]:
+    """The viewer page and the configs must be inside the installed package (package data)."""
+    root = PACKAGE_DIR
+    missing = [p for p in (WEB_DIR / "index.html", WEB_DIR / "app.js", WEB_DIR / "style.css") if not p.is_file()]
+    configs = sorted(CONFIG_DIR.glob("*.yaml"))
+    detail = f"sam2-streamer {__version__} at {root}"
+    if missing or not configs:
+        lost = [str(p) for p in missing] + ([] if configs else [f"{CONFIG_DIR}/*.yaml"])
+        return [
+            Finding(
+                "package",
+                FAIL,
+                f"{detail}; missing: {', '.join(lost)}",
+                "reinstall from a wheel or sdist built by `python -m build` (or `pip install -e .` in a checkout)",
+            )
+        ]
+    return [Finding("package", OK, f"{detail}: viewer page and {len(configs)} configs present")]
+
+
+def check_torch(_: DoctorConfig) -> list[Finding]:
+    try:
+        import torch
+    except Exception as exc:  # ImportError, or a broken CUDA/numpy library under it
+        return [
+            Finding(
+                "torch",
+                FAIL,
+                f"cannot import torch: {exc}",
+                "install torch first: `pip install torch torchvision` (the README says how to pick a CPU-only build)",
+            )
+        ]
+    build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
+    findings = [Finding("torch", OK, f"torch {torch.__version__} ({build}), {torch.get_num_threads()} threads")]
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            free, total = torch.cuda.mem_get_info(index)
+            findings.append(
+                Finding(
+                    "device",
+                    OK,
+                    f"cuda:{index} {props.name}, {total / 2**30:.1f} GiB ({free / 2**30:.1f} free), "
+                    f"compute {props.major}.{props.minor}"
+                    + (", bfloat16" if torch.cuda.is_bf16_supported() else ", no bfloat16: float32 is used"),
+                )
+            )
+        return findings
+    cores = os.cpu_count() or 1
+    if torch.version.cuda and shutil.which("nvidia-smi"):
+        findings.append(
+            Finding(
+                "device",
+                FAIL,
+                f"nvidia-smi is here but torch sees no GPU; the model would run on {cores} CPU cores",
+                "check `nvidia-smi` and CUDA_VISIBLE_DEVICES; the driver must support "
+                f"CUDA {torch.version.cuda}, else install a torch build for an older CUDA",
+            )
+        )
+        return findings
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        findings.append(
+            Finding(
+                "device",
+                WARN,
+                f"Apple GPU (MPS) available; the server uses the CPU ({cores} cores) unless told otherwise",
+                "`--device mps` may be faster; this project has not tested it",
+            )
+        )
+        return findings
+    findings.append(
+        Finding(
+            "device",
+            WARN,
+            f"no GPU: the model runs on {cores} CPU cores (SAM 2.1 tiny: seconds per 1024-px frame)",
+            "for a usable rate on a CPU pass `--image-size 256` (about 3 tracked frames a second on 2 cores)"
+            + (
+                "; this torch is a CUDA build: a CPU-only one is several GB smaller (README)"
+                if torch.version.cuda
+                else ""
+            ),
+        )
+    )
+    return findings
+
+
+def check_sam2(config: DoctorConfig) -> list[Finding]:
+    try:
+        import sam2  # noqa: F401
+    except Exception as exc:
+        return [
+            Finding(
+                "sam2",
+                FAIL,
+                f"cannot import sam2: {exc}",
+                'install torch first, then `SAM2_BUILD_CUDA=0 pip install --no-build-isolation "sam2==1.1.0"`',
+            )
+        ]
+    version = importlib.metadata.version("sam2")
+    try:
+        from sam2 import _C  # noqa: F401
+    except ImportError:
+        return [
+            Finding(
+                "sam2",
+                OK,
+                f"sam2 {version}; its optional CUDA extension is not built, so small mask holes are not "
+                "filled (as the official predictor without it)",
+            )
+        ]
+    return [Finding("sam2", OK, f"sam2 {version} with its CUDA extension")]
+
+
+def check_checkpoint(config: DoctorConfig) -> list[Finding]:
+    if config.checkpoint:
+        path = Path(config.checkpoint).expanduser()
+        if not path.is_file():
+            return [Finding("checkpoint", FAIL, f"{path} does not exist", "pass the path of an official .pt file")]
+        return [Finding("checkpoint", OK, f"{path} ({path.stat().st_size / 1e6:.0f} MB)")]
+    spec = model_spec(config.model)
+    cache = cache_dir()
+    cached = [name for name, s in MODELS.items() if _cached(cache / s.filename, s.size)]
+    others = ", ".join(c for c in cached if c != spec.name)
+    others = f"; also cached: {others}" if others else ""
+    target = cache / spec.filename
+    if spec.name in cached:
+        return [Finding("checkpoint", OK, f"{spec.name} cached at {target}{others}")]
+    probe = next((p for p in (cache, *cache.parents) if p.exists()), Path("/"))
+    if not os.access(probe, os.W_OK):
+        return [
+            Finding(
+                "checkpoint",
+                FAIL,
+                f"{spec.name} is not cached and {probe} is not writable",
+                "set STREAMER_CACHE_DIR to a writable folder, or pass --checkpoint PATH",
+            )
+        ]
+    free = shutil.disk_usage(probe).free
+    if free < spec.size * 1.1:
+        return [
+            Finding(
+                "checkpoint",
+                FAIL,
+                f"{spec.name} needs {spec.size / 1e6:.0f} MB in {cache}, only {free / 1e6:.0f} MB free",
+                "free disk space or set STREAMER_CACHE_DIR to a larger disk",
+            )
+        ]
+    partial = target.with_name(target.name + ".part")
+    state = f"partly downloaded ({partial.stat().st_size / 1e6:.0f} MB, resumes)" if partial.is_file() else "not cached"
+    return [
+        Finding(
+            "checkpoint",
+            WARN,
+            f"{spec.name} {state}: {spec.size / 1e6:.0f} MB are downloaded into {cache} on first run{others}",
+            f"offline? fetch {spec.url} elsewhere and put it at {target}, or pass --checkpoint PATH",
+        )
+    ]
+
+
+def _cached(path: Path, size: int) -> bool:
+    return path.is_file() and path.stat().st_size == size
+
+
+def check_codecs(_: DoctorConfig) -> list[Finding]:
+    try:
+        import av
+        import av.codec
+    except Exception as exc:
+        return [Finding("codecs", FAIL, f"cannot import PyAV: {exc}", "`pip install --force-reinstall av`")]
+
+    def has(name: str, mode: str) -> bool:
+        try:
+            av.codec.Codec(name, mode)
+        except Exception:  # UnknownCodecError
+            return False
+        return True
+
+    wanted = {  # name: (present, needed by every setup)
+        "VP8 encoder (the viewer's video)": (has("libvpx", "w"), True),
+        "H.264 decoder (RTSP cameras, clips)": (has("h264", "r"), True),
+        "H.264 encoder": (has("libx264", "w"), False),
+        "HEVC decoder (H.265 cameras)": (has("hevc", "r"), False),
+    }
+    found = ", ".join(name.split(" (")[0] for name, (ok, _) in wanted.items() if ok)
+    detail = f"PyAV {av.__version__} (FFmpeg {getattr(av, 'ffmpeg_version_info', '?')}): {found}"
+    lost = [name for name, (ok, _) in wanted.items() if not ok]
+    if not lost:
+        return [Finding("codecs", OK, detail)]
+    status = FAIL if any(needed and not ok for ok, needed in wanted.values()) else WARN
+    return [
+        Finding(
+            "codecs",
+            status,
+            f"{detail}; missing: {', '.join(lost)}",
+            "PyAV's wheels bundle an FFmpeg with these: `pip install --force-reinstall av` (a PyAV "
+            "built from source against a system FFmpeg has only that FFmpeg's codecs)",
+        )
+    ]
+
+
+def check_libraries(_: DoctorConfig) -> list[Finding]:
+    findings, versions = [], []
+    for module, dist in (("cv2", "opencv-python"), ("aiortc", "aiortc"), ("websockets", "websockets")):
+        try:
+            versions.append(f"{dist} {importlib.import_module(module).__version__}")
+        except Exception as exc:
+            fix = f"`pip install --force-reinstall {dist}`"
+            findings.append(Finding(dist, FAIL, f"cannot import {module}: {exc}", fix))
+    return findings or [Finding("libraries", OK, ", ".join(versions))]
+
+
+def check_cameras(_: DoctorConfig) -> list[Finding]:
+    devices = sorted(Path("/dev").glob("video*"))
+    if not devices:
+        return [Finding("cameras", OK, "no local camera (/dev/video*): use --source rtsp://..., a file or synthetic")]
+    blocked = [str(d) for d in devices if not os.access(d, os.R_OK | os.W_OK)]
+    if blocked:
+        return [
+            Finding(
+                "cameras",
+                WARN,
+                f"{', '.join(blocked)} not readable by this user",
+                "add yourself to the camera's group: `sudo usermod -aG video $USER`, then log in again",
+            )
+        ]
+    return [Finding("cameras", OK, ", ".join(map(str, devices)))]
+
+
+def check_port(config: DoctorConfig) -> list[Finding]:
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((config.host, config.port))
+        except OSError as exc:
+            busy = exc.errno == errno.EADDRINUSE
+            return [
+                Finding(
+                    "port",
+                    FAIL,
+                    f"{config.host}:{config.port} "
+                    + ("is in use (another sam2-stream?)" if busy else f"cannot be used: {exc.strerror}"),
+                    "pass --port N (0: any free port)" + (", or stop what holds it" if busy else ", or another --host"),
+                )
+            ]
+    return [Finding("port", OK, f"{config.host}:{config.port} is free")]
+
+
+def check_test_tools(_: DoctorConfig) -> list[Finding]:
+    """Only the test suite needs these (GStreamer's RTSP server, run by the system Python; Chromium)."""
+    missing = []
+    if not Path("/usr/bin/chromium").exists():
+        missing.append("chromium")
+    system_python = "/usr/bin/python3"
+    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+    if not Path(system_python).exists() or subprocess.run([system_python, "-c", probe], capture_output=True).returncode:
+        missing.append("GStreamer RTSP server for the system Python")
+    if missing:
+        return [
+            Finding(
+                "test tools",
+                WARN,
+                f"missing {', '.join(missing)}: needed only to run the tests",
+                f"Debian/Ubuntu: `sudo apt-get install {TEST_PACKAGES}`",
+            )
+        ]
+    return [Finding("test tools", OK, "Chromium and GStreamer's RTSP server (for the tests)")]
+
+
+CHECKS: tuple[Callable[[DoctorConfig], list[Finding]], ...] = (
+    check_python,
+    check_package,
+    check_torch,
+    check_sam2,
+    check_checkpoint,
+    check_codecs,
+    check_libraries,
+    check_cameras,
+    check_port,
+    check_test_tools,
+)
+
+
+def diagnose(config: DoctorConfig) -> list[Finding]:
+    """Every check; one that raises becomes a failed finding instead of hiding the others."""
+    findings: list[Finding] = []
+    for check in CHECKS:
+        name = check.__name__.removeprefix("check_").replace("_", " ")
+        try:
+            findings.extend(check(config))
+        except Exception as exc:
+            findings.append(Finding(name, FAIL, f"the check itself failed: {type(exc).__name__}: {exc}"))
+    return findings
+
+
+def render(findings: list[Finding]) -> str:
+    width = max(len(f.check) for f in findings)
+    lines = []
+    for f in findings:
+        lines.append(f"{f.status:<5} {f.check:<{width}}  {f.detail}")
+        if f.fix:
+            lines.append(f"{'':<5} {'':<{width}}  -> {f.fix}")
+    failed = sum(f.status == FAIL for f in findings)
+    lines.append(f"{failed} problem(s) to fix" if failed else "no problems found")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the findings; exit 1 when any check failed."""
+    parser = argparse.ArgumentParser(prog="sam2-stream doctor", description="check this machine for sam2-stream")
+    parser.add_argument("--config", help="the YAML (or shipped config name) you serve with: its host, port and model")
+    parser.add_argument("--host", help="address the server will listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port the server will listen on (default 8765)")
+    parser.add_argument("--model", choices=sorted(MODELS), help="model to check the cache for (default tiny)")
+    parser.add_argument("--checkpoint", help="a checkpoint file you pass to the server")
+    parser.add_argument("--json", action="store_true", help="the findings as a JSON list")
+    args = parser.parse_args(argv)
+    config, findings = DoctorConfig(), []
+    if args.config:
+        try:
+            from .config import load_config  # imports the server's modules: a broken install fails here
+
+            loaded = load_config(args.config)
+            config = DoctorConfig(loaded.server.host, loaded.server.port, loaded.model.name, loaded.model.checkpoint)
+        except Exception as exc:
+            findings.append(Finding("config", FAIL, f"cannot use {args.config}: {exc}", "fix the file or its path"))
+    for name in ("host", "port", "model", "checkpoint"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
+    findings += diagnose(config)
+    if args.json:
+        print(json.dumps([asdict(f) for f in findings], indent=1))
+    else:
+        print(f"sam2-stream {__version__} doctor")
+        print(render(findings))
+    return 1 if any(f.status == FAIL for f in findings) else 0
