@@ -95,15 +95,15 @@ def check_torch(_: DoctorConfig) -> list[Finding]:
         for index in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(index)
             free, total = torch.cuda.mem_get_info(index)
-            findings.append(
-                Finding(
-                    "device",
-                    OK,
-                    f"cuda:{index} {props.name}, {total / 2**30:.1f} GiB ({free / 2**30:.1f} free), "
-                    f"compute {props.major}.{props.minor}"
-                    + (", bfloat16" if torch.cuda.is_bf16_supported() else ", no bfloat16: float32 is used"),
-                )
+            detail = (
+                f"cuda:{index} {props.name}, {total / 2**30:.1f} GiB ({free / 2**30:.1f} free), "
+                f"compute {props.major}.{props.minor}"
             )
+            if props.major >= 8:  # native bfloat16, what precision "auto" picks on a GPU
+                findings.append(Finding("device", OK, detail + ", bfloat16"))
+            else:
+                fix = "set `model.precision: float32` in your config if frames fail or are slow"
+                findings.append(Finding("device", WARN, detail + ": no native bfloat16 (before Ampere)", fix))
         return findings
     cores = os.cpu_count() or 1
     if torch.version.cuda and shutil.which("nvidia-smi"):

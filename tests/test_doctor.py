@@ -141,3 +141,23 @@ def test_host_port_and_model_come_from_a_config(tmp_path: Path, capsys: pytest.C
     assert doctor.main(["--json", "--config", str(mine)]) == 1
     found = {f["check"]: f for f in json.loads(capsys.readouterr().out)}
     assert found["config"]["status"] == FAIL and "unknown key 'prot'" in found["config"]["detail"]
+
+
+def test_gpus_are_named_with_their_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand-in: torch.cuda answers as for two GPUs (none here), an Ampere and an older one."""
+    import types
+
+    import torch
+
+    cards = [
+        types.SimpleNamespace(name="NVIDIA H100", major=9, minor=0),
+        types.SimpleNamespace(name="T4", major=7, minor=5),
+    ]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: cards[i])
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (40 * 2**30, 80 * 2**30))
+    torch_found, h100, t4 = doctor.check_torch(DoctorConfig())
+    assert torch_found.status == OK
+    assert h100.status == OK and h100.detail == "cuda:0 NVIDIA H100, 80.0 GiB (40.0 free), compute 9.0, bfloat16"
+    assert t4.status == WARN and "no native bfloat16" in t4.detail and "precision: float32" in t4.fix
