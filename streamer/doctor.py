@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import __version__
 from .assets import CONFIG_DIR, PACKAGE_DIR, WEB_DIR
-from .weights import MODELS, cache_dir, model_spec
+from .weights import MODELS, cache_dir, is_cached, model_spec
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 TEST_PACKAGES = (
@@ -179,7 +179,7 @@ def check_checkpoint(config: DoctorConfig) -> list[Finding]:
         return [Finding("checkpoint", OK, f"{path} ({path.stat().st_size / 1e6:.0f} MB)")]
     spec = model_spec(config.model)
     cache = cache_dir()
-    cached = [name for name, s in MODELS.items() if _cached(cache / s.filename, s.size)]
+    cached = [name for name, s in MODELS.items() if is_cached(s, cache / s.filename)]
     others = ", ".join(c for c in cached if c != spec.name)
     others = f"; also cached: {others}" if others else ""
     target = cache / spec.filename
@@ -215,10 +215,6 @@ def check_checkpoint(config: DoctorConfig) -> list[Finding]:
             f"offline? fetch {spec.url} elsewhere and put it at {target}, or pass --checkpoint PATH",
         )
     ]
-
-
-def _cached(path: Path, size: int) -> bool:
-    return path.is_file() and path.stat().st_size == size
 
 
 def check_codecs(_: DoctorConfig) -> list[Finding]:

@@ -99,12 +99,17 @@ def cache_dir() -> Path:
     return Path(xdg).expanduser() / "sam2-streamer"
 
 
+def is_cached(spec: ModelSpec, path: Path) -> bool:
+    """A complete file (its size checked; the hash was checked when it was downloaded)."""
+    return path.is_file() and path.stat().st_size == spec.size
+
+
 def ensure_checkpoint(
     spec: ModelSpec, cache: Path | None = None, *, progress: bool = True, timeout: float = 30.0
 ) -> Path:
     """Return the cached checkpoint for ``spec``, downloading and verifying it first if needed."""
     dest = (cache or cache_dir()) / spec.filename
-    if dest.is_file() and dest.stat().st_size == spec.size:
+    if is_cached(spec, dest):
         return dest
     download(spec, dest, progress=progress, timeout=timeout)
     return dest
