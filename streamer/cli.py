@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
 import re
@@ -25,8 +26,12 @@ import numpy as np
 from . import version_text
 from .config import Config, StreamConfig, load_config
 from .errors import StreamerError
+from .mqtt import MqttConfig, MqttPublisher
+from .outputs import QueuedSink
 from .overlay import draw_masks
 from .pipeline import STREAM_NAME, Pipeline
+from .results import MASK_FORMATS, Tracked, wall_clock
+from .results_file import OfflineResultsFile, ResultsFile
 from .server import ServerConfig, StreamServer
 from .sources import open_source
 from .tracker import StreamingTracker
@@ -94,6 +99,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="between tracked frames, carry masks along the optical flow (flow, the default) or leave "
         "them where they were computed (hold)",
     )
+    parser.add_argument(
+        "--results",
+        metavar="PATH",
+        help="write every tracked frame's results and every event as JSON Lines (rotated by size; live and --out)",
+    )
+    parser.add_argument(
+        "--results-masks", choices=MASK_FORMATS, help="masks in the --results file: none (default), rle or polygon"
+    )
+    parser.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="publish events and objects to mqtt://[user:pass@]HOST[:PORT][/PREFIX] (prefix default: sam2)",
+    )
     parser.add_argument("--out", help="track into this video file instead of serving browsers")
     parser.add_argument("--max-frames", type=int, default=0, help="with --out: stop after this many frames")
     parser.add_argument("--host", help="address to listen on (default: 127.0.0.1, loopback only)")
@@ -118,8 +136,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.out and len(args.streams) != 1:
         parser.error("--out tracks one source into one file: pass a single --source")
     args.source = args.streams[0].source
+    config = args.config_data
     if args.mask_motion:
-        args.config_data.display.mask_motion = args.mask_motion
+        config.display.mask_motion = args.mask_motion
+    if args.results:
+        config.results.path = args.results
+    if args.results_masks:
+        config.results.masks = args.results_masks
+    if args.mqtt:
+        try:
+            config.mqtt = MqttConfig(**{**vars(config.mqtt), "url": args.mqtt})
+        except ValueError as exc:
+            parser.error(str(exc))
+    if args.out and config.mqtt.url:
+        parser.error("--mqtt publishes a live server's results; with --out use --results")
     return args
 
 
@@ -183,39 +213,46 @@ def build_tracker(args: argparse.Namespace, config: Config) -> StreamingTracker:
     )
 
 
-async def _file_frames(capture: cv2.VideoCapture) -> AsyncIterator[np.ndarray]:
-    """Every frame of an opened video file, in order (offline tracking wants them all)."""
+async def _file_frames(capture: cv2.VideoCapture, fps: float) -> AsyncIterator[tuple[np.ndarray, float]]:
+    """Every frame of an opened video file, in order (offline tracking wants them all), with its
+    time: the start of tracking plus its position in the video."""
+    started = time.time()
     try:
-        while True:
+        for n in itertools.count():
             ok, bgr = await asyncio.to_thread(capture.read)
             if not ok:
                 return
-            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), started + n / fps
     finally:
         capture.release()
 
 
-async def _live_frames(spec: str) -> AsyncIterator[np.ndarray]:
+async def _live_frames(spec: str) -> AsyncIterator[tuple[np.ndarray, float]]:
     async with open_source(spec) as source:
         async for frame in source:
-            yield frame.image
+            yield frame.image, wall_clock(frame.captured_at)
 
 
 async def track(args: argparse.Namespace, tracker: StreamingTracker) -> int:
-    """Track through ``args.source`` into ``args.out``; return the number of frames written."""
+    """Track through ``args.source`` into ``args.out`` (and ``--results``); return the number of
+    frames written."""
     fps = 30.0
     if Path(args.source).is_file():
         capture = cv2.VideoCapture(args.source)
         if not capture.isOpened():
             raise StreamerError(f"cannot open video {args.source!r}: is it a video file?")
         fps = capture.get(cv2.CAP_PROP_FPS) or fps
-        frames = _file_frames(capture)
+        frames = _file_frames(capture, fps)
     else:
         frames = _live_frames(args.source)
+    config = args.config_data
+    results = None
+    if config.results.path:
+        results = OfflineResultsFile(args.streams[0].name, config.results, config.events)
     writer = None
     count, started = 0, time.perf_counter()
     try:
-        async for rgb in frames:
+        async for rgb, captured in frames:
             result = await asyncio.to_thread(tracker.step, rgb)
             if writer is None:
                 h, w = rgb.shape[:2]
@@ -226,6 +263,18 @@ async def track(args: argparse.Namespace, tracker: StreamingTracker) -> int:
                 writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
             drawn = draw_masks(rgb, result.masks, result.obj_ids, labels=True)
             writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+            if results is not None:
+                tracked = Tracked(
+                    args.streams[0].name,
+                    result.frame_index,
+                    count,
+                    captured,
+                    *rgb.shape[:2],
+                    tuple(result.obj_ids),
+                    result.logits,
+                    result.scores,
+                )
+                await asyncio.to_thread(results.write, tracked)
             count += 1
             if count % 30 == 0:
                 rate = count / (time.perf_counter() - started)
@@ -236,6 +285,8 @@ async def track(args: argparse.Namespace, tracker: StreamingTracker) -> int:
         await frames.aclose()
         if writer is not None:
             writer.release()
+        if results is not None:
+            results.close()
     return count
 
 
@@ -293,7 +344,9 @@ async def serve_live(args: argparse.Namespace, tracker: StreamingTracker) -> Non
         stream_control=args.stream_control or section.stream_control,
         max_streams=section.max_streams,
     )
-    pipeline = Pipeline(display=args.config_data.display, max_batch=args.config_data.model.max_batch)
+    settings = args.config_data
+    pipeline = Pipeline(display=settings.display, events=settings.events, max_batch=settings.model.max_batch)
+    sinks: list[QueuedSink] = []
     try:
         for i, stream in enumerate(args.streams):
             try:
@@ -301,12 +354,27 @@ async def serve_live(args: argparse.Namespace, tracker: StreamingTracker) -> Non
             except TypeError as exc:  # an option the source does not take
                 raise ValueError(f"stream {stream.name}: bad options {stream.options}: {exc}") from None
             pipeline.add_stream(stream.name, source, tracker if i == 0 else None)
+        for name in settings.events.zones:
+            if name not in pipeline.streams:
+                served = ", ".join(pipeline.streams)
+                logger.warning("events.zones names stream %r, which is not served (streams: %s)", name, served)
+        if settings.results.path:
+            try:
+                sinks.append(ResultsFile(settings.results, pipeline.metrics))
+            except OSError as exc:
+                raise StreamerError(f"cannot write results to {settings.results.path}: {exc}") from None
+        if settings.mqtt.url:
+            sinks.append(MqttPublisher(settings.mqtt, pipeline.metrics))
         server = StreamServer(pipeline, config)
         await server.start()
     except BaseException:
         await pipeline.stop()
+        await asyncio.gather(*(sink.close() for sink in sinks))
         raise
     pipeline.start()
+    for sink in sinks:
+        sink.start()
+        pipeline.outputs.add(sink)
     names = ", ".join(f"{s.name} ({s.source.name})" for s in pipeline.streams.values())
     logger.info("serving %s: open %s in a browser (Ctrl-C to stop)", names, server.url)
     stop = asyncio.Event()
@@ -319,6 +387,7 @@ async def serve_live(args: argparse.Namespace, tracker: StreamingTracker) -> Non
         logger.info("shutting down")
         await server.stop()
         await pipeline.stop()
+        await asyncio.gather(*(sink.close() for sink in sinks))  # what they hold goes out first
 
 
 if __name__ == "__main__":

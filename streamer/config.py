@@ -16,6 +16,9 @@ import yaml
 from .assets import CONFIG_DIR
 from .display import DisplayConfig
 from .errors import StreamerError
+from .events import EventsConfig
+from .mqtt import MqttConfig
+from .results_file import ResultsFileConfig
 
 
 class ConfigError(StreamerError):
@@ -83,6 +86,12 @@ class Config:
     server: ServerConfigSection = field(default_factory=ServerConfigSection)
     display: DisplayConfig = field(default_factory=DisplayConfig)
     streams: list[StreamConfig] = field(default_factory=list)  # several cameras (overrides source)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    results: ResultsFileConfig = field(default_factory=ResultsFileConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+
+
+CHECKED_SECTIONS = ("display", "events", "results", "mqtt")  # their dataclasses check their values
 
 
 def shipped_configs() -> dict[str, Path]:
@@ -121,15 +130,21 @@ def load_config(path: str | Path | None) -> Config:
             continue
         target = getattr(config, section, None)
         if target is None or not dataclasses.is_dataclass(target):
-            raise ConfigError(
-                f"config {path}: unknown section {section!r} (known: model, tracker, source, server, display, streams)"
-            )
+            known = ", ".join(f.name for f in dataclasses.fields(Config))
+            raise ConfigError(f"config {path}: unknown section {section!r} (known: {known})")
         _update(target, values or {}, f"{path}: {section}")
-    try:
-        config.display = DisplayConfig(**dataclasses.asdict(config.display))  # checks the values
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config {path}: display: {exc}") from None
+    for section in CHECKED_SECTIONS:
+        values = getattr(config, section)
+        try:
+            setattr(config, section, type(values)(**_fields(values)))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"config {path}: {section}: {exc}") from None
     return config
+
+
+def _fields(values: Any) -> dict[str, Any]:
+    """A dataclass's fields as given (not deep-copied, unlike ``dataclasses.asdict``)."""
+    return {f.name: getattr(values, f.name) for f in dataclasses.fields(values)}
 
 
 def _streams(values: Any, where: str) -> list[StreamConfig]:

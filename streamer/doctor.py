@@ -18,9 +18,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .assets import CONFIG_DIR, PACKAGE_DIR, WEB_DIR
@@ -29,8 +31,9 @@ from .weights import MODELS, cache_dir, is_cached, model_spec
 OK, WARN, FAIL = "ok", "warn", "fail"
 TEST_PACKAGES = (
     "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good "
-    "gstreamer1.0-plugins-bad chromium"
+    "gstreamer1.0-plugins-bad chromium mosquitto"
 )
+BROKER_ANSWER_S = 5.0
 
 
 @dataclass
@@ -51,6 +54,8 @@ class DoctorConfig:
     port: int = 8765
     model: str = "sam2.1_hiera_tiny"
     checkpoint: str | None = None
+    mqtt: str | None = None  # the broker URL results go to
+    results: str | None = None  # the JSON Lines file results go to
 
 
 def check_python(_: DoctorConfig) -> list[Finding]:
@@ -61,7 +66,8 @@ def check_python(_: DoctorConfig) -> list[Finding]:
 def check_package(_: DoctorConfig) -> list[Finding]:
     """The viewer page and the configs must be inside the installed package (package data)."""
     root = PACKAGE_DIR
-    missing = [p for p in (WEB_DIR / "index.html", WEB_DIR / "app.js", WEB_DIR / "style.css") if not p.is_file()]
+    shipped = (WEB_DIR / "index.html", WEB_DIR / "app.js", WEB_DIR / "style.css", PACKAGE_DIR / "results.schema.json")
+    missing = [p for p in shipped if not p.is_file()]
     configs = sorted(CONFIG_DIR.glob("*.yaml"))
     detail = f"sam2-streamer {__version__} at {root}"
     if missing or not configs:
@@ -301,11 +307,72 @@ def check_port(config: DoctorConfig) -> list[Finding]:
     return [Finding("port", OK, f"{config.host}:{config.port} is free")]
 
 
+def check_outputs(config: DoctorConfig) -> list[Finding]:
+    """Where results would go: the file can be written, the MQTT broker answers and takes us."""
+    findings = []
+    if config.results:
+        folder = Path(config.results).resolve().parent
+        while not folder.exists():
+            folder = folder.parent
+        if os.access(folder, os.W_OK):
+            findings.append(Finding("results file", OK, f"{config.results} can be written"))
+        else:
+            findings.append(
+                Finding(
+                    "results file",
+                    FAIL,
+                    f"{config.results} cannot be written ({folder} is not writable)",
+                    "pass a --results path in a folder you can write",
+                )  # fmt: skip
+            )
+    if config.mqtt:
+        findings.append(_check_broker(config.mqtt))
+    return findings
+
+
+def _check_broker(url: str) -> Finding:
+    import paho.mqtt.client as paho
+
+    from .mqtt import parse_broker
+
+    try:
+        broker = parse_broker(url)
+    except ValueError as exc:
+        return Finding("mqtt", FAIL, str(exc), "fix --mqtt or mqtt.url")
+    answer: dict[str, Any] = {}
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"sam2-stream-doctor-{os.getpid()}")
+    if broker.username:
+        client.username_pw_set(broker.username, broker.password)
+    client.on_connect = lambda _client, _data, _flags, reason, _props: answer.setdefault("reason", reason)
+    fix = "start the broker, or fix the host and port in --mqtt or mqtt.url"
+    try:
+        client.connect(broker.host, broker.port, keepalive=5)
+    except OSError as exc:
+        reach = f"cannot reach the broker at {broker.address}: {exc.strerror or exc}"
+        return Finding("mqtt", WARN, reach + " (the server would start and keep retrying)", fix)
+    deadline = time.monotonic() + BROKER_ANSWER_S
+    while "reason" not in answer and time.monotonic() < deadline:
+        client.loop(0.1)
+    client.disconnect()
+    reason = answer.get("reason")
+    if reason is None:
+        return Finding("mqtt", WARN, f"the broker at {broker.address} did not answer in {BROKER_ANSWER_S:g} s", fix)
+    if reason.is_failure:
+        return Finding(
+            "mqtt", FAIL, f"the broker at {broker.address} refused the connection ({reason})",
+            "check the user and password in --mqtt or mqtt.url",
+        )  # fmt: skip
+    return Finding("mqtt", OK, f"the broker at {broker.address} accepts the connection")
+
+
 def check_test_tools(_: DoctorConfig) -> list[Finding]:
-    """Only the test suite needs these (GStreamer's RTSP server, run by the system Python; Chromium)."""
+    """Only the test suite needs these (GStreamer's RTSP server, run by the system Python; Chromium;
+    the mosquitto broker)."""
     missing = []
     if not Path("/usr/bin/chromium").exists():
         missing.append("chromium")
+    if not shutil.which("mosquitto") and not Path("/usr/sbin/mosquitto").exists():
+        missing.append("mosquitto")
     system_python = "/usr/bin/python3"
     probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
     if not Path(system_python).exists() or subprocess.run([system_python, "-c", probe], capture_output=True).returncode:
@@ -319,7 +386,7 @@ def check_test_tools(_: DoctorConfig) -> list[Finding]:
                 f"Debian/Ubuntu: `sudo apt-get install {TEST_PACKAGES}`",
             )
         ]
-    return [Finding("test tools", OK, "Chromium and GStreamer's RTSP server (for the tests)")]
+    return [Finding("test tools", OK, "Chromium, GStreamer's RTSP server and mosquitto (for the tests)")]
 
 
 CHECKS: tuple[Callable[[DoctorConfig], list[Finding]], ...] = (
@@ -332,6 +399,7 @@ CHECKS: tuple[Callable[[DoctorConfig], list[Finding]], ...] = (
     check_libraries,
     check_cameras,
     check_port,
+    check_outputs,
     check_test_tools,
 )
 
@@ -368,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="port the server will listen on (default 8765)")
     parser.add_argument("--model", choices=sorted(MODELS), help="model to check the cache for (default tiny)")
     parser.add_argument("--checkpoint", help="a checkpoint file you pass to the server")
+    parser.add_argument("--mqtt", metavar="URL", help="the MQTT broker you pass to the server: does it take us")
+    parser.add_argument("--results", metavar="PATH", help="the results file you pass to the server: is it writable")
     parser.add_argument("--json", action="store_true", help="the findings as a JSON list")
     args = parser.parse_args(argv)
     config, findings = DoctorConfig(), []
@@ -376,10 +446,17 @@ def main(argv: list[str] | None = None) -> int:
             from .config import load_config  # imports the server's modules: a broken install fails here
 
             loaded = load_config(args.config)
-            config = DoctorConfig(loaded.server.host, loaded.server.port, loaded.model.name, loaded.model.checkpoint)
+            config = DoctorConfig(
+                loaded.server.host,
+                loaded.server.port,
+                loaded.model.name,
+                loaded.model.checkpoint,
+                loaded.mqtt.url,
+                loaded.results.path,
+            )
         except Exception as exc:
             findings.append(Finding("config", FAIL, f"cannot use {args.config}: {exc}", "fix the file or its path"))
-    for name in ("host", "port", "model", "checkpoint"):
+    for name in ("host", "port", "model", "checkpoint", "mqtt", "results"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     findings += diagnose(config)

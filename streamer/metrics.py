@@ -27,8 +27,12 @@ class StreamMetrics:
     inference_ms: Histogram
     latency_ms: Histogram
     viewers: Gauge
+    results_frames: Counter
+    results_skipped: Counter
+    results_ms: Histogram
     errors_by_kind: Counter
     prompts_by_result: Counter
+    events_by_type: Counter
     removed: bool = False  # the stream is gone: late events must not bring its series back
 
     def error(self, kind: str) -> None:
@@ -38,6 +42,10 @@ class StreamMetrics:
     def prompt(self, result: str) -> None:
         if not self.removed:
             self.prompts_by_result.labels(self.name, result).inc()
+
+    def event(self, kind: str) -> None:
+        if not self.removed:
+            self.events_by_type.labels(self.name, kind).inc()
 
 
 class Metrics:
@@ -83,18 +91,48 @@ class Metrics:
                 registry=r,
             ),
             "viewers": Gauge("streamer_viewers", "Connected WebRTC viewers", by_stream, registry=r),
+            "results_frames": Counter(
+                "streamer_results_frames",
+                "Tracked frames measured into results (only while consumed)",
+                by_stream,
+                registry=r,
+            ),
+            "results_skipped": Counter(
+                "streamer_results_skipped",
+                "Tracked frames replaced by a newer one before their results were measured",
+                by_stream,
+                registry=r,
+            ),
+            "results_ms": Histogram(
+                "streamer_results_ms",
+                "Measuring one tracked frame's results and events (every mask format asked for)",
+                by_stream,
+                buckets=(0.5, 1, 2, 5, 10, 20, 50, 100, 200),
+                registry=r,
+            ),
             "errors": Counter("streamer_errors", "Errors by kind", ["stream", "kind"], registry=r),
             "prompts": Counter("streamer_prompts", "Prompt messages by result", ["stream", "result"], registry=r),
+            "events": Counter("streamer_events", "Object events by type", ["stream", "type"], registry=r),
         }
         self.batch_size = Histogram(
             "streamer_batch_streams", "Streams stepped together per round", buckets=(1, 2, 4, 8, 16, 32), registry=r
         )
+        self.results_dropped = Counter(
+            "streamer_results_dropped",
+            "Results or events an output could not take (a slow websocket, a slow disk, MQTT disconnected too long)",
+            ["output", "kind"],
+            registry=r,
+        )
+        self.mqtt_connected = Gauge("streamer_mqtt_connected", "1 while connected to the MQTT broker", registry=r)
+        self.mqtt_published = Counter(
+            "streamer_mqtt_published", "MQTT messages handed to the client, by topic kind", ["kind"], registry=r
+        )
 
     def stream(self, name: str) -> StreamMetrics:
         families = dict(self._families)
-        errors, prompts = families.pop("errors"), families.pop("prompts")
+        errors, prompts, events = families.pop("errors"), families.pop("prompts"), families.pop("events")
         children = {key: family.labels(name) for key, family in families.items()}
-        return StreamMetrics(name, errors_by_kind=errors, prompts_by_result=prompts, **children)
+        return StreamMetrics(name, errors_by_kind=errors, prompts_by_result=prompts, events_by_type=events, **children)
 
     def forget(self, name: str) -> None:
         """Remove a stream's series (it was removed at run time)."""

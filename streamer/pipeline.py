@@ -31,10 +31,13 @@ import numpy as np
 import torch
 
 from .display import Display, DisplayConfig, Masks, Output
+from .events import EventsConfig
 from .landing import TrackedFrame, TrackedFrames, land
 from .metrics import Metrics, StreamMetrics
+from .outputs import Outputs
 from .preprocess import scaled_size
 from .protocol import AddBox, AddPoints, ProtocolError
+from .results import Tracked, wall_clock
 from .sources import Frame, FrameSource, SourceError, SourceTimeoutError
 from .tracker import FrameResult
 from .worker import WorkerThread
@@ -201,6 +204,7 @@ class Stream:
         def remove() -> list[int]:
             self.tracker.remove_object(obj_id)
             self.display.drop_object(obj_id)
+            self._results_without({obj_id})
             return self.tracker.obj_ids
 
         return await self._call(remove)
@@ -210,6 +214,7 @@ class Stream:
             self.tracker.reset()
             self._tracked.clear()  # the tracker forgot them: prompts go to the next frames
             self.display.set_masks(None)
+            self._results_without(None)
             return self.tracker.obj_ids
 
         return await self._call(reset)
@@ -254,6 +259,31 @@ class Stream:
             logits = np.stack([cv2.resize(x, size[::-1], interpolation=cv2.INTER_AREA) for x in result.logits])
         self.display.set_masks(Masks(frame.source, frame.captured_at, list(result.obj_ids), logits))
         self.state.mask_times.append(time.monotonic())
+        self._offer_results(frame.index, frame.source, frame.captured_at, (frame.height, frame.width), result, logits)
+
+    # -- results as data ------------------------------------------------------------------------
+
+    def _offer_results(
+        self,
+        index: int,
+        source: int,
+        captured_at: float,
+        size: tuple[int, int],
+        result: FrameResult,
+        logits: np.ndarray,
+    ) -> None:
+        """Hand a tracked frame to the outputs (a reference: measured only if someone listens)."""
+        tracked = Tracked(
+            self.name, index, source, wall_clock(captured_at), *size, tuple(result.obj_ids), logits, result.scores
+        )
+        self.pipeline.outputs.offer(tracked)
+
+    def _results_without(self, obj_ids: set[int] | None) -> None:
+        """Objects were removed by a prompt (None: all): the newest results lose them now."""
+        latest = self.pipeline.outputs.latest(self.name)
+        if latest is not None:
+            gone = set(latest.obj_ids) if obj_ids is None else obj_ids
+            self.pipeline.outputs.offer(latest.without(gone, time.time()))
 
     # -- the camera's side ----------------------------------------------------------------------
 
@@ -341,6 +371,9 @@ class Stream:
         if result.obj_ids:
             self.state.mask_times.append(time.monotonic())
         self.display.set_masks(Masks(frame.index, frame.captured_at, list(result.obj_ids), result.logits))
+        self._offer_results(
+            result.frame_index, frame.index, frame.captured_at, frame.image.shape[:2], result, result.logits
+        )
 
     def _sync_source_metrics(self) -> None:
         stats = self.source.stats
@@ -358,6 +391,7 @@ class Pipeline:
         metrics: Metrics | None = None,
         *,
         display: DisplayConfig | None = None,
+        events: EventsConfig | None = None,
         max_batch: int = 16,
         on_error: Callable[[str, str, str], None] | None = None,
     ) -> None:
@@ -368,6 +402,7 @@ class Pipeline:
         self.max_batch = max_batch
         self.on_error = on_error  # (stream, code, message) -> None, e.g. broadcast to viewers
         self.streams: dict[str, Stream] = {}
+        self.outputs = Outputs(self.metrics, events)  # results and events, for whoever listens
         self._tracker_thread = WorkerThread("tracker")
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -394,6 +429,7 @@ class Pipeline:
         self._model_tracker = self._model_tracker or tracker
         stream = Stream(name, source, tracker, self)
         self.streams[name] = stream
+        self.outputs.register(name, stream.metrics)
         if self._task is not None:
             stream.start(self._wake)
         return stream
@@ -414,6 +450,7 @@ class Pipeline:
         await stream.stop()
         await self.run_on_tracker_thread(stream.tracker.reset)  # after any round that still holds it
         stream.metrics.removed = True
+        self.outputs.forget(name)
         self.metrics.forget(name)
 
     def stream(self, name: str | None) -> Stream:
@@ -427,6 +464,7 @@ class Pipeline:
     def start(self) -> None:
         for stream in self.streams.values():
             stream.start(self._wake)
+        self.outputs.start()
         self._task = asyncio.create_task(self._run(), name="inference worker")
 
     async def stop(self) -> None:
@@ -440,6 +478,7 @@ class Pipeline:
         # hold Ctrl-C hostage to a slow CPU frame.
         if not await self._tracker_thread.close(timeout=1.5):
             logger.warning("a tracker step is still running; it will finish in the background")
+        await self.outputs.stop()
 
     async def run_on_tracker_thread(self, fn: Callable[[], object]) -> object:
         return await self._tracker_thread.run(fn)

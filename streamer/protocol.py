@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import StreamerError
+from .results import MASK_FORMATS
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_POINTS = 64
@@ -21,6 +22,9 @@ MAX_CLIENT_ID_CHARS = 64
 MAX_SDP_CHARS = 32 * 1024
 MAX_STREAM_NAME_CHARS = 32
 MAX_SOURCE_CHARS = 2048
+MAX_SUBSCRIBED_STREAMS = 64
+RESULT_RATE = (0.1, 60.0)  # results messages per second per stream a subscriber may ask for
+DEFAULT_RESULT_RATE = 10.0
 
 
 class ProtocolError(StreamerError):
@@ -89,8 +93,34 @@ class RemoveStream:
     stream: str
 
 
-Message = AddPoints | AddBox | RemoveObject | Reset | Offer | AddStream | RemoveStream
-TYPES = ("add_points", "add_box", "remove_object", "reset", "offer", "add_stream", "remove_stream")
+@dataclass(frozen=True)
+class Subscribe:
+    """Results and events of some streams (None: every stream, those added later too)."""
+
+    id: str | int | None
+    streams: list[str] | None
+    masks: str  # none | rle | polygon
+    max_rate: float  # results messages per second per stream, at most
+    events: bool
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    id: str | int | None
+
+
+Message = AddPoints | AddBox | RemoveObject | Reset | Offer | AddStream | RemoveStream | Subscribe | Unsubscribe
+TYPES = (
+    "add_points",
+    "add_box",
+    "remove_object",
+    "reset",
+    "offer",
+    "add_stream",
+    "remove_stream",
+    "subscribe",
+    "unsubscribe",
+)
 
 
 def parse_message(raw: str | bytes) -> Message:
@@ -202,6 +232,22 @@ def _add_stream(data: dict[str, Any], msg_id: str | int | None) -> AddStream:
     return AddStream(msg_id, _stream(data, required=True), source)  # type: ignore[arg-type]
 
 
+def _subscribe(data: dict[str, Any], msg_id: str | int | None) -> Subscribe:
+    streams = data.get("streams")
+    if streams is not None:
+        if not isinstance(streams, list) or not 1 <= len(streams) <= MAX_SUBSCRIBED_STREAMS:
+            raise ProtocolError("bad_field", f"streams must be a list of 1 to {MAX_SUBSCRIBED_STREAMS} stream names")
+        streams = [_string(name, "stream", MAX_STREAM_NAME_CHARS) for name in streams]
+    masks = data.get("masks", "none")
+    if masks not in MASK_FORMATS:
+        raise ProtocolError("bad_field", f"masks must be one of {', '.join(MASK_FORMATS)}")
+    rate = _number(data.get("max_rate", DEFAULT_RESULT_RATE), "max_rate", *RESULT_RATE)
+    events = data.get("events", True)
+    if not isinstance(events, bool):
+        raise ProtocolError("bad_field", "events must be true or false")
+    return Subscribe(msg_id, streams, masks, rate, events)
+
+
 _PARSERS = {
     "add_points": _add_points,
     "add_box": _add_box,
@@ -210,6 +256,8 @@ _PARSERS = {
     "offer": _offer,
     "add_stream": _add_stream,
     "remove_stream": lambda data, msg_id: RemoveStream(msg_id, _stream(data, required=True)),  # type: ignore[arg-type]
+    "subscribe": _subscribe,
+    "unsubscribe": lambda data, msg_id: Unsubscribe(msg_id),
 }
 
 

@@ -1,5 +1,5 @@
-"""One server, one port: the viewer page and its files, /healthz, /metrics, and the websocket that
-carries prompts, state and the WebRTC offer/answer.
+"""One server, one port: the viewer page and its files, /healthz, /metrics, /results, and the
+websocket that carries prompts, state, results and the WebRTC offer/answer.
 
 The ``websockets`` server answers plain HTTP GETs through its ``process_request`` hook, so no second
 web framework is needed. Secure by default: loopback unless told otherwise, a token on everything
@@ -20,7 +20,7 @@ import mimetypes
 import re
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,7 @@ from websockets.http11 import Request, Response
 
 from .assets import WEB_DIR
 from .errors import StreamerError
+from .outputs import Subscription
 from .pipeline import Pipeline, Stream
 from .protocol import (
     MAX_MESSAGE_BYTES,
@@ -42,11 +43,14 @@ from .protocol import (
     ProtocolError,
     RemoveObject,
     RemoveStream,
+    Subscribe,
+    Unsubscribe,
     encode,
     error_reply,
     parse_message,
 )
 from .protocol import Reset as ResetMessage
+from .results import MASK_FORMATS
 from .sources import SourceError, open_source
 from .webrtc import Viewers
 
@@ -71,6 +75,15 @@ class ServerConfig:
     state_interval: float = 0.5
     stream_control: bool = False  # viewers may add and remove streams (opens files and URLs they name)
     max_streams: int = 32
+
+
+@dataclass
+class _Client:
+    """One websocket connection: its peer connections and its results subscription."""
+
+    ws: ServerConnection
+    peers: list[RTCPeerConnection] = field(default_factory=list)
+    subscription: Subscription | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -150,7 +163,7 @@ class StreamServer:
 
     # -- HTTP ---------------------------------------------------------------------------------------
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urllib.parse.urlsplit(request.path)
         query = urllib.parse.parse_qs(url.query)
         if not self._authorised(request.headers, query):
@@ -165,6 +178,8 @@ class StreamServer:
             return _response(http.HTTPStatus.OK, json.dumps(self.health()), "application/json")
         if url.path == "/metrics":
             return _response(http.HTTPStatus.OK, self.pipeline.metrics.render(), "text/plain; version=0.0.4")
+        if url.path == "/results":
+            return await self._results(query)
         response = self._static(url.path)
         if response.status_code == 200 and url.path in ("/", "/index.html") and self.config.token:
             response.headers["Set-Cookie"] = f"{COOKIE}={self.config.token}; HttpOnly; SameSite=Strict; Path=/"
@@ -188,6 +203,22 @@ class StreamServer:
             return _response(http.HTTPStatus.NOT_FOUND, "not found\n")
         kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         return _response(http.HTTPStatus.OK, target.read_bytes(), kind)
+
+    async def _results(self, query: dict[str, list[str]]) -> Response:
+        """The newest results of ``?stream=NAME`` (default: the first stream), ``&masks=rle|polygon``."""
+        masks = query.get("masks", ["none"])[0]
+        try:
+            if masks not in MASK_FORMATS:
+                raise ProtocolError("bad_field", f"masks must be one of {', '.join(MASK_FORMATS)}")
+            stream = self.pipeline.stream(query.get("stream", [None])[0])
+        except ProtocolError as exc:
+            status = http.HTTPStatus.NOT_FOUND if exc.code == "unknown_stream" else http.HTTPStatus.BAD_REQUEST
+            return _response(status, error_reply(exc), "application/json")
+        text = await self.pipeline.outputs.snapshot(stream.name, masks)
+        if text is None:
+            missing = ProtocolError("no_frame", f"stream {stream.name!r} has no tracked frame yet")
+            return _response(http.HTTPStatus.NOT_FOUND, error_reply(missing), "application/json")
+        return _response(http.HTTPStatus.OK, text, "application/json")
 
     def health(self) -> dict:
         streams = {}
@@ -218,7 +249,7 @@ class StreamServer:
     async def _handle(self, ws: ServerConnection) -> None:
         self.connections.add(ws)
         bucket = TokenBucket(self.config.rate, self.config.burst)
-        peers: list[RTCPeerConnection] = []
+        client = _Client(ws)
         pusher = asyncio.create_task(self._push_state(ws), name="state pusher")
         try:
             await ws.send(
@@ -234,52 +265,53 @@ class StreamServer:
                 if not bucket.take():
                     await ws.send(encode("error", id=None, code="rate_limited", message="too many messages; slow down"))
                     continue
-                reply, peer = await self._reply(raw, peers)
-                if peer is not None:
-                    peers.append(peer)
-                await ws.send(reply)
+                await ws.send(await self._reply(raw, client))
+                if client.subscription is not None:
+                    client.subscription.start()  # after its ack (a no-op once running)
         except ConnectionClosed:
             pass
         finally:
             pusher.cancel()
             await asyncio.gather(pusher, return_exceptions=True)
-            for peer in peers:
+            await self._unsubscribe(client)
+            for peer in client.peers:
                 await self.viewers.close(peer)
             self.connections.discard(ws)
 
-    async def _reply(self, raw: str | bytes, peers: list[RTCPeerConnection]) -> tuple[str, object | None]:
+    async def _reply(self, raw: str | bytes, client: _Client) -> str:
         """Answer one message: an ack, an answer, or an error; never raise."""
         msg_id, stream = None, None
         try:
             message = parse_message(raw)
             msg_id = message.id
             if isinstance(message, (AddStream, RemoveStream)):
-                return await self._control(message), None
+                return await self._control(message)
+            if isinstance(message, (Subscribe, Unsubscribe)):
+                return await self._subscribe(message, client)
             stream = self.pipeline.stream(message.stream)
             if isinstance(message, Offer):
                 peer, sdp = await self.viewers.answer(message.sdp, stream.name)
-                return encode("answer", id=msg_id, stream=stream.name, sdp=sdp), peer
-            objects = await self._prompt(stream, message, peers)
+                client.peers.append(peer)
+                return encode("answer", id=msg_id, stream=stream.name, sdp=sdp)
+            objects = await self._prompt(stream, message, client.peers)
             stream.metrics.prompt("ok")
-            return encode("ack", id=msg_id, stream=stream.name, objects=objects), None
+            return encode("ack", id=msg_id, stream=stream.name, objects=objects)
         except ProtocolError as exc:
             if stream is not None:
                 stream.metrics.prompt("rejected")
             if exc.msg_id is None:
                 exc.msg_id = msg_id
-            return error_reply(exc), None
+            return error_reply(exc)
         except StreamerError as exc:  # PromptError, UnknownObjectError, TooManyViewersError...
             if stream is not None:
                 stream.metrics.prompt("rejected")
             code = re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__.removesuffix("Error")).lower()
-            return encode("error", id=msg_id, code=code, message=str(exc)), None
+            return encode("error", id=msg_id, code=code, message=str(exc))
         except Exception as exc:  # a bug or a GPU failure: report it, keep serving
             logger.exception("message failed")
             if stream is not None:
                 stream.metrics.error("prompt")
-            return encode(
-                "error", id=msg_id, code="internal", message=f"the server failed on this message: {exc}"
-            ), None
+            return encode("error", id=msg_id, code="internal", message=f"the server failed on this message: {exc}")
 
     async def _prompt(self, stream: Stream, message: Message, peers: list[RTCPeerConnection]) -> list[int]:
         if isinstance(message, (AddPoints, AddBox)):
@@ -291,6 +323,45 @@ class StreamServer:
             return await stream.remove_object(message.obj_id)
         assert isinstance(message, ResetMessage)
         return await stream.reset()
+
+    async def _subscribe(self, message: Subscribe | Unsubscribe, client: _Client) -> str:
+        """Start (or replace) or end this connection's results subscription."""
+        await self._unsubscribe(client)
+        if isinstance(message, Unsubscribe):
+            return encode("ack", id=message.id, subscribed=False)
+        for name in message.streams or []:
+            self.pipeline.stream(name)  # an unknown stream is an error, before anything starts
+        subscription = Subscription(
+            client.ws.send,
+            self.pipeline.metrics,
+            masks=message.masks,
+            max_rate=message.max_rate,
+            streams=message.streams,
+            events=message.events,
+        )
+        # What is known now goes first, so a subscriber need not wait for the next tracked frame.
+        for name in message.streams or list(self.pipeline.streams):
+            latest = self.pipeline.outputs.latest(name)
+            if latest is not None:
+                await self.pipeline.outputs.snapshot(name, message.masks)
+                subscription.results(latest, message.masks)
+        client.subscription = subscription  # started once its ack is sent
+        self.pipeline.outputs.add(subscription)
+        return encode(
+            "ack",
+            id=message.id,
+            subscribed=True,
+            streams=message.streams,
+            masks=message.masks,
+            max_rate=message.max_rate,
+            events=message.events,
+        )
+
+    async def _unsubscribe(self, client: _Client) -> None:
+        if client.subscription is not None:
+            self.pipeline.outputs.discard(client.subscription)
+            await client.subscription.close()
+            client.subscription = None
 
     async def _control(self, message: AddStream | RemoveStream) -> str:
         """Add or remove a stream at run time, where the server allows it."""

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,8 +113,12 @@ class Served:
     log: list[str]
 
     def get(self, path: str) -> tuple[int, bytes]:
-        with urllib.request.urlopen(self.url.rstrip("/") + path, timeout=10) as response:
-            return response.status, response.read()
+        """Status and body (an HTTP error status too)."""
+        try:
+            with urllib.request.urlopen(self.url.rstrip("/") + path, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
 
     def health(self) -> dict:
         return json.loads(self.get("/healthz")[1])

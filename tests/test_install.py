@@ -26,6 +26,7 @@ SHIPPED = [
     "streamer/web/index.html",
     "streamer/web/app.js",
     "streamer/web/style.css",
+    "streamer/results.schema.json",
     *(f"streamer/configs/sam2.1_hiera_{size}.yaml" for size in ("tiny", "small", "base_plus", "large")),
 ]
 
@@ -97,6 +98,10 @@ def test_wheel_serves_the_viewer_from_a_fresh_venv(version: str, dist: Dist, ven
             assert time.monotonic() < deadline, health
             time.sleep(0.5)
         assert health["ok"] and health["streams"]["synthetic"]["source_alive"]
+        while (answer := served.get("/results?masks=rle"))[0] != 200:  # measured by the installed package
+            assert time.monotonic() < deadline, answer
+            time.sleep(0.5)
+        assert json.loads(answer[1])["type"] == "results"
     finally:
         code = served.stop()
     assert code == 0, "".join(served.log[-20:])

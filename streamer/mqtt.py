@@ -1,0 +1,214 @@
+"""MQTT output: events and object snapshots where Home Assistant, Node-RED and most monitoring
+stacks listen.
+
+Topics, under ``PREFIX`` (``sam2`` unless the URL's path names another):
+
+- ``PREFIX/available``: ``online`` / ``offline``, retained; ``offline`` is also the client's last
+  will, so the broker says it when the server dies without a word;
+- ``PREFIX/STREAM/events``: one JSON event per message (QoS 1);
+- ``PREFIX/STREAM/objects``: the stream's newest results as JSON, at most ``rate`` a second (QoS 0).
+
+paho-mqtt runs the connection on a thread of its own and reconnects with backoff (0.5 s doubling
+to 30 s) whenever the broker is unreachable, goes away or refuses us; the server starts and
+serves either way. Publishing never waits on the network: while disconnected, events wait in a
+bounded buffer (``buffer``; the oldest are dropped beyond it, counted in
+``streamer_results_dropped{output="mqtt"}``) and only the newest snapshot per stream is kept.
+Passwords never reach a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from .events import Event
+from .metrics import Metrics
+from .outputs import QueuedSink
+from .results import Tracked, check_mask_format
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PORT = 1883
+DEFAULT_PREFIX = "sam2"
+RECONNECT_S = (0.5, 30.0)
+REPEAT_FAILURE_LOG_S = 60.0  # the same connection failure is logged again at most this often
+OFFLINE_WAIT_S = 2.0  # at shutdown, how long ``offline`` may take to reach the broker
+IN_FLIGHT = 100  # QoS 1 messages paho may hold unacknowledged, beyond ``buffer``
+
+
+@dataclass(frozen=True)
+class Broker:
+    """Where to publish, from ``mqtt://[user:pass@]HOST[:PORT][/PREFIX]``."""
+
+    host: str
+    port: int
+    prefix: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        """For log lines: no password, ever."""
+        user = f"{self.username}:***@" if self.username else ""
+        return f"mqtt://{user}{self.host}:{self.port}/{self.prefix}"
+
+
+def parse_broker(url: str) -> Broker:
+    """Check and split an MQTT URL; a ValueError says what is wrong (with the password masked)."""
+    parts = urllib.parse.urlsplit(url)
+    shown = url.replace(f":{parts.password}@", ":***@") if parts.password else url
+    if parts.scheme != "mqtt":
+        raise ValueError(f"MQTT URL {shown!r} must start with mqtt:// (e.g. mqtt://user:pass@broker:1883/sam2)")
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError:
+        raise ValueError(f"MQTT URL {shown!r} has a bad port") from None
+    if not parts.hostname:
+        raise ValueError(f"MQTT URL {shown!r} names no broker host")
+    prefix = urllib.parse.unquote(parts.path).strip("/") or DEFAULT_PREFIX
+    if any(c in prefix for c in "+#\0") or "//" in prefix or "#" in url or parts.query:
+        raise ValueError(f"MQTT URL {shown!r}: the topic prefix may not hold '+', '#', '?' or empty levels")
+    username = urllib.parse.unquote(parts.username) if parts.username else None
+    password = urllib.parse.unquote(parts.password) if parts.password else None
+    return Broker(parts.hostname, port, prefix, username, password)
+
+
+@dataclass
+class MqttConfig:
+    """``mqtt:`` in YAML (``--mqtt URL`` sets ``url``)."""
+
+    url: str | None = None  # None: no MQTT
+    rate: float = 5.0  # objects messages per second per stream, at most
+    masks: str = "none"  # none | rle | polygon, in objects messages
+    buffer: int = 1000  # events kept while the broker is away
+    keepalive: int = 15  # seconds; the broker publishes the last will after 1.5x this of silence
+    client_id: str | None = None  # None: sam2-stream-HOSTNAME-PID
+
+    def __post_init__(self) -> None:
+        if self.url is not None:
+            parse_broker(self.url)
+        check_mask_format(self.masks)
+        if not isinstance(self.rate, (int, float)) or not 0.1 <= self.rate <= 60:
+            raise ValueError(f"rate must be 0.1 to 60 messages a second, got {self.rate!r}")
+        if not isinstance(self.buffer, int) or not 1 <= self.buffer <= 1_000_000:
+            raise ValueError(f"buffer must be an integer from 1 to 1000000, got {self.buffer!r}")
+        if not isinstance(self.keepalive, int) or not 5 <= self.keepalive <= 3600:
+            raise ValueError(f"keepalive must be 5 to 3600 seconds, got {self.keepalive!r}")
+
+
+class MqttPublisher(QueuedSink):
+    """Every stream's events and objects, to one broker."""
+
+    kind = "mqtt"
+
+    def __init__(self, config: MqttConfig, metrics: Metrics) -> None:
+        assert config.url is not None
+        super().__init__(metrics, masks=config.masks, max_rate=config.rate, max_events=config.buffer)
+        self.config, self.broker = config, parse_broker(config.url)
+        self.available_topic = f"{self.broker.prefix}/available"
+        self.connected = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failure: tuple[str, float] | None = None  # the last failure logged, and when
+        client_id = config.client_id or f"sam2-stream-{socket.gethostname()}-{os.getpid()}"
+        self._client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self._client.will_set(self.available_topic, "offline", qos=1, retain=True)
+        if self.broker.username:
+            self._client.username_pw_set(self.broker.username, self.broker.password)
+        self._client.reconnect_delay_set(*RECONNECT_S)
+        # Messages handed to paho wait there for the broker's acknowledgement (and across a
+        # reconnection): room for those beside the buffer, and ``online``.
+        self._client.max_queued_messages_set(config.buffer + IN_FLIGHT)
+        self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_disconnect = self._on_disconnect
+
+    def ready(self) -> bool:
+        return self.connected
+
+    def start(self) -> None:
+        """Start connecting (in the background: an unreachable broker holds nothing up)."""
+        self._loop = asyncio.get_running_loop()
+        super().start()
+        logger.info("MQTT: publishing to %s", self.broker.address)
+        self._client.connect_async(self.broker.host, self.broker.port, self.config.keepalive)
+        self._client.loop_start()
+
+    async def close(self, flush: bool = True) -> None:
+        """Send what is queued, say ``offline``, disconnect."""
+        await super().close(flush)
+        if self.connected:
+            info = self._client.publish(self.available_topic, "offline", qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                await asyncio.to_thread(info.wait_for_publish, OFFLINE_WAIT_S)
+        self.connected = False  # before disconnecting: this is no loss to report
+        self.metrics.mqtt_connected.set(0)
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+
+    async def send_event(self, event: Event) -> None:
+        info = self._client.publish(f"{self.broker.prefix}/{event.stream}/events", event.message(), qos=1)
+        if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
+            self.metrics.results_dropped.labels(self.kind, "event").inc()
+        else:  # sent, or held by paho until the connection is back
+            self.metrics.mqtt_published.labels("events").inc()
+
+    async def send_results(self, tracked: Tracked) -> None:
+        info = self._client.publish(f"{self.broker.prefix}/{tracked.stream}/objects", tracked.message(self.masks))
+        if info.rc == paho.MQTT_ERR_SUCCESS:
+            self.metrics.mqtt_published.labels("objects").inc()
+
+    # -- paho's thread ------------------------------------------------------------------------------
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            hint = ""
+            if reason.value in (4, 5, 134, 135):  # bad user name or password / not authorised
+                hint = ": check the user and password in --mqtt or mqtt.url"
+            self._log_failure(f"the broker at {self.broker.address} refused the connection ({reason}){hint}")
+            return
+        client.publish(self.available_topic, "online", qos=1, retain=True)
+        self._failure = None
+        self._call(self._now_connected, True, None)
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        self._log_failure(f"cannot reach the broker at {self.broker.address}; retrying")
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self._call(self._now_connected, False, str(reason))
+
+    def _log_failure(self, message: str) -> None:
+        """Log a failure once, and again only if it changes or a minute has passed."""
+        now = time.monotonic()
+        if self._failure is None or self._failure[0] != message or now - self._failure[1] > REPEAT_FAILURE_LOG_S:
+            logger.error("MQTT: %s", message)
+            self._failure = (message, now)
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                self._loop.call_soon_threadsafe(fn, *args)
+
+    # -- the event loop -----------------------------------------------------------------------------
+
+    def _now_connected(self, connected: bool, reason: str | None) -> None:
+        if connected == self.connected:
+            return
+        self.connected = connected
+        self.metrics.mqtt_connected.set(int(connected))
+        if connected:
+            logger.info("MQTT: connected to %s", self.broker.address)
+            self.kick()  # send what waited
+        else:
+            logger.warning("MQTT: lost the broker at %s (%s); reconnecting", self.broker.address, reason)
+
+
+__all__ = ["Broker", "MqttConfig", "MqttPublisher", "parse_broker"]

@@ -1,0 +1,68 @@
+"""A live server whose tracker knows the answer: ``synthetic:shapes`` cameras tracked by
+``OracleTracker`` (a stand-in that returns the true masks after ``delay`` seconds), so results and
+events can be checked against ground truth with no model accuracy in the way."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from streamer.events import EventsConfig
+from streamer.oracle import OracleTracker
+from streamer.outputs import QueuedSink
+from streamer.pipeline import Pipeline
+from streamer.protocol import AddPoints
+from streamer.server import ServerConfig, StreamServer
+from streamer.shapes import ShapesSource
+
+
+@contextlib.asynccontextmanager
+async def oracle_server(
+    streams: tuple[str, ...] = ("cam",),
+    *,
+    width: int = 640,
+    height: int = 360,
+    speed: float = 4.0,
+    delay: float = 0.03,
+    events: EventsConfig | None = None,
+    sinks: tuple[QueuedSink, ...] = (),
+    **server_options: object,
+) -> AsyncIterator[StreamServer]:
+    """A started server on 127.0.0.1 (any port), each stream showing frames; ``sinks`` are
+    started and closed with it (closed last, as the command line does)."""
+    pipeline = Pipeline(events=events)
+    for i, name in enumerate(streams):
+        source = ShapesSource(width, height, fps=30, speed=speed, count=3, seed=i).start()
+        pipeline.add_stream(name, source, OracleTracker(source, delay=delay))
+    server = StreamServer(pipeline, ServerConfig(port=0, **server_options))  # type: ignore[arg-type]
+    await server.start()
+    pipeline.start()
+    for sink in sinks:
+        sink.start()
+        pipeline.outputs.add(sink)
+    try:
+        for stream in pipeline.streams.values():
+            await stream.next_output(-1)
+        yield server
+    finally:
+        await server.stop()
+        await pipeline.stop()
+        for sink in sinks:
+            await sink.close()
+
+
+def shapes_of(server: StreamServer, stream: str = "cam") -> ShapesSource:
+    source = server.pipeline.stream(stream).source
+    assert isinstance(source, ShapesSource)
+    return source
+
+
+async def click_shape(server: StreamServer, obj_id: int, shape: int, stream: str = "cam") -> list[int]:
+    """Prompt ``obj_id`` on shape ``shape`` of the stream's newest shown frame, as a viewer would."""
+    target = server.pipeline.stream(stream)
+    scene = shapes_of(server, stream).scene
+    newest = target.latest
+    assert newest is not None
+    x, y = scene.centres(newest.index)[shape]
+    click = AddPoints(None, stream, obj_id, [(x / scene.width, y / scene.height)], [1], None, None, None)
+    return await target.prompt(click, shown=newest.index)
