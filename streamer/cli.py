@@ -26,6 +26,7 @@ import numpy as np
 from . import version_text
 from .config import Config, StreamConfig, load_config
 from .errors import StreamerError
+from .ice import ice_config, parse_ice_url
 from .mqtt import MqttConfig, MqttPublisher
 from .outputs import QueuedSink
 from .overlay import draw_masks
@@ -34,6 +35,7 @@ from .results import MASK_FORMATS, Tracked, wall_clock
 from .results_file import OfflineResultsFile, ResultsFile
 from .server import ServerConfig, StreamServer
 from .sources import open_source
+from .tls import local_names, self_signed
 from .tracker import StreamingTracker
 from .weights import MODELS
 
@@ -119,6 +121,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--token", help="secret the page, websocket and endpoints require")
     parser.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without --token")
     parser.add_argument(
+        "--ice-server",
+        action="append",
+        metavar="URL",
+        help="STUN or TURN server for the server's and the page's peers: stun:HOST[:PORT] or "
+        "turn:USER:PASS@HOST[:PORT][?transport=udp|tcp] (repeatable; also server.ice_servers)",
+    )
+    parser.add_argument(
+        "--ice-transport-policy", choices=["all", "relay"], help="relay: connect through TURN relays only"
+    )
+    parser.add_argument("--base-path", metavar="PATH", help="serve under this path, e.g. /cams/ behind a reverse proxy")
+    parser.add_argument(
+        "--trust-proxy",
+        action="store_true",
+        help="behind a reverse proxy: origin checks and cookies follow its X-Forwarded-Host and X-Forwarded-Proto",
+    )
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve https and wss with this certificate (and its chain)")
+    parser.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    parser.add_argument(
+        "--tls-self-signed",
+        action="store_true",
+        help="serve https with a self-signed certificate for this machine (made once, cached; for a LAN)",
+    )
+    parser.add_argument(
         "--stream-control",
         action="store_true",
         help="let viewers add and remove streams at run time (the server then opens files and URLs they name)",
@@ -150,6 +175,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(str(exc))
     if args.out and config.mqtt.url:
         parser.error("--mqtt publishes a live server's results; with --out use --results")
+    server = config.server
+    server.tls_cert, server.tls_key = args.tls_cert or server.tls_cert, args.tls_key or server.tls_key
+    server.tls_self_signed = args.tls_self_signed or server.tls_self_signed
+    if (server.tls_cert is None) != (server.tls_key is None):
+        parser.error("TLS needs both --tls-cert and --tls-key (or server.tls_cert and server.tls_key)")
+    if server.tls_cert and server.tls_self_signed:
+        parser.error("--tls-self-signed makes its own certificate: leave out --tls-cert and --tls-key")
+    server.ice_servers = [*server.ice_servers, *(parse_ice_url(url) for url in args.ice_server or [])]
+    server.ice_transport_policy = args.ice_transport_policy or server.ice_transport_policy
+    try:
+        args.ice = ice_config(server.ice_servers, server.ice_transport_policy)
+    except ValueError as exc:
+        parser.error(f"server.ice_servers / --ice-server: {exc}")
     return args
 
 
@@ -335,15 +373,28 @@ def main(argv: list[str] | None = None) -> int:
 async def serve_live(args: argparse.Namespace, tracker: StreamingTracker) -> None:
     """Serve until SIGINT/SIGTERM, then shut down in order: viewers, worker and source, tracker."""
     section = args.config_data.server
+    host = args.host or section.host
+    cert, key = section.tls_cert, section.tls_key
+    if section.tls_self_signed:
+        made = await asyncio.to_thread(self_signed, local_names(host))
+        cert, key = str(made.cert), str(made.key)
+        logger.info("self-signed TLS certificate %s, SHA-256 fingerprint %s", made.cert, made.fingerprint)
     config = ServerConfig(
-        host=args.host or section.host,
+        host=host,
         port=section.port if args.port is None else args.port,
         token=args.token or section.token,
         insecure=args.insecure,
         max_peers=section.max_peers,
         stream_control=args.stream_control or section.stream_control,
         max_streams=section.max_streams,
+        tls_cert=cert,
+        tls_key=key,
+        ice=args.ice,
+        base_path=args.base_path or section.base_path,
+        trust_proxy=args.trust_proxy or section.trust_proxy,
     )
+    if args.ice.servers:
+        logger.info("ICE servers: %s", args.ice.describe())
     settings = args.config_data
     pipeline = Pipeline(display=settings.display, events=settings.events, max_batch=settings.model.max_batch)
     sinks: list[QueuedSink] = []

@@ -76,6 +76,13 @@ class ServerConfigSection:
     max_peers: int = 16
     stream_control: bool = False  # viewers may add/remove streams at run time
     max_streams: int = 32
+    tls_cert: str | None = None  # PEM certificate and key: serve https and wss
+    tls_key: str | None = None
+    tls_self_signed: bool = False  # make (and cache) a self-signed certificate for this machine
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)  # RTCIceServer: {urls, username, credential}
+    ice_transport_policy: str = "all"  # relay: TURN relays only, for the server and the page
+    base_path: str = "/"  # serve under this path (a reverse proxy's sub-path, e.g. /cams/)
+    trust_proxy: bool = False  # believe X-Forwarded-Host/-Proto (only behind a proxy that sets them)
 
 
 @dataclass

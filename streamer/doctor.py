@@ -31,7 +31,7 @@ from .weights import MODELS, cache_dir, is_cached, model_spec
 OK, WARN, FAIL = "ok", "warn", "fail"
 TEST_PACKAGES = (
     "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good "
-    "gstreamer1.0-plugins-bad chromium mosquitto"
+    "gstreamer1.0-plugins-bad chromium mosquitto coturn nginx"
 )
 BROKER_ANSWER_S = 5.0
 
@@ -367,12 +367,16 @@ def _check_broker(url: str) -> Finding:
 
 def check_test_tools(_: DoctorConfig) -> list[Finding]:
     """Only the test suite needs these (GStreamer's RTSP server, run by the system Python; Chromium;
-    the mosquitto broker)."""
+    the mosquitto broker; the coturn TURN server; nginx)."""
     missing = []
     if not Path("/usr/bin/chromium").exists():
         missing.append("chromium")
     if not shutil.which("mosquitto") and not Path("/usr/sbin/mosquitto").exists():
         missing.append("mosquitto")
+    if not shutil.which("turnserver"):
+        missing.append("coturn")
+    if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
+        missing.append("nginx")
     system_python = "/usr/bin/python3"
     probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
     if not Path(system_python).exists() or subprocess.run([system_python, "-c", probe], capture_output=True).returncode:
@@ -386,7 +390,7 @@ def check_test_tools(_: DoctorConfig) -> list[Finding]:
                 f"Debian/Ubuntu: `sudo apt-get install {TEST_PACKAGES}`",
             )
         ]
-    return [Finding("test tools", OK, "Chromium, GStreamer's RTSP server and mosquitto (for the tests)")]
+    return [Finding("test tools", OK, "Chromium, GStreamer's RTSP server, mosquitto, coturn and nginx (for the tests)")]
 
 
 CHECKS: tuple[Callable[[DoctorConfig], list[Finding]], ...] = (

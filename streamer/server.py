@@ -2,9 +2,10 @@
 websocket that carries prompts, state, results and the WebRTC offer/answer.
 
 The ``websockets`` server answers plain HTTP GETs through its ``process_request`` hook, so no second
-web framework is needed. Secure by default: loopback unless told otherwise, a token on everything
-when one is set (query ``?token=`` or the cookie the page sets), websocket ``Origin`` checked
-against the served host, only files under ``web/`` served, message size and rate capped.
+web framework is needed. Secure by default: loopback unless told otherwise, https and wss when given
+a certificate (``tls.py``), a token on everything when one is set (query ``?token=`` or the cookie
+the page sets), websocket ``Origin`` checked against the served host, only files under ``web/``
+served, message size and rate capped.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from websockets.http11 import Request, Response
 
 from .assets import WEB_DIR
 from .errors import StreamerError
+from .ice import IceConfig
 from .outputs import Subscription
 from .pipeline import Pipeline, Stream
 from .protocol import (
@@ -52,6 +54,7 @@ from .protocol import (
 from .protocol import Reset as ResetMessage
 from .results import MASK_FORMATS
 from .sources import SourceError, open_source
+from .tls import TlsError, server_context
 from .webrtc import Viewers
 
 if TYPE_CHECKING:
@@ -75,6 +78,11 @@ class ServerConfig:
     state_interval: float = 0.5
     stream_control: bool = False  # viewers may add and remove streams (opens files and URLs they name)
     max_streams: int = 32
+    tls_cert: str | None = None  # PEM certificate (with its chain) and key: https and wss
+    tls_key: str | None = None
+    ice: IceConfig = field(default_factory=IceConfig)  # STUN/TURN for the server's peers and the page's
+    base_path: str = "/"  # everything is served under this path (behind a proxy at a sub-path)
+    trust_proxy: bool = False  # X-Forwarded-Host/-Proto say what the browser sees (set by a proxy)
 
 
 @dataclass
@@ -121,8 +129,16 @@ class StreamServer:
                 f"refusing to listen on {config.host} without --token: anyone on the network could "
                 "watch and control the stream. Pass --token SECRET (or --insecure if you really mean it)."
             )
+        if (config.tls_cert is None) != (config.tls_key is None):
+            raise TlsError("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
+        self.tls = None if config.tls_key is None else server_context(config.tls_cert, config.tls_key)  # type: ignore[arg-type]
+        self.base = "/" + config.base_path.strip("/") + "/" if config.base_path.strip("/") else "/"
+        if not re.fullmatch(r"/([A-Za-z0-9._~-]+/)*", self.base):
+            raise StreamerError(
+                f"base path {config.base_path!r} must be like /cams/ (letters, digits, '.', '_', '-', '~')"
+            )
         self.pipeline, self.config, self.web_dir = pipeline, config, web_dir.resolve()
-        self.viewers = Viewers(pipeline, config.max_peers)
+        self.viewers = Viewers(pipeline, config.max_peers, config.ice)
         self.connections: set[ServerConnection] = set()
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -137,7 +153,7 @@ class StreamServer:
     def url(self) -> str:
         host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
         query = f"?token={urllib.parse.quote(self.config.token)}" if self.config.token else ""
-        return f"http://{host}:{self.port}/{query}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}{self.base}{query}"
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -146,6 +162,7 @@ class StreamServer:
             self.config.host,
             self.config.port,
             process_request=self._process_request,
+            ssl=self.tls,
             max_size=MAX_MESSAGE_BYTES,
             compression=None,
             # Also how long shutdown waits on a half-closed HTTP connection (Chromium keeps the one
@@ -165,25 +182,42 @@ class StreamServer:
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urllib.parse.urlsplit(request.path)
+        if url.path == self.base.rstrip("/") and self.base != "/":  # /cams: the page's URLs are relative
+            return _redirect(self.base + (f"?{url.query}" if url.query else ""))
+        if not url.path.startswith(self.base):
+            return _response(http.HTTPStatus.NOT_FOUND, f"not found: this server is at {self.base}\n")
+        path = "/" + url.path[len(self.base) :]
         query = urllib.parse.parse_qs(url.query)
         if not self._authorised(request.headers, query):
             return _response(http.HTTPStatus.UNAUTHORIZED, "missing or wrong token: open the URL the server printed\n")
-        if url.path == "/ws":
+        scheme, host = self._seen_as(request.headers)
+        if path == "/ws":
             origin = request.headers.get("Origin")
-            host = request.headers.get("Host", "")
-            if origin is not None and urllib.parse.urlsplit(origin).netloc != host:
+            if origin is not None and urllib.parse.urlsplit(origin)[:2] != (scheme, host):
                 return _response(http.HTTPStatus.FORBIDDEN, "websocket origin does not match this server\n")
             return None  # go on with the websocket handshake
-        if url.path == "/healthz":
+        if path == "/healthz":
             return _response(http.HTTPStatus.OK, json.dumps(self.health()), "application/json")
-        if url.path == "/metrics":
+        if path == "/metrics":
             return _response(http.HTTPStatus.OK, self.pipeline.metrics.render(), "text/plain; version=0.0.4")
-        if url.path == "/results":
+        if path == "/results":
             return await self._results(query)
-        response = self._static(url.path)
-        if response.status_code == 200 and url.path in ("/", "/index.html") and self.config.token:
-            response.headers["Set-Cookie"] = f"{COOKIE}={self.config.token}; HttpOnly; SameSite=Strict; Path=/"
+        response = self._static(path)
+        if response.status_code == 200 and path in ("/", "/index.html") and self.config.token:
+            secure = "; Secure" if scheme == "https" else ""  # never sent back over plain http
+            cookie = f"{COOKIE}={self.config.token}; HttpOnly; SameSite=Strict; Path={self.base}{secure}"
+            response.headers["Set-Cookie"] = cookie
         return response
+
+    def _seen_as(self, headers: Headers) -> tuple[str, str]:
+        """The scheme and host the browser used: this server's own, or, with ``trust_proxy``, what
+        the proxy says in X-Forwarded-Proto and X-Forwarded-Host (never trusted otherwise: anyone
+        could send them)."""
+        scheme, host = ("https" if self.tls else "http"), headers.get("Host", "")
+        if self.config.trust_proxy:
+            scheme = headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip().lower()
+            host = headers.get("X-Forwarded-Host", host).split(",")[0].strip()
+        return scheme, host
 
     def _authorised(self, headers: Headers, query: dict[str, list[str]]) -> bool:
         if not self.config.token:
@@ -258,6 +292,7 @@ class StreamServer:
                     random_weights=self.pipeline.random_weights,
                     browser_camera=self.viewers.camera_streams(),
                     stream_control=self.config.stream_control,
+                    **self.config.ice.for_page(),
                     **self._state(),
                 )
             )
@@ -434,6 +469,12 @@ def _rounded(value: float | None) -> float | None:
 async def _send_quietly(ws: ServerConnection, text: str) -> None:
     with contextlib.suppress(ConnectionClosed):
         await ws.send(text)
+
+
+def _redirect(location: str) -> Response:
+    response = _response(http.HTTPStatus.MOVED_PERMANENTLY, f"moved to {location}\n")
+    response.headers["Location"] = location
+    return response
 
 
 def _response(status: http.HTTPStatus, body: str | bytes, content_type: str = "text/plain; charset=utf-8") -> Response:

@@ -11,11 +11,12 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from .encoder import EncodedTrack, StreamEncoder, vp8_preferences
 from .errors import StreamerError
+from .ice import IceConfig
 from .pipeline import Pipeline, Stream
 from .sources import BrowserSource
 
@@ -41,8 +42,8 @@ class _Peer:
 class Viewers:
     """Owns every RTCPeerConnection and every stream's encoder; caps the number of peers."""
 
-    def __init__(self, pipeline: Pipeline, max_peers: int = 16) -> None:
-        self.pipeline, self.max_peers = pipeline, max_peers
+    def __init__(self, pipeline: Pipeline, max_peers: int = 16, ice: IceConfig | None = None) -> None:
+        self.pipeline, self.max_peers, self.ice = pipeline, max_peers, ice or IceConfig()
         self.peers: dict[RTCPeerConnection, _Peer] = {}
         self.encoders: dict[str, StreamEncoder] = {}
 
@@ -53,7 +54,7 @@ class Viewers:
         return [s.name for s in self.pipeline.streams.values() if isinstance(s.source, BrowserSource)]
 
     async def answer(self, offer_sdp: str, stream_name: str | None = None) -> tuple[RTCPeerConnection, str]:
-        """Answer a viewer's offer with a peer sending the stream's video (no STUN: local ICE only).
+        """Answer a viewer's offer with a peer sending the stream's video (ICE servers as configured).
 
         On a browser-camera stream the first viewer that sends video becomes the camera.
         """
@@ -71,7 +72,7 @@ class Viewers:
         encoder = self.encoders.get(stream.name)
         if encoder is None:
             encoder = self.encoders[stream.name] = StreamEncoder(stream)
-        peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        peer = RTCPeerConnection(self.ice.rtc_configuration())
         entry = self.peers[peer] = _Peer(stream, encoder)
         self._update_gauge(stream)
 

@@ -69,7 +69,8 @@ class Mosquitto:
                 if sock.connect_ex(("127.0.0.1", self.port)) == 0:
                     return self
             time.sleep(0.05)
-        raise AssertionError("mosquitto did not start listening in 10 s")
+        self.kill()
+        raise AssertionError(f"mosquitto did not start listening in 10 s: {self.log.read_text()[-2000:]}")
 
     def saved(self, timeout: float = 10.0) -> None:
         """Wait until the broker has saved its state (sessions, subscriptions) since now."""

@@ -59,6 +59,37 @@ def test_browser_camera_mode() -> None:
     _check_click_and_remove(run_scenario("browser-camera"), region="frame")
 
 
+def test_browser_camera_over_https_on_the_network() -> None:
+    """A server on 10.123.0.2 with a token and a certificate: the page is a secure context, so
+    Chromium sends its (fake) camera and gets it back tracked; the same server over plain http is
+    no secure context and the page has no camera API at all."""
+    result = run_scenario("browser-camera-tls")
+    assert result["secure_context"] is True
+    assert result["http_secure_context"] is False and result["http_camera_api"] is False
+    _check_click_and_remove(result, region="frame")
+
+
+def test_viewer_through_a_turn_relay_only() -> None:
+    """coturn as the only way through (relay-only policy on both ends): Chromium plays the video
+    over a relay pair; the TURN password reaches neither the log nor /healthz."""
+    from aiortc import rtcconfiguration
+
+    result = run_scenario("browser-turn")
+    assert result["pair"] is not None and result["pair"]["local"] == "relay", result
+    if hasattr(rtcconfiguration, "RTCIceTransportPolicy"):  # aiortc 1.16+: the server relays too
+        assert result["pair"]["remote"] == "relay", result
+    assert result["ice_logged"] and not result["password_in_log"] and not result["password_in_healthz"]
+    assert result["server_exit"] == 0
+
+
+def test_browser_through_nginx_at_a_sub_path() -> None:
+    """Debian's nginx (docs/nginx.conf's location block) in front of the server at /cams/: the page
+    and its websocket come through the proxy; Chromium plays, clicks, sees the object, removes it."""
+    result = run_scenario("browser-proxy")
+    assert result["proxied_requests"] >= 3  # the page, its script and the websocket at least
+    _check_click_and_remove(result)
+
+
 def _check_click_and_remove(result: dict, region: str = "spot") -> None:
     """Video played; the click was acked and tinted the region (violet: blue minus green rises);
     removal was acked and the tint went away; the server exited cleanly on SIGTERM."""

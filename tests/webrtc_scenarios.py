@@ -1,7 +1,10 @@
 """WebRTC scenarios, run inside ../shared/tools/isolated-net (WebRTC finds no ICE candidates on
 loopback alone; the namespace adds a private veth pair whose traffic never leaves it).
 
-    isolated-net python tests/webrtc_scenarios.py viewers|browser|browser-camera|browser-restart|browser-streams [PNG]
+    isolated-net python tests/webrtc_scenarios.py SCENARIO [PNG]
+
+SCENARIO: viewers, browser, browser-camera, browser-camera-tls, browser-turn, browser-proxy,
+browser-restart, browser-streams.
 
 Each prints one JSON line of measurements that tests/test_webrtc.py asserts on.
 """
@@ -29,6 +32,9 @@ from streamer.server import ServerConfig, StreamServer  # noqa: E402
 from streamer.sources import open_source  # noqa: E402
 
 CLIP = ROOT.parent / "shared" / "media" / "bedroom.mp4"
+HOST = "10.123.0.2"  # the namespace's second address: a server on the network, not on loopback
+TOKEN = "tls-test-token"
+TURN_HOST, TURN_USER, TURN_PASSWORD = "10.123.0.1", "viewer", "turn-s3cret-pass"
 
 
 async def _reply(ws, message: dict) -> dict:
@@ -168,20 +174,101 @@ def free_port() -> int:
 
 
 def start_server(
-    source: str | list[str], port: int, image_size: int = 256, extra: list[str] | None = None
+    source: str | list[str],
+    port: int,
+    image_size: int = 256,
+    extra: list[str] | None = None,
+    log: list[str] | None = None,
 ) -> subprocess.Popen[str]:
     """run_stream.py on ``source`` (or several); returns once it prints the URL to open. Its log
-    keeps being read on a thread: a full stderr pipe would block the server (and its shutdown)."""
+    keeps being read on a thread (into ``log``, if given): a full stderr pipe would block the
+    server (and its shutdown)."""
     command = [sys.executable, str(ROOT / "run_stream.py"), "--random-weights"]
     for spec in [source] if isinstance(source, str) else source:
         command += ["--source", spec]
     command += ["--image-size", str(image_size), "--device", "cpu", "--port", str(port), *(extra or [])]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    lines = [] if log is None else log
     for line in server.stderr:  # type: ignore[union-attr]
-        if "open http://" in line:
+        lines.append(line)
+        if "open http://" in line or "open https://" in line:
             break
-    threading.Thread(target=server.stderr.read, daemon=True).start()  # type: ignore[union-attr]
+
+    def drain() -> None:
+        for line in server.stderr:  # type: ignore[union-attr]
+            lines.append(line)
+
+    threading.Thread(target=drain, daemon=True).start()
     return server
+
+
+def browser_turn() -> dict:
+    """Debian's coturn on 10.123.0.1 as the only way through: server and page both get it as their
+    TURN server with the relay-only policy. Chromium plays the video; the pair its connection
+    selected is a relay; the TURN password is in no log line and not in /healthz."""
+    import socket
+    import tempfile
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    folder = tempfile.TemporaryDirectory()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((TURN_HOST, 0))
+        turn_port = probe.getsockname()[1]
+    turn_log = Path(folder.name) / "turn.log"
+    command = ["turnserver", "-n", f"--listening-ip={TURN_HOST}", f"--listening-port={turn_port}",
+               f"--relay-ip={TURN_HOST}", "--lt-cred-mech", f"--user={TURN_USER}:{TURN_PASSWORD}",
+               "--realm=sam2.test", "--no-tls", "--no-dtls", "--no-cli", "--fingerprint", "--log-file=stdout",
+               "--simple-log", f"--pidfile={folder.name}/turn.pid", f"--userdb={folder.name}/turndb",
+               "--min-port=49152", "--max-port=49400"]  # fmt: skip
+    with turn_log.open("w") as out:
+        turn = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while "Total General servers" not in turn_log.read_text():
+        assert time.monotonic() < deadline and turn.poll() is None, turn_log.read_text()[-2000:]
+        time.sleep(0.1)
+    port, log = free_port(), []
+    url = f"turn:{TURN_USER}:{TURN_PASSWORD}@{TURN_HOST}:{turn_port}?transport=udp"
+    server = start_server(str(CLIP), port, 128, ["--ice-server", url, "--ice-transport-policy", "relay"], log)
+    result: dict = {}
+    try:
+        with sync_playwright() as p:
+            chrome = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = chrome.new_page()
+            opened = time.monotonic()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.getElementById('video').currentTime > 0.5", timeout=30000)
+            result["join_s"] = time.monotonic() - opened
+            result["pair"] = page.evaluate(_SELECTED_PAIR_JS)
+            chrome.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+            result["password_in_healthz"] = TURN_PASSWORD in response.read().decode()
+    finally:
+        server.terminate()
+        result["server_exit"] = server.wait(timeout=10)
+        turn.terminate()
+        turn.wait(timeout=10)
+        folder.cleanup()
+    result["password_in_log"] = any(TURN_PASSWORD in line for line in log)
+    result["ice_logged"] = any(f"ICE servers: turn:{TURN_HOST}:{turn_port}" in line for line in log)
+    return result
+
+
+# The page's peer connection: the candidate types of the pair its transport selected.
+_SELECTED_PAIR_JS = """async () => {
+  const stats = await window.viewer.pc.getStats();
+  let pair = null;
+  stats.forEach((s) => {
+    if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+  });
+  stats.forEach((s) => {
+    if (!pair && s.type === "candidate-pair" && s.nominated && s.state === "succeeded") pair = s;
+  });
+  if (!pair) return null;
+  const type = (id) => stats.get(id).candidateType;
+  return {local: type(pair.localCandidateId), remote: type(pair.remoteCandidateId)};
+}"""
 
 
 def browser_restart() -> dict:
@@ -262,25 +349,74 @@ def browser_streams(screenshot: str | None) -> dict:
     return result
 
 
-def browser(screenshot: str | None, camera: bool = False) -> dict:
+def tls_for(host: str, folder: Path) -> tuple[list[str], list[str]]:
+    """A certificate for ``host`` from a test CA: the server's TLS flags, and the Chromium flag
+    that trusts it (its public key's SHA-256, as a phone's user accepts a LAN certificate)."""
+    import base64
+    import hashlib
+
+    import trustme
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509 import load_pem_x509_certificate
+
+    issued = trustme.CA().issue_cert(host)
+    cert, key = folder / "server.pem", folder / "server.key"
+    issued.private_key_and_cert_chain_pem.write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    public = load_pem_x509_certificate(issued.cert_chain_pems[0].bytes()).public_key()
+    spki = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    trusted = base64.b64encode(hashlib.sha256(spki).digest()).decode()
+    return ["--tls-cert", str(cert), "--tls-key", str(key)], [f"--ignore-certificate-errors-spki-list={trusted}"]
+
+
+def browser(screenshot: str | None, camera: bool = False, tls: bool = False, proxy: bool = False) -> dict:
     """Chromium opens the page, plays the video, clicks an object, sees it coloured, removes it.
 
     With ``camera`` the server's source is the browser's own (fake) camera, sent up over WebRTC.
+    With ``tls`` the server is on the network (10.123.0.2) with a token and a certificate: the
+    page is a secure context there, which a camera needs; the same page over plain http is not.
+    With ``proxy`` the page and the websocket go through nginx (docs/nginx.conf) at /cams/.
     """
+    import tempfile
+
     from playwright.sync_api import sync_playwright
 
     port = free_port()
-    server = start_server("browser" if camera else str(CLIP), port)
+    server_args, chromium_args, url = [], [], f"http://127.0.0.1:{port}/"
     result: dict = {}
+    folder = tempfile.TemporaryDirectory()
+    if tls:
+        server_args, chromium_args = tls_for(HOST, Path(folder.name))
+        server_args += ["--host", HOST, "--token", TOKEN]
+        url = f"https://{HOST}:{port}/?token={TOKEN}"
+    if proxy:
+        server_args = ["--base-path", "/cams/", "--trust-proxy"]
+    server = start_server("browser" if camera else str(CLIP), port, extra=server_args)
+    nginx = None
+    if proxy:
+        from tests.nginx import Nginx
+
+        nginx = Nginx(Path(folder.name), port).start()
+        url = f"http://127.0.0.1:{nginx.port}/cams/"
     try:
-        args = CHROMIUM_ARGS + (
-            ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"] if camera else []
-        )
+        args = CHROMIUM_ARGS + chromium_args
+        args += ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"] if camera else []
         with sync_playwright() as p:
             chrome = p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
             page = chrome.new_page(viewport={"width": 1280, "height": 720})
+            if tls:
+                plain_port = free_port()
+                plain = start_server("browser", plain_port, image_size=128, extra=["--host", HOST, "--token", TOKEN])
+                try:
+                    page.goto(f"http://{HOST}:{plain_port}/?token={TOKEN}")
+                    result["http_secure_context"] = page.evaluate("window.isSecureContext")
+                    result["http_camera_api"] = page.evaluate("Boolean(navigator.mediaDevices)")
+                finally:
+                    plain.terminate()
+                    plain.wait(timeout=10)
             opened = time.monotonic()
-            page.goto(f"http://127.0.0.1:{port}/")
+            page.goto(url)
+            result["secure_context"] = page.evaluate("window.isSecureContext")
             page.wait_for_function("document.getElementById('video').currentTime > 0.5", timeout=30000)
             result["first_video_s"] = time.monotonic() - opened
             t0 = page.evaluate("document.getElementById('video').currentTime")
@@ -318,8 +454,12 @@ def browser(screenshot: str | None, camera: bool = False) -> dict:
             result["after_remove"] = page.evaluate(_TINT_JS, spot)
             chrome.close()
     finally:
+        if nginx is not None:
+            result["proxied_requests"] = (Path(folder.name) / "access.log").read_text().count("/cams/")
+            nginx.stop()
         server.terminate()
         result["server_exit"] = server.wait(timeout=10)
+        folder.cleanup()
     return result
 
 
@@ -327,10 +467,14 @@ def main() -> None:
     scenario = sys.argv[1]
     if scenario == "browser-restart":
         result = browser_restart()
+    elif scenario == "browser-turn":
+        result = browser_turn()
     elif scenario == "browser-streams":
         result = browser_streams(sys.argv[2] if len(sys.argv) > 2 else None)
-    elif scenario in ("browser", "browser-camera"):
-        result = browser(sys.argv[2] if len(sys.argv) > 2 else None, camera=scenario == "browser-camera")
+    elif scenario in ("browser", "browser-camera", "browser-camera-tls", "browser-proxy"):
+        screenshot = sys.argv[2] if len(sys.argv) > 2 else None
+        camera = scenario.startswith("browser-camera")
+        result = browser(screenshot, camera, tls=scenario.endswith("-tls"), proxy=scenario == "browser-proxy")
     else:
         result = asyncio.run(viewers())
     sys.stdout.write(json.dumps(result) + "\n")

@@ -205,7 +205,7 @@ document.getElementById("reset").onclick = () => send({ type: "reset" });
 
 // One peer connection per watched stream; the answer comes back on the websocket.
 async function openPeer(stream, target, withCamera) {
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  const pc = new RTCPeerConnection({ iceServers: viewer.iceServers, iceTransportPolicy: viewer.icePolicy });
   if (withCamera) {
     // the server tracks this browser's own camera and sends the overlaid video back
     const camera = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
@@ -303,7 +303,8 @@ function keepAck(msg) {
 
 function connect() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${proto}://${location.host}/ws${location.search}`);
+  const base = location.pathname.replace(/[^/]*$/, ""); // the page's folder: "/" or a proxy's "/cams/"
+  const ws = new WebSocket(`${proto}://${location.host}${base}ws${location.search}`);
   viewer.ws = ws;
   ws.onopen = () => { viewer.retryMs = 500; setStatus("starting video…"); };
   ws.onmessage = async (event) => {
@@ -311,6 +312,8 @@ function connect() {
     if (msg.type === "hello") {
       document.getElementById("banner").hidden = !msg.random_weights;
       viewer.browserCamera = msg.browser_camera;
+      viewer.iceServers = msg.ice_servers || [];
+      viewer.icePolicy = msg.ice_transport_policy || "all";
       applyState(msg);
       if (viewer.grid) showGrid();
       else startWebRTC().catch((err) => { messageEl.textContent = `video: ${err.message}`; });
