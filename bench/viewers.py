@@ -9,6 +9,8 @@ the server's CPU is the serving path itself (decode, overlay, encode, packetise,
 each extra viewer adds shows there.
 
     ../shared/tools/isolated-net python bench/viewers.py --objects 0 --out bench/results/viewers_cpu.json
+    ../shared/tools/isolated-net python bench/viewers.py --objects 0 --codec h264 \
+        --out bench/results/viewers_h264_cpu.json
 """
 
 from __future__ import annotations
@@ -35,14 +37,17 @@ from tests.webrtc_scenarios import free_port, join, start_server  # noqa: E402
 CLIP = ROOT.parent / "shared" / "media" / "bedroom.mp4"
 
 
-async def viewer(port: int, joined: list[float], received: list[int], stop: asyncio.Event) -> None:
-    """Connect, record the time to the first frame, then count frames until told to stop."""
+async def viewer(
+    port: int, joined: list[float], received: list[int], stop: asyncio.Event, codec: str | None = None
+) -> None:
+    """Connect (offering only ``codec`` if given, e.g. "H264"), record the time to the first
+    frame, then count frames until told to stop."""
     started = time.monotonic()
     slot = len(received)
     received.append(0)
     async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
         peer = RTCPeerConnection()
-        track = await join(ws, peer)
+        track = await join(ws, peer, codec=codec)
         await track.recv()
         joined.append(time.monotonic() - started)
         while not stop.is_set():
@@ -80,9 +85,11 @@ def health(port: int) -> dict:
     return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read())
 
 
-async def phase(port: int, proc: psutil.Process, viewers: int, seconds: float, stream: str) -> dict:
+async def phase(
+    port: int, proc: psutil.Process, viewers: int, seconds: float, stream: str, codec: str | None = None
+) -> dict:
     stop, joined, received = asyncio.Event(), [], []
-    tasks = [asyncio.create_task(viewer(port, joined, received, stop)) for _ in range(viewers)]
+    tasks = [asyncio.create_task(viewer(port, joined, received, stop, codec)) for _ in range(viewers)]
     while len(joined) < viewers:
         await asyncio.sleep(0.05)
     await asyncio.sleep(2.0)  # settle
@@ -119,7 +126,8 @@ async def main_async(args: argparse.Namespace) -> dict:
                 await ws.send(json.dumps({"type": "add_box", "obj_id": 1, "box": [0.3, 0.25, 0.7, 0.8]}))
                 while json.loads(await ws.recv())["type"] != "ack":
                     pass
-        phases = [await phase(port, proc, n, args.seconds, stream) for n in args.viewers]
+        codec = "H264" if args.codec == "h264" else None
+        phases = [await phase(port, proc, n, args.seconds, stream, codec) for n in args.viewers]
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -136,6 +144,7 @@ def main() -> None:
     parser.add_argument("--viewers", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--objects", type=int, default=0, choices=[0, 1], help="objects tracked (0: no inference)")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--codec", choices=["vp8", "h264"], default="vp8", help="what the viewers offer")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     report = {
@@ -144,6 +153,7 @@ def main() -> None:
         "clip": CLIP.name,
         "model": "sam2.1_hiera_tiny (random)",
         "objects": args.objects,
+        "codec": args.codec,
     }
     report["encode_per_viewer"] = encode_cost()
     report.update(asyncio.run(main_async(args)))

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import version_text
 from .config import Config, StreamConfig, load_config
+from .display import DisplayConfig
 from .errors import StreamerError
 from .ice import ice_config, parse_ice_url
 from .mqtt import MqttConfig, MqttPublisher
@@ -114,6 +115,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="URL",
         help="publish events and objects to mqtt://[user:pass@]HOST[:PORT][/PREFIX] (prefix default: sam2)",
     )
+    parser.add_argument(
+        "--max-width", type=int, help="send viewers video at most this wide (a 4K camera shown at 1280, say)"
+    )
+    parser.add_argument("--bitrate", type=int, help="bits per second of each stream's video (default 2500000)")
     parser.add_argument("--out", help="track into this video file instead of serving browsers")
     parser.add_argument("--max-frames", type=int, default=0, help="with --out: stop after this many frames")
     parser.add_argument("--host", help="address to listen on (default: 127.0.0.1, loopback only)")
@@ -164,6 +169,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     config = args.config_data
     if args.mask_motion:
         config.display.mask_motion = args.mask_motion
+    try:
+        fields = {k: v for k, v in (("max_width", args.max_width), ("bitrate", args.bitrate)) if v is not None}
+        config.display = DisplayConfig(**{**vars(config.display), **fields})
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.results:
         config.results.path = args.results
     if args.results_masks:

@@ -40,6 +40,8 @@ class DisplayConfig:
     flow_width: int = 240  # optical flow is computed on frames this wide
     remember_s: float = 2.0  # how far back a click may land (at most 64 frames)
     labels: bool = True  # object ids drawn at the masks' centres
+    max_width: int | None = None  # video sent to viewers at most this wide (None: the camera's width)
+    bitrate: int = 2_500_000  # bits per second of each stream's video, per codec
 
     def __post_init__(self) -> None:
         if self.mask_motion not in MASK_MOTIONS:
@@ -47,6 +49,10 @@ class DisplayConfig:
         for name in ("mask_width", "flow_width"):
             if not 32 <= getattr(self, name) <= 4096:
                 raise ValueError(f"{name} must be 32 to 4096 pixels, got {getattr(self, name)}")
+        if self.max_width is not None and not 32 <= self.max_width <= 8192:
+            raise ValueError(f"max_width must be 32 to 8192 pixels (or null), got {self.max_width}")
+        if not 100_000 <= self.bitrate <= 50_000_000:
+            raise ValueError(f"bitrate must be 100000 to 50000000 bits per second, got {self.bitrate}")
         if not 0 < self.remember_s <= 10:
             raise ValueError(f"remember_s must be more than 0 and at most 10 seconds, got {self.remember_s}")
 

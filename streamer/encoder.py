@@ -1,4 +1,5 @@
-"""Encode once per stream: one VP8 encoder per stream, its packets relayed to every viewer.
+"""Encode once per stream and codec: one VP8 (or H.264) encoder per stream, its packets relayed
+to every viewer that takes that codec.
 
 aiortc encodes per RTCRtpSender, so ten viewers would cost ten encoders. Instead each stream's
 ``StreamEncoder`` encodes every new output once, and each viewer's ``EncodedTrack`` hands aiortc
@@ -9,7 +10,11 @@ own encoder) asks this encoder for one, at most once per ``KEYFRAME_MIN_GAP_S``;
 keyframe bounds how long any glitch lasts. The encoder runs only while someone watches, and it
 draws the masks onto each frame itself (``Output.image``), so nobody draws for nobody.
 
-The libvpx context lives on the encoder's own thread (``WorkerThread``): when the last viewer
+VP8 is what the server prefers (libvpx is cheaper here); a viewer whose offer has no VP8, such
+as a Safari or a hardware decoder that wants H.264, gets constrained-baseline H.264 from libx264
+with the settings aiortc's own H.264 encoder uses. Each codec in use has one encoder per stream.
+
+The codec context lives on the encoder's own thread (``WorkerThread``): when the last viewer
 leaves, ``stop()`` waits for the encode in flight before it lets the codec go, so a viewer who
 joins a moment later never gets a second codec running beside the first, or one freed under it.
 An encode that fails is logged, counted (``streamer_errors_total{kind="encode"}``) and followed
@@ -21,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
+import re
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -34,6 +40,7 @@ from av.video.frame import PictureType
 
 from .display import Output
 from .pipeline import Stream
+from .preprocess import scaled_size
 from .worker import VIDEO_NICE, WorkerThread
 
 logger = logging.getLogger(__name__)
@@ -59,10 +66,20 @@ _VPX_OPTIONS = {
 }
 
 
-def vp8_preferences() -> list[RTCRtpCodecCapability]:
-    """VP8 (and its retransmission codec): the only codec the shared bitstream can be."""
+CODECS = {"vp8": "video/VP8", "h264": "video/H264"}  # in the server's order of preference
+_RTPMAP = re.compile(r"^a=rtpmap:\d+ ([A-Za-z0-9-]+)/90000", re.M)
+
+
+def codec_preferences(codec: str) -> list[RTCRtpCodecCapability]:
+    """``codec`` (and its retransmission codec): a shared bitstream is in exactly one codec."""
     codecs = RTCRtpSender.getCapabilities("video").codecs
-    return [c for c in codecs if c.mimeType in ("video/VP8", "video/rtx")]
+    return [c for c in codecs if c.mimeType in (CODECS[codec], "video/rtx")]
+
+
+def offered_codec(offer_sdp: str) -> str | None:
+    """The codec to send a viewer: VP8 if its offer takes it, else H.264, else None."""
+    offered = {name.upper() for name in _RTPMAP.findall(offer_sdp)}
+    return next((codec for codec, mime in CODECS.items() if mime.split("/")[1].upper() in offered), None)
 
 
 @dataclass(frozen=True)
@@ -75,13 +92,23 @@ class EncodedFrame:
 class StreamEncoder:
     """Encodes one stream's outputs once, for however many viewers subscribe."""
 
-    def __init__(self, stream: Stream, bitrate: int = 2_500_000, keyframe_interval_s: float = 4.0) -> None:
+    def __init__(
+        self,
+        stream: Stream,
+        bitrate: int = 2_500_000,
+        keyframe_interval_s: float = 4.0,
+        codec: str = "vp8",
+        max_width: int | None = None,
+    ) -> None:
+        if codec not in CODECS:
+            raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {codec!r}")
         self.stream, self.bitrate, self.keyframe_interval_s = stream, bitrate, keyframe_interval_s
+        self.codec, self.max_width = codec, max_width
         self.frames_encoded = 0
         self.encode_cpu_s = 0.0  # CPU time spent drawing and encoding (benchmarks read it)
         self._history: deque[EncodedFrame] = deque(maxlen=HISTORY)
         self._changed = asyncio.Condition()
-        self._thread = WorkerThread(f"encoder {stream.name}", nice=VIDEO_NICE)
+        self._thread = WorkerThread(f"encoder {stream.name} {codec}", nice=VIDEO_NICE)
         self._codec: av.VideoCodecContext | None = None  # only touched on ``_thread``
         self._origin: float | None = None
         self._shown: OrderedDict[int, int] = OrderedDict()  # pts mod 2**32 -> source frame
@@ -167,9 +194,15 @@ class StreamEncoder:
                     self._changed.notify_all()
 
     def _encode(self, output: Output, keyframe: bool) -> tuple[av.Packet, bool] | None:
-        """One frame to one VP8 packet and whether it is a keyframe (on the encoder's thread)."""
+        """One frame to one packet and whether it is a keyframe (on the encoder's thread)."""
         started = time.thread_time()
-        frame = _yuv_frame(output.image)
+        image = output.image
+        if self.max_width is not None and image.shape[1] > self.max_width:  # a 4K camera shown smaller
+            height, width = scaled_size(image.shape[0], image.shape[1], self.max_width)
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        if self.codec == "h264":  # libx264's yuv420p needs even sizes: drop an odd last row or column
+            image = image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2]
+        frame = _yuv_frame(image)
         if self._codec is None or (self._codec.width, self._codec.height) != (frame.width, frame.height):
             self._codec = self._new_codec(frame.width, frame.height)
             self._origin = output.captured_at
@@ -179,7 +212,8 @@ class StreamEncoder:
         frame.time_base = TIME_BASE
         if keyframe:
             frame.pict_type = PictureType.I
-        data = b"".join(bytes(p) for p in self._codec.encode(frame))
+        packets = self._codec.encode(frame)
+        data = b"".join(bytes(p) for p in packets)
         self.encode_cpu_s += time.thread_time() - started
         if not data:
             return None
@@ -189,9 +223,13 @@ class StreamEncoder:
             self._shown.popitem(last=False)
         packet = av.Packet(data)
         packet.pts, packet.time_base = frame.pts, TIME_BASE
+        if self.codec == "h264":
+            return packet, any(p.is_keyframe for p in packets)
         return packet, data[0] & 1 == 0  # VP8 frame tag: bit 0 clear means a key frame
 
     def _new_codec(self, width: int, height: int) -> av.VideoCodecContext:
+        if self.codec == "h264":
+            return self._new_h264(width, height)
         codec = av.CodecContext.create("libvpx", "w")
         codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
         codec.bit_rate = self.bitrate
@@ -205,6 +243,19 @@ class StreamEncoder:
         }
         # One thread: libvpx's threads wait on each other by spinning, and beside a busy tracker
         # that tripled the CPU per frame and halved the frame rate (measured on 2 cores).
+        codec.thread_count = 1
+        return codec
+
+    def _new_h264(self, width: int, height: int) -> av.VideoCodecContext:
+        """Constrained baseline, as aiortc's H.264 encoder makes it (what browsers' packetization
+        mode 1 and hardware decoders take); keyframes are IDR frames with their SPS and PPS."""
+        codec = av.CodecContext.create("libx264", "w")
+        codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+        codec.bit_rate = self.bitrate
+        codec.time_base = TIME_BASE
+        codec.gop_size = 3000
+        codec.profile = "Baseline"
+        codec.options = {"level": "31", "tune": "zerolatency", "preset": "veryfast", "forced-idr": "1"}
         codec.thread_count = 1
         return codec
 

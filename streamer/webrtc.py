@@ -1,7 +1,8 @@
 """WebRTC to the viewers (aiortc): each peer connection watches one stream.
 
-A peer gets an ``EncodedTrack`` of its stream's shared encoder (``encoder.py``), so a stream is
-encoded once whatever the number of viewers, and the peer's codec is pinned to VP8. A stream
+A peer gets an ``EncodedTrack`` of its stream's shared encoder for its codec (``encoder.py``), so
+a stream is encoded once per codec in use whatever the number of viewers; the peer's codec is
+pinned to that one (VP8 when the offer takes it, else H.264). A stream
 whose source is the browser's camera takes the first viewer that sends video as its camera.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from .encoder import EncodedTrack, StreamEncoder, vp8_preferences
+from .encoder import CODECS, EncodedTrack, StreamEncoder, codec_preferences, offered_codec
 from .errors import StreamerError
 from .ice import IceConfig
 from .pipeline import Pipeline, Stream
@@ -45,7 +46,7 @@ class Viewers:
     def __init__(self, pipeline: Pipeline, max_peers: int = 16, ice: IceConfig | None = None) -> None:
         self.pipeline, self.max_peers, self.ice = pipeline, max_peers, ice or IceConfig()
         self.peers: dict[RTCPeerConnection, _Peer] = {}
-        self.encoders: dict[str, StreamEncoder] = {}
+        self.encoders: dict[tuple[str, str], StreamEncoder] = {}  # (stream, codec)
 
     def count(self, stream: str) -> int:
         return sum(1 for p in self.peers.values() if p.stream.name == stream)
@@ -69,9 +70,14 @@ class Viewers:
                 if camera is None
                 else "another viewer's camera is already the source; reconnect without sending video"
             )
-        encoder = self.encoders.get(stream.name)
+        codec = offered_codec(offer_sdp)
+        if codec is None:
+            raise OfferError(f"the offer takes no video codec this server sends ({', '.join(CODECS)})")
+        encoder = self.encoders.get((stream.name, codec))
         if encoder is None:
-            encoder = self.encoders[stream.name] = StreamEncoder(stream)
+            display = self.pipeline.display
+            encoder = StreamEncoder(stream, display.bitrate, codec=codec, max_width=display.max_width)
+            self.encoders[(stream.name, codec)] = encoder
         peer = RTCPeerConnection(self.ice.rtc_configuration())
         entry = self.peers[peer] = _Peer(stream, encoder)
         self._update_gauge(stream)
@@ -93,12 +99,12 @@ class Viewers:
             # A viewer's PLI/FIR reaches aiortc's sender, which has no encoder of its own here.
             sender._send_keyframe = encoder.request_keyframe  # type: ignore[method-assign]
             transceiver = next(t for t in peer.getTransceivers() if t.sender is sender)
-            transceiver.setCodecPreferences(vp8_preferences())
+            transceiver.setCodecPreferences(codec_preferences(codec))
             await peer.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             await peer.setLocalDescription(await peer.createAnswer())
         except Exception as exc:
             await self.close(peer)
-            raise OfferError(f"cannot use this WebRTC offer (the viewer must accept VP8 video): {exc}") from exc
+            raise OfferError(f"cannot use this WebRTC offer ({codec} video): {exc}") from exc
         return peer, peer.localDescription.sdp
 
     def shown_frame(self, peers: list[RTCPeerConnection], stream: str, rtp_timestamp: int) -> int | None:
@@ -127,9 +133,10 @@ class Viewers:
     async def close_stream(self, name: str) -> None:
         """Close the peers watching a stream that is going away."""
         await asyncio.gather(*(self.close(p) for p, e in list(self.peers.items()) if e.stream.name == name))
-        encoder = self.encoders.pop(name, None)
-        if encoder is not None:
-            await encoder.close()
+        for codec in CODECS:
+            encoder = self.encoders.pop((name, codec), None)
+            if encoder is not None:
+                await encoder.close()
 
     async def close_all(self) -> None:
         await asyncio.gather(*(self.close(peer) for peer in list(self.peers)))

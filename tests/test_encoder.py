@@ -145,3 +145,71 @@ def test_a_failed_encode_is_counted_and_the_video_comes_back(tracker) -> None:
             assert 'streamer_errors_total{kind="encode",stream="cam"} 1.0' in metrics
 
     asyncio.run(main())
+
+
+def test_h264_bitstream_is_shared_and_starts_on_idr_frames(tracker) -> None:
+    """An H.264 encoder (for viewers that offer only H.264): constrained baseline, each viewer
+    starts on an IDR frame with its SPS and PPS (it decodes from there on its own), a keyframe
+    request is met, and an odd-sized camera still encodes."""
+
+    def nal_types(packet: av.Packet) -> set[int]:
+        data = bytes(packet)
+        return {data[i + 3] & 0x1F for i in range(len(data) - 3) if data[i : i + 3] == b"\x00\x00\x01"}
+
+    async def main() -> None:
+        async with encoding(tracker, 193, 145, keyframe_interval_s=60.0, codec="h264") as encoder:
+            first = encoder.subscribe()
+            early = await _frames(first, 8)
+            assert {5, 7, 8} <= nal_types(early[0])  # IDR slice, SPS, PPS
+            assert not any(5 in nal_types(p) for p in early[1:])
+            late = encoder.subscribe()
+            joined = await _frames(late, 4)
+            assert 5 in nal_types(joined[0])
+            decoder = av.CodecContext.create("h264", "r")  # a viewer that joined late, alone
+            decoded = [f for p in joined for f in decoder.decode(p)]
+            assert len(decoded) >= 3 and {(f.width, f.height) for f in decoded} == {(192, 144)}
+            assert decoder.profile == "Constrained Baseline"
+            await asyncio.sleep(KEYFRAME_MIN_GAP_S)
+            encoder.request_keyframe()
+            assert any(5 in nal_types(p) for p in await _frames(first, 15))
+            await encoder.unsubscribe()
+            await encoder.unsubscribe()
+
+    asyncio.run(main())
+
+
+def test_codec_is_chosen_from_the_offer() -> None:
+    from streamer.encoder import offered_codec
+
+    vp8_and_h264 = "m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n"
+    h264_only = "m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n"
+    assert offered_codec(vp8_and_h264) == "vp8"
+    assert offered_codec(h264_only) == "h264"
+    assert offered_codec("m=video 9 UDP/TLS/RTP/SAVPF 98\r\na=rtpmap:98 VP9/90000\r\n") is None
+
+
+def test_video_is_downscaled_to_max_width_at_the_bitrate_asked(tracker) -> None:
+    """``display.max_width`` (a big camera shown smaller) and ``display.bitrate`` reach the codec:
+    a 384x288 camera is sent 128x96, in both codecs."""
+
+    async def main() -> None:
+        for codec, decoder_name in (("vp8", "libvpx"), ("h264", "h264")):
+            async with encoding(tracker, 384, 288, codec=codec, max_width=128, bitrate=400_000) as encoder:
+                track = encoder.subscribe()
+                packets = await _frames(track, 5)
+                assert encoder._codec is not None and encoder._codec.bit_rate == 400_000
+                decoder = av.CodecContext.create(decoder_name, "r")
+                sizes = {(f.width, f.height) for p in packets for f in decoder.decode(p)}
+                assert sizes == {(128, 96)}, (codec, sizes)
+                await encoder.unsubscribe()
+
+    asyncio.run(main())
+
+
+def test_display_settings_for_the_video_are_checked() -> None:
+    from streamer.display import DisplayConfig
+
+    with pytest.raises(ValueError, match="max_width must be 32 to 8192"):
+        DisplayConfig(max_width=8)
+    with pytest.raises(ValueError, match="bitrate must be"):
+        DisplayConfig(bitrate=10)

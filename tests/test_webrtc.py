@@ -31,6 +31,11 @@ def test_viewers_share_the_stream_and_churn_leaks_nothing() -> None:
     # Encoded once for all three viewers (one encoder would run per viewer otherwise).
     assert 20 <= result["encoded_for_three"] <= result["published_meanwhile"] + 1, result
     assert result["other_stream_sizes"] == [[192, 144]]
+    # A viewer that offers only H.264 gets H.264, beside a VP8 viewer of the same stream: one
+    # encoder per codec in use, both viewers decode the stream's frames.
+    assert [v["codecs"] for v in result["mixed"]] == [["H264"], ["VP8"]], result["mixed"]
+    assert all(v["sizes"] == [[320, 240]] for v in result["mixed"]), result["mixed"]
+    assert result["mixed_encoders"] == ["h264", "vp8"]
     # Each received frame's RTP timestamp names a recent camera frame (a click names what it saw).
     assert all(behind is not None and 0 <= behind < 30 for behind in result["rtp_frames_behind"][1:]), result
     assert len(result["churn_join_s"]) == 50 and max(result["churn_join_s"]) < 1.0
@@ -88,6 +93,23 @@ def test_browser_through_nginx_at_a_sub_path() -> None:
     result = run_scenario("browser-proxy")
     assert result["proxied_requests"] >= 3  # the page, its script and the websocket at least
     _check_click_and_remove(result)
+
+
+def test_phone_layout_and_touch() -> None:
+    """Chromium's mobile emulation (390x844, touch): the video takes the whole width at its shape
+    with the controls below it; a tap adds the object (acked), a long press sends an exclusion, a
+    drag a box; the gestures neither scroll nor zoom the page."""
+    result = run_scenario("browser-phone")
+    layout = result["layout"]
+    x, y, width, height = layout["video"]
+    assert (x, width) == (0, 390) and abs(height - 390 * 9 / 16) < 2, layout
+    assert layout["aside"][1] >= y + height - 1 and layout["aside"][2] == 390, layout
+    assert layout["touch_action"] == "none"
+    assert result["tap_ack"]["type"] == "ack" and result["tap_ack"]["objects"] == [1]
+    kinds = [(kind, labels) for kind, labels, _ in result["prompts"]]
+    assert kinds == [("add_points", [1]), ("add_points", [0]), ("add_box", None)], result["prompts"]
+    assert result["acks"] == ["ack", "ack", "ack"] and result["scroll_y"] == 0
+    assert result["server_exit"] == 0
 
 
 def _check_click_and_remove(result: dict, region: str = "spot") -> None:

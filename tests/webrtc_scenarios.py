@@ -4,7 +4,7 @@ loopback alone; the namespace adds a private veth pair whose traffic never leave
     isolated-net python tests/webrtc_scenarios.py SCENARIO [PNG]
 
 SCENARIO: viewers, browser, browser-camera, browser-camera-tls, browser-turn, browser-proxy,
-browser-restart, browser-streams.
+browser-phone, browser-restart, browser-streams.
 
 Each prints one JSON line of measurements that tests/test_webrtc.py asserts on.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription  # noqa: E402
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
 from streamer import StreamingTracker  # noqa: E402
@@ -45,9 +46,13 @@ async def _reply(ws, message: dict) -> dict:
             return answer
 
 
-async def join(ws, peer: RTCPeerConnection, stream: str | None = None) -> MediaStreamTrack:
-    """Receive-only viewer handshake over the server's websocket; returns the video track."""
-    peer.addTransceiver("video", direction="recvonly")
+async def join(ws, peer: RTCPeerConnection, stream: str | None = None, codec: str | None = None) -> MediaStreamTrack:
+    """Receive-only viewer handshake over the server's websocket; returns the video track.
+    ``codec`` (e.g. "H264"): offer that codec only, as a viewer that takes nothing else."""
+    transceiver = peer.addTransceiver("video", direction="recvonly")
+    if codec is not None:
+        codecs = RTCRtpReceiver.getCapabilities("video").codecs
+        transceiver.setCodecPreferences([c for c in codecs if c.mimeType in (f"video/{codec}", "video/rtx")])
     got: asyncio.Future = asyncio.get_running_loop().create_future()
     peer.on("track", lambda track: got.done() or got.set_result(track))
     await peer.setLocalDescription(await peer.createOffer())
@@ -55,23 +60,25 @@ async def join(ws, peer: RTCPeerConnection, stream: str | None = None) -> MediaS
     answer = await _reply(ws, offer if stream is None else {**offer, "stream": stream})
     assert answer["type"] == "answer", answer
     await peer.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+    peer.answered_codecs = sorted(set(re.findall(r"a=rtpmap:\d+ ([A-Za-z0-9]+)/90000", answer["sdp"])) - {"rtx"})
     return await asyncio.wait_for(got, 10)
 
 
-async def view(port: int, frames: int, stream: str | None = None) -> dict:
+async def view(port: int, frames: int, stream: str | None = None, codec: str | None = None) -> dict:
     """One aiortc viewer: offer over the websocket, receive ``frames`` frames, leave."""
     started = time.monotonic()
     async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
         peer = RTCPeerConnection()
-        track = await join(ws, peer, stream)
+        track = await join(ws, peer, stream, codec)
         first = await asyncio.wait_for(track.recv(), 10)
         joined = time.monotonic() - started
         sizes = {(first.width, first.height)}
         for _ in range(frames - 1):
             frame = await asyncio.wait_for(track.recv(), 10)
             sizes.add((frame.width, frame.height))
+        codecs = peer.answered_codecs
         await peer.close()
-    return {"join_s": joined, "sizes": sorted(sizes)}
+    return {"join_s": joined, "sizes": sorted(sizes), "codecs": codecs}
 
 
 async def rtp_lookup(server: StreamServer) -> dict:
@@ -117,9 +124,12 @@ async def viewers() -> dict:
         await main.next_output(-1)
         seq_before = main.latest.seq
         three = await asyncio.gather(view(server.port, 20), view(server.port, 20), view(server.port, 20, "main"))
-        encoded = server.viewers.encoders["main"].frames_encoded
+        encoded = server.viewers.encoders[("main", "vp8")].frames_encoded
         published = main.latest.seq - seq_before
         other = await view(server.port, 5, "small")
+        # A viewer that takes only H.264 beside one that takes VP8, on one stream at once.
+        mixed = await asyncio.gather(view(server.port, 20, "main", "H264"), view(server.port, 20, "main"))
+        mixed_encoders = sorted(codec for name, codec in server.viewers.encoders if name == "main")
         lookup = await rtp_lookup(server)
         two = three[:2]
         await asyncio.sleep(1.0)
@@ -135,6 +145,8 @@ async def viewers() -> dict:
             "encoded_for_three": encoded,
             "published_meanwhile": published,
             "other_stream_sizes": other["sizes"],
+            "mixed": [{"codecs": v["codecs"], "sizes": v["sizes"]} for v in mixed],
+            "mixed_encoders": mixed_encoders,
             **lookup,
             "churn_join_s": joins,
             "before": before,
@@ -306,6 +318,62 @@ def browser_restart() -> dict:
     return result
 
 
+def browser_phone(screenshot: str | None) -> dict:
+    """Chromium's mobile emulation (390x844 CSS pixels, touch, 3x pixels): the layout, then a tap,
+    a long press and a drag on the video, as touch events, and what the page sent for each."""
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    server = start_server(str(CLIP), port)
+    result: dict = {}
+    rects = """(() => {
+      const r = (el) => { const b = el.getBoundingClientRect(); return [b.x, b.y, b.width, b.height]; };
+      const drag = document.getElementById('drag');
+      return {video: r(document.getElementById('video')), aside: r(document.querySelector('aside')),
+              viewport: [innerWidth, innerHeight], touch_action: getComputedStyle(drag).touchAction};
+    })()"""
+    try:
+        with sync_playwright() as p:
+            chrome = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            context = chrome.new_context(
+                viewport={"width": 390, "height": 844}, device_scale_factor=3, is_mobile=True, has_touch=True
+            )
+            page = context.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.getElementById('video').currentTime > 0.5", timeout=30000)
+            result["layout"] = page.evaluate(rects)
+            x, y, width, height = result["layout"]["video"]
+            cdp = context.new_cdp_session(page)
+
+            def touch(kind: str, px: float, py: float) -> None:
+                points = [] if kind == "touchEnd" else [{"x": px, "y": py}]
+                cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+            page.touchscreen.tap(x + width * 0.5, y + height * 0.55)
+            page.wait_for_function("window.viewer.acks.length > 0", timeout=15000)
+            result["tap_ack"] = page.evaluate("window.viewer.acks[0]")
+            touch("touchStart", x + width * 0.3, y + height * 0.5)  # a long press: exclude
+            page.wait_for_timeout(700)
+            touch("touchEnd", 0, 0)
+            touch("touchStart", x + width * 0.2, y + height * 0.2)  # a drag: a box
+            for step in range(1, 6):
+                touch("touchMove", x + width * (0.2 + 0.06 * step), y + height * (0.2 + 0.06 * step))
+            touch("touchEnd", 0, 0)
+            page.wait_for_function("window.viewer.prompts.length >= 3 && window.viewer.acks.length >= 3", timeout=15000)
+            result["prompts"] = page.evaluate(
+                "window.viewer.prompts.map(m => [m.type, m.labels || null, m.box || null])"
+            )
+            result["acks"] = page.evaluate("window.viewer.acks.map(a => a.type)")
+            result["scroll_y"] = page.evaluate("window.scrollY")
+            if screenshot:
+                page.screenshot(path=screenshot)
+            chrome.close()
+    finally:
+        server.terminate()
+        result["server_exit"] = server.wait(timeout=10)
+    return result
+
+
 def browser_streams(screenshot: str | None) -> dict:
     """Two cameras in one server: the page's picker switches between them, the grid shows both."""
     from playwright.sync_api import sync_playwright
@@ -469,6 +537,8 @@ def main() -> None:
         result = browser_restart()
     elif scenario == "browser-turn":
         result = browser_turn()
+    elif scenario == "browser-phone":
+        result = browser_phone(sys.argv[2] if len(sys.argv) > 2 else None)
     elif scenario == "browser-streams":
         result = browser_streams(sys.argv[2] if len(sys.argv) > 2 else None)
     elif scenario in ("browser", "browser-camera", "browser-camera-tls", "browser-proxy"):

@@ -30,6 +30,7 @@ const viewer = {
   retryMs: 500,
   seq: 0,
   acks: [],           // the last MAX_ACKS acks/errors received (tests read them)
+  prompts: [],        // the last MAX_ACKS prompts sent (tests read them)
 };
 const MAX_ACKS = 50;
 window.viewer = viewer;
@@ -48,6 +49,10 @@ function send(msg) {
   msg.id = `c${++viewer.seq}`;
   if (msg.stream === undefined && viewer.stream) msg.stream = viewer.stream;
   viewer.ws.send(JSON.stringify(msg));
+  if (msg.type === "add_points" || msg.type === "add_box") {
+    viewer.prompts.push(msg);
+    if (viewer.prompts.length > MAX_ACKS) viewer.prompts.shift();
+  }
   return msg.id;
 }
 
@@ -167,11 +172,21 @@ function framePoint(event) {
   return [x, y];
 }
 
+// Pointer input, mouse and touch alike: click or tap adds to the selected object; shift-click,
+// right-click or a long press (touch) excludes; a drag draws a box. The canvas takes every touch
+// gesture (CSS touch-action: none), so the page neither scrolls nor zooms under a finger.
+const LONG_PRESS_MS = 500;
+const DRAG_PX = 8;
 let dragStart = null;
 drag.addEventListener("contextmenu", (e) => e.preventDefault());
-drag.addEventListener("mousedown", (e) => { dragStart = { p: framePoint(e), x: e.clientX, y: e.clientY }; });
-drag.addEventListener("mousemove", (e) => {
-  if (!dragStart) return;
+drag.addEventListener("pointerdown", (e) => {
+  if (!e.isPrimary) return;
+  drag.setPointerCapture(e.pointerId);
+  dragStart = { p: framePoint(e), x: e.clientX, y: e.clientY, t: performance.now(), moved: false };
+});
+drag.addEventListener("pointermove", (e) => {
+  if (!dragStart || !e.isPrimary) return;
+  if (Math.hypot(e.clientX - dragStart.x, e.clientY - dragStart.y) > DRAG_PX) dragStart.moved = true;
   const ctx = drag.getContext("2d");
   drag.width = drag.clientWidth; drag.height = drag.clientHeight;
   const r = drag.getBoundingClientRect();
@@ -179,19 +194,24 @@ drag.addEventListener("mousemove", (e) => {
   ctx.lineWidth = 2;
   ctx.strokeRect(dragStart.x - r.left, dragStart.y - r.top, e.clientX - dragStart.x, e.clientY - dragStart.y);
 });
-drag.addEventListener("mouseup", (e) => {
+drag.addEventListener("pointercancel", () => {
+  dragStart = null;
+  drag.getContext("2d").clearRect(0, 0, drag.width, drag.height);
+});
+drag.addEventListener("pointerup", (e) => {
   const start = dragStart;
   dragStart = null;
   drag.getContext("2d").clearRect(0, 0, drag.width, drag.height);
   const end = framePoint(e);
-  if (!start || !start.p || !end) return;
+  if (!start || !start.p || !end || !e.isPrimary) return;
   const ref = frameRef();
-  if (Math.hypot(e.clientX - start.x, e.clientY - start.y) > 8) {
+  if (start.moved) {
     const box = [Math.min(start.p[0], end[0]), Math.min(start.p[1], end[1]),
                  Math.max(start.p[0], end[0]), Math.max(start.p[1], end[1])];
     send({ type: "add_box", obj_id: viewer.selected, box, ...ref });
   } else {
-    const label = e.shiftKey || e.button === 2 ? 0 : 1;
+    const longPress = e.pointerType !== "mouse" && performance.now() - start.t >= LONG_PRESS_MS;
+    const label = e.shiftKey || e.button === 2 || longPress ? 0 : 1;
     send({ type: "add_points", obj_id: viewer.selected, points: [end], labels: [label], ...ref });
   }
 });
