@@ -64,6 +64,7 @@ logger = logging.getLogger(__name__)
 
 COOKIE = "streamer_token"
 CLOSE_TIMEOUT_S = 2.0
+MAX_PUBLIC_URLS = 8
 
 
 @dataclass
@@ -138,6 +139,7 @@ class StreamServer:
                 f"base path {config.base_path!r} must be like /cams/ (letters, digits, '.', '_', '-', '~')"
             )
         self.pipeline, self.config, self.web_dir = pipeline, config, web_dir.resolve()
+        self._public: set[tuple[str, str]] = set()  # proxied addresses already logged
         self.viewers = Viewers(pipeline, config.max_peers, config.ice)
         self.connections: set[ServerConnection] = set()
         self._server: Server | None = None
@@ -203,11 +205,20 @@ class StreamServer:
         if path == "/results":
             return await self._results(query)
         response = self._static(path)
+        if response.status_code == 200 and path in ("/", "/index.html"):
+            self._note_public_url(scheme, host)
         if response.status_code == 200 and path in ("/", "/index.html") and self.config.token:
             secure = "; Secure" if scheme == "https" else ""  # never sent back over plain http
             cookie = f"{COOKIE}={self.config.token}; HttpOnly; SameSite=Strict; Path={self.base}{secure}"
             response.headers["Set-Cookie"] = cookie
         return response
+
+    def _note_public_url(self, scheme: str, host: str) -> None:
+        """Behind a proxy, say once per address where viewers actually reach the server (what
+        the startup line cannot know); at most a few, whatever clients claim."""
+        if self.config.trust_proxy and (scheme, host) not in self._public and len(self._public) < MAX_PUBLIC_URLS:
+            self._public.add((scheme, host))
+            logger.info("viewers reach this server at %s://%s%s", scheme, host, self.base)
 
     def _seen_as(self, headers: Headers) -> tuple[str, str]:
         """The scheme and host the browser used: this server's own, or, with ``trust_proxy``, what

@@ -6,7 +6,6 @@ only with --trust-proxy. (Chromium viewing and prompting through nginx: tests/te
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 
 import pytest
@@ -18,18 +17,10 @@ from streamer.server import ServerConfig, StreamServer
 
 from .nginx import Nginx
 from .oracle_server import oracle_server
+from .test_server import _get as get
 
 
-def get(port: int, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", path, headers=headers or {})
-    response = conn.getresponse()
-    result = response.status, dict(response.getheaders()), response.read()
-    conn.close()
-    return result
-
-
-def test_served_at_a_sub_path_through_nginx(tmp_path) -> None:
+def test_served_at_a_sub_path_through_nginx(tmp_path, caplog) -> None:
     async def main() -> None:
         async with oracle_server(token="s3cret", base_path="/cams/", trust_proxy=True) as server:
             assert server.url == f"http://127.0.0.1:{server.port}/cams/?token=s3cret"
@@ -37,6 +28,8 @@ def test_served_at_a_sub_path_through_nginx(tmp_path) -> None:
                 proxy = nginx.port
                 status, headers, page = await asyncio.to_thread(get, proxy, "/cams/?token=s3cret")
                 assert status == 200 and b"app.js" in page
+                # The address viewers use is the proxy's, and the server says so once.
+                assert f"viewers reach this server at http://127.0.0.1:{proxy}/cams/" in caplog.text
                 assert "Path=/cams/" in headers["Set-Cookie"] and "Secure" not in headers["Set-Cookie"]
                 assert (await asyncio.to_thread(get, proxy, "/cams/app.js"))[0] == 401  # the token holds
                 status, _, body = await asyncio.to_thread(get, proxy, "/cams/healthz?token=s3cret")
