@@ -207,10 +207,10 @@ class StreamServer:
         response = self._static(path)
         if response.status_code == 200 and path in ("/", "/index.html"):
             self._note_public_url(scheme, host)
-        if response.status_code == 200 and path in ("/", "/index.html") and self.config.token:
-            secure = "; Secure" if scheme == "https" else ""  # never sent back over plain http
-            cookie = f"{COOKIE}={self.config.token}; HttpOnly; SameSite=Strict; Path={self.base}{secure}"
-            response.headers["Set-Cookie"] = cookie
+            if self.config.token:
+                secure = "; Secure" if scheme == "https" else ""  # never sent back over plain http
+                cookie = f"{COOKIE}={self.config.token}; HttpOnly; SameSite=Strict; Path={self.base}{secure}"
+                response.headers["Set-Cookie"] = cookie
         return response
 
     def _note_public_url(self, scheme: str, host: str) -> None:
