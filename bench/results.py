@@ -14,6 +14,7 @@ too. Goals (issue G): at most 1 ms per object without masks, 3 ms with RLE.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -42,8 +43,7 @@ def frames(width: int, height: int, objects: int, mask_width: int | None, count:
     made = []
     for n in range(count):
         result = oracle.step_round([oracle], [source.image(n)], mask_width=mask_width)[0]
-        made.append(Tracked("cam", n, n, time.time() + n / 30, height, width, tuple(result.obj_ids),
-                            result.logits, result.scores))  # fmt: skip
+        made.append(Tracked.of("cam", result, n, time.time() + n / 30, (height, width)))
     return made
 
 
@@ -54,8 +54,7 @@ def time_format(tracked: list[Tracked], masks: str, repeat: int) -> dict:
     for _ in range(repeat):
         detector = EventDetector("cam", EventsConfig(zones=ZONES))
         for frame in tracked:
-            fresh = Tracked(frame.stream, frame.frame_index, frame.source_frame, frame.time, frame.height,
-                            frame.width, frame.obj_ids, frame.logits, frame.scores)  # fmt: skip
+            fresh = dataclasses.replace(frame)  # nothing measured yet
             started = time.perf_counter()
             fresh.message(masks)
             detector.update(fresh.results())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import itertools
 import json
 import logging
@@ -25,10 +26,9 @@ import numpy as np
 
 from . import version_text
 from .config import Config, StreamConfig, load_config
-from .display import DisplayConfig
 from .errors import StreamerError
 from .ice import ice_config, parse_ice_url
-from .mqtt import MqttConfig, MqttPublisher
+from .mqtt import MqttPublisher
 from .outputs import QueuedSink
 from .overlay import draw_masks
 from .pipeline import STREAM_NAME, Pipeline
@@ -171,7 +171,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         config.display.mask_motion = args.mask_motion
     try:
         fields = {k: v for k, v in (("max_width", args.max_width), ("bitrate", args.bitrate)) if v is not None}
-        config.display = DisplayConfig(**{**vars(config.display), **fields})
+        config.display = dataclasses.replace(config.display, **fields)  # checked again
     except ValueError as exc:
         parser.error(str(exc))
     if args.results:
@@ -180,7 +180,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         config.results.masks = args.results_masks
     if args.mqtt:
         try:
-            config.mqtt = MqttConfig(**{**vars(config.mqtt), "url": args.mqtt})
+            config.mqtt = dataclasses.replace(config.mqtt, url=args.mqtt)
         except ValueError as exc:
             parser.error(str(exc))
     if args.out and config.mqtt.url:
@@ -312,16 +312,7 @@ async def track(args: argparse.Namespace, tracker: StreamingTracker) -> int:
             drawn = draw_masks(rgb, result.masks, result.obj_ids, labels=True)
             writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
             if results is not None:
-                tracked = Tracked(
-                    args.streams[0].name,
-                    result.frame_index,
-                    count,
-                    captured,
-                    *rgb.shape[:2],
-                    tuple(result.obj_ids),
-                    result.logits,
-                    result.scores,
-                )
+                tracked = Tracked.of(args.streams[0].name, result, count, captured, rgb.shape[:2])
                 await asyncio.to_thread(results.write, tracked)
             count += 1
             if count % 30 == 0:

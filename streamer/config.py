@@ -141,17 +141,11 @@ def load_config(path: str | Path | None) -> Config:
             raise ConfigError(f"config {path}: unknown section {section!r} (known: {known})")
         _update(target, values or {}, f"{path}: {section}")
     for section in CHECKED_SECTIONS:
-        values = getattr(config, section)
         try:
-            setattr(config, section, type(values)(**_fields(values)))
+            setattr(config, section, dataclasses.replace(getattr(config, section)))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"config {path}: {section}: {exc}") from None
     return config
-
-
-def _fields(values: Any) -> dict[str, Any]:
-    """A dataclass's fields as given (not deep-copied, unlike ``dataclasses.asdict``)."""
-    return {f.name: getattr(values, f.name) for f in dataclasses.fields(values)}
 
 
 def _streams(values: Any, where: str) -> list[StreamConfig]:

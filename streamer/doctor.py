@@ -331,18 +331,14 @@ def check_outputs(config: DoctorConfig) -> list[Finding]:
 
 
 def _check_broker(url: str) -> Finding:
-    import paho.mqtt.client as paho
-
-    from .mqtt import parse_broker
+    from .mqtt import CREDENTIALS_FIX, parse_broker
 
     try:
         broker = parse_broker(url)
     except ValueError as exc:
         return Finding("mqtt", FAIL, str(exc), "fix --mqtt or mqtt.url")
     answer: dict[str, Any] = {}
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"sam2-stream-doctor-{os.getpid()}")
-    if broker.username:
-        client.username_pw_set(broker.username, broker.password)
+    client = broker.client(f"sam2-stream-doctor-{os.getpid()}")
     client.on_connect = lambda _client, _data, _flags, reason, _props: answer.setdefault("reason", reason)
     fix = "start the broker, or fix the host and port in --mqtt or mqtt.url"
     try:
@@ -358,10 +354,8 @@ def _check_broker(url: str) -> Finding:
     if reason is None:
         return Finding("mqtt", WARN, f"the broker at {broker.address} did not answer in {BROKER_ANSWER_S:g} s", fix)
     if reason.is_failure:
-        return Finding(
-            "mqtt", FAIL, f"the broker at {broker.address} refused the connection ({reason})",
-            "check the user and password in --mqtt or mqtt.url",
-        )  # fmt: skip
+        refused = f"the broker at {broker.address} refused the connection ({reason})"
+        return Finding("mqtt", FAIL, refused, CREDENTIALS_FIX)
     return Finding("mqtt", OK, f"the broker at {broker.address} accepts the connection")
 
 

@@ -42,6 +42,7 @@ DEFAULT_PREFIX = "sam2"
 RECONNECT_S = (0.5, 30.0)
 REPEAT_FAILURE_LOG_S = 60.0  # the same connection failure is logged again at most this often
 OFFLINE_WAIT_S = 2.0  # at shutdown, how long ``offline`` may take to reach the broker
+CREDENTIALS_FIX = "check the user and password in --mqtt or mqtt.url"
 IN_FLIGHT = 100  # QoS 1 messages paho may hold unacknowledged, beyond ``buffer``
 
 
@@ -54,6 +55,13 @@ class Broker:
     prefix: str
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+
+    def client(self, client_id: str) -> paho.Client:
+        """A paho client with this broker's credentials (not connected)."""
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
+        if self.username:
+            client.username_pw_set(self.username, self.password)
+        return client
 
     @property
     def address(self) -> str:
@@ -119,10 +127,8 @@ class MqttPublisher(QueuedSink):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failure: tuple[str, float] | None = None  # the last failure logged, and when
         client_id = config.client_id or f"sam2-stream-{socket.gethostname()}-{os.getpid()}"
-        self._client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self._client = self.broker.client(client_id)
         self._client.will_set(self.available_topic, "offline", qos=1, retain=True)
-        if self.broker.username:
-            self._client.username_pw_set(self.broker.username, self.broker.password)
         self._client.reconnect_delay_set(*RECONNECT_S)
         # Messages handed to paho wait there for the broker's acknowledgement (and across a
         # reconnection): room for those beside the buffer, and ``online``.
@@ -172,7 +178,7 @@ class MqttPublisher(QueuedSink):
         if reason.is_failure:
             hint = ""
             if reason.value in (4, 5, 134, 135):  # bad user name or password / not authorised
-                hint = ": check the user and password in --mqtt or mqtt.url"
+                hint = f": {CREDENTIALS_FIX}"
             self._log_failure(f"the broker at {self.broker.address} refused the connection ({reason}){hint}")
             return
         client.publish(self.available_topic, "online", qos=1, retain=True)

@@ -229,8 +229,7 @@ class QueuedSink:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         if flush:
-            while self._events and self.ready():
-                await self.send_event(self._events.popleft())
+            await self._send_events()
             while self._results and self.ready():
                 await self.send_results(self._results.pop(next(iter(self._results))))
 
@@ -243,8 +242,7 @@ class QueuedSink:
             await self._wake.wait()
             self._wake.clear()
             try:
-                while self._events and self.ready():
-                    await self.send_event(self._events.popleft())
+                await self._send_events()
                 due = await self._send_due_results()
             except Exception:  # a bug: lose that message, not the output
                 logger.exception("%s output failed to send; going on", self.kind)
@@ -253,6 +251,11 @@ class QueuedSink:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), due)
                 self._wake.set()
+
+    async def _send_events(self) -> None:
+        """Every queued event, in order, while sending is possible."""
+        while self._events and self.ready():
+            await self.send_event(self._events.popleft())
 
     async def _send_due_results(self) -> float | None:
         """Send every stream's results whose turn has come; return the wait until the next one."""

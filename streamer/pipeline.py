@@ -259,24 +259,10 @@ class Stream:
             logits = np.stack([cv2.resize(x, size[::-1], interpolation=cv2.INTER_AREA) for x in result.logits])
         self.display.set_masks(Masks(frame.source, frame.captured_at, list(result.obj_ids), logits))
         self.state.mask_times.append(time.monotonic())
-        self._offer_results(frame.index, frame.source, frame.captured_at, (frame.height, frame.width), result, logits)
+        at, size = wall_clock(frame.captured_at), (frame.height, frame.width)
+        self.pipeline.outputs.offer(Tracked.of(self.name, result, frame.source, at, size, logits))
 
     # -- results as data ------------------------------------------------------------------------
-
-    def _offer_results(
-        self,
-        index: int,
-        source: int,
-        captured_at: float,
-        size: tuple[int, int],
-        result: FrameResult,
-        logits: np.ndarray,
-    ) -> None:
-        """Hand a tracked frame to the outputs (a reference: measured only if someone listens)."""
-        tracked = Tracked(
-            self.name, index, source, wall_clock(captured_at), *size, tuple(result.obj_ids), logits, result.scores
-        )
-        self.pipeline.outputs.offer(tracked)
 
     def _results_without(self, obj_ids: set[int] | None) -> None:
         """Objects were removed by a prompt (None: all): the newest results lose them now."""
@@ -371,9 +357,9 @@ class Stream:
         if result.obj_ids:
             self.state.mask_times.append(time.monotonic())
         self.display.set_masks(Masks(frame.index, frame.captured_at, list(result.obj_ids), result.logits))
-        self._offer_results(
-            result.frame_index, frame.index, frame.captured_at, frame.image.shape[:2], result, result.logits
-        )
+        # To the outputs: a reference, measured only if someone listens.
+        at = wall_clock(frame.captured_at)
+        self.pipeline.outputs.offer(Tracked.of(self.name, result, frame.index, at, frame.image.shape[:2]))
 
     def _sync_source_metrics(self) -> None:
         stats = self.source.stats

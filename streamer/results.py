@@ -16,18 +16,22 @@ are the mask's outer contours, simplified, in source pixels. The JSON is describ
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 from pycocotools import mask as coco_mask
 
 from .assets import PACKAGE_DIR
+
+if TYPE_CHECKING:  # the tracker brings torch, which the doctor must run without
+    from .tracker import FrameResult
 
 MASK_FORMATS = ("none", "rle", "polygon")
 SCHEMA_PATH = PACKAGE_DIR / "results.schema.json"
@@ -113,23 +117,30 @@ class Tracked:
     obj_ids: tuple[int, ...]
     logits: np.ndarray  # float32 [N, h, w], any size with the frame's aspect; > 0 is the object
     scores: np.ndarray  # float32 [N] presence logits
-    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Each Tracked measures itself; ``dataclasses.replace`` makes a copy with a fresh cache.
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @classmethod
+    def of(
+        cls,
+        stream: str,
+        result: FrameResult,
+        source_frame: int,
+        at: float,
+        size: tuple[int, int],
+        logits: np.ndarray | None = None,
+    ) -> Tracked:
+        """A tracker's ``FrameResult`` of a frame of ``size`` (height, width) captured ``at``
+        (epoch seconds), with its logits (or ``logits``: the same, at another size)."""
+        logits = result.logits if logits is None else logits
+        return cls(stream, result.frame_index, source_frame, at, *size, tuple(result.obj_ids), logits, result.scores)
 
     def without(self, obj_ids: set[int], at: float) -> Tracked:
         """The same frame with ``obj_ids`` gone (they were removed at ``at``, epoch seconds)."""
         keep = [i for i, obj_id in enumerate(self.obj_ids) if obj_id not in obj_ids]
-        return Tracked(
-            self.stream,
-            self.frame_index,
-            self.source_frame,
-            at,
-            self.height,
-            self.width,
-            tuple(self.obj_ids[i] for i in keep),
-            self.logits[keep],
-            self.scores[keep],
-        )
+        kept = tuple(self.obj_ids[i] for i in keep)
+        return dataclasses.replace(self, time=at, obj_ids=kept, logits=self.logits[keep], scores=self.scores[keep])
 
     def results(self, masks: str = "none") -> FrameResults:
         """The frame's ``FrameResults`` with masks in ``masks`` format (computed once per format)."""
@@ -161,7 +172,7 @@ class Tracked:
             encode = rle if masks == "rle" else polygons
             size = (self.height, self.width)
             objects = [
-                ObjectResult(**{**o.__dict__, "mask": encode(layer, size) if o.bbox is not None else None})
+                dataclasses.replace(o, mask=encode(layer, size) if o.bbox is not None else None)
                 for o, layer in zip(base.objects, self.logits)
             ]
         return FrameResults(

@@ -46,8 +46,7 @@ def truth_tracked(width: int, height: int, mask_width: int | None = 480, n: int 
     for obj_id in range(3):
         oracle._objects[obj_id + 1] = obj_id  # bound to each shape, as clicks would
     result = oracle.step_round([oracle], [source.image(n)], mask_width=mask_width)[0]
-    tracked = Tracked("cam", result.frame_index, n, time.time(), height, width, tuple(result.obj_ids),
-                      result.logits, result.scores)  # fmt: skip
+    tracked = Tracked.of("cam", result, n, time.time(), (height, width))
     return tracked, source.scene.masks(n)
 
 
