@@ -33,10 +33,10 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import describe  # noqa: E402
 from streamer import motion  # noqa: E402
 from streamer.display import Display, DisplayConfig, Masks  # noqa: E402
+from streamer.landing import PromptRequest  # noqa: E402
 from streamer.oracle import OracleTracker  # noqa: E402
 from streamer.pipeline import Pipeline  # noqa: E402
 from streamer.preprocess import scaled_size  # noqa: E402
-from streamer.protocol import AddPoints  # noqa: E402
 from streamer.shapes import ShapesScene, ShapesSource  # noqa: E402
 from streamer.sources import Frame  # noqa: E402
 
@@ -61,8 +61,8 @@ async def live_cell(mode: str, speed: float, ratio: int, seconds: float) -> dict
         with stream.watching():  # as an encoder does for its viewers
             first = await stream.next_output(-1)
             for obj_id, (x, y) in enumerate(source.scene.centres(first.index)):
-                click = AddPoints(None, None, obj_id, [(x / WIDTH, y / HEIGHT)], [1], None, None, None)
-                await stream.prompt(click, shown=first.index)
+                click = PromptRequest(obj_id, points=((x / WIDTH, y / HEIGHT),), labels=(1,), shown=first.index)
+                await stream.prompt(click)
             seq = stream.latest.seq  # type: ignore[union-attr]
             started = time.monotonic()
             while time.monotonic() - started < seconds:

@@ -31,9 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.machine import describe  # noqa: E402
 from bench.tracker import CLIP, clip_frames, official, read_jpegs, summary, time_official, write_jpegs  # noqa: E402
 from streamer import StreamingTracker  # noqa: E402
-from streamer.encoder import StreamEncoder  # noqa: E402
+from streamer.landing import PromptRequest  # noqa: E402
 from streamer.pipeline import Pipeline  # noqa: E402
-from streamer.protocol import AddBox  # noqa: E402
 from streamer.sources import open_source  # noqa: E402
 from streamer.tracker import step_streams  # noqa: E402
 
@@ -49,16 +48,16 @@ async def phase(lead: StreamingTracker, n: int, args: argparse.Namespace) -> dic
     pipeline = Pipeline(max_batch=args.max_batch)
     streams = [pipeline.add_stream(f"cam{i}", open_source(str(CLIP)), lead if i == 0 else None) for i in range(n)]
     rounds: list[tuple[int, float]] = []
-    process = pipeline._process
+    process = pipeline.engine._round
 
-    def timed(batch, frames):  # type: ignore[no-untyped-def]
+    def timed(batch):  # type: ignore[no-untyped-def]
         started = time.perf_counter()
-        outputs = process(batch, frames)
+        outcomes = process(batch)
         rounds.append((len(batch), time.perf_counter() - started))
-        return outputs
+        return outcomes
 
-    pipeline._process = timed  # type: ignore[method-assign]
-    encoders = [StreamEncoder(stream) for stream in streams]
+    pipeline.engine._round = timed  # type: ignore[method-assign]
+    encoders = [stream.video("vp8") for stream in streams]
     for encoder in encoders:
         encoder.subscribe()
     pipeline.start()
@@ -66,7 +65,7 @@ async def phase(lead: StreamingTracker, n: int, args: argparse.Namespace) -> dic
     try:
         for stream in streams:
             await stream.next_output(-1)
-        box = AddBox(None, None, 1, (0.3, 0.25, 0.7, 0.8), None, None, None)
+        box = PromptRequest(1, box=(0.3, 0.25, 0.7, 0.8))
         await asyncio.gather(*(stream.prompt(box) for stream in streams))
         await asyncio.sleep(args.warmup)
         seq0 = [s.latest.seq for s in streams]  # type: ignore[union-attr]

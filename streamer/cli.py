@@ -34,6 +34,7 @@ from .overlay import draw_masks
 from .pipeline import STREAM_NAME, Pipeline
 from .results import MASK_FORMATS, Tracked, wall_clock
 from .results_file import OfflineResultsFile, ResultsFile
+from .served import Serving
 from .server import ServerConfig, StreamServer
 from .sources import open_source
 from .tls import local_names, self_signed
@@ -153,6 +154,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="let viewers add and remove streams at run time (the server then opens files and URLs they name)",
     )
+    parser.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="track the streams on a Ray cluster's workers: ray://HEAD:10001, auto (the cluster this machine "
+        "belongs to) or HEAD:6379 (needs pip install 'sam2-streamer[cluster]'; docs/cluster.md)",
+    )
+    parser.add_argument("--max-streams-per-worker", type=int, help="with --cluster: streams one worker takes at most")
     parser.add_argument("--log-format", choices=["text", "json"], default="text", help="json: one object per line")
     args = parser.parse_args(argv)
     try:
@@ -167,6 +175,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--out tracks one source into one file: pass a single --source")
     args.source = args.streams[0].source
     config = args.config_data
+    model = config.model  # flags over the YAML, into the one dataclass everything reads
+    model.name = args.model or model.name
+    model.checkpoint = args.checkpoint or model.checkpoint
+    model.device = args.device or model.device
+    model.random_weights = args.random_weights or model.random_weights
+    model.image_size = args.image_size or model.image_size
+    model.compile = args.compile or model.compile
     if args.mask_motion:
         config.display.mask_motion = args.mask_motion
     try:
@@ -185,6 +200,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(str(exc))
     if args.out and config.mqtt.url:
         parser.error("--mqtt publishes a live server's results; with --out use --results")
+    try:
+        fields = {"address": args.cluster, "max_streams_per_worker": args.max_streams_per_worker}
+        config.cluster = dataclasses.replace(config.cluster, **{k: v for k, v in fields.items() if v is not None})
+    except ValueError as exc:
+        parser.error(f"cluster: {exc}")
+    if config.cluster.address and args.out:
+        parser.error("--out tracks a file in this process; leave out --cluster")
+    if config.cluster.address and any(s.source == "browser" for s in args.streams):
+        parser.error("--source browser cannot be tracked on a cluster (its frames would cross the network)")
     server = config.server
     server.tls_cert, server.tls_key = args.tls_cert or server.tls_cert, args.tls_key or server.tls_key
     server.tls_self_signed = args.tls_self_signed or server.tls_self_signed
@@ -247,18 +271,8 @@ def _default_name(spec: str) -> str:
     return name or "stream"
 
 
-def build_tracker(args: argparse.Namespace, config: Config) -> StreamingTracker:
-    model = config.model
-    return StreamingTracker.build(
-        model=args.model or model.name,
-        checkpoint=args.checkpoint or model.checkpoint,
-        device=args.device or model.device,
-        random_init=args.random_weights or model.random_weights,
-        image_size=args.image_size or model.image_size,
-        precision=model.precision,
-        compile=args.compile or model.compile,
-        **vars(config.tracker),
-    )
+def build_tracker(config: Config) -> StreamingTracker:
+    return StreamingTracker.build(**config.model.build_options(config.tracker))
 
 
 async def _file_frames(capture: cv2.VideoCapture, fps: float) -> AsyncIterator[tuple[np.ndarray, float]]:
@@ -357,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_format)
     try:
-        tracker = build_tracker(args, args.config_data)
+        tracker = None if args.config_data.cluster.address else build_tracker(args.config_data)
         if args.out:
             count = asyncio.run(track(args, tracker))
             logger.info("tracked %d frames into %s", count, args.out)
@@ -371,8 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-async def serve_live(args: argparse.Namespace, tracker: StreamingTracker) -> None:
-    """Serve until SIGINT/SIGTERM, then shut down in order: viewers, worker and source, tracker."""
+async def serve_live(args: argparse.Namespace, tracker: StreamingTracker | None) -> None:
+    """Serve until SIGINT/SIGTERM, then shut down in order: viewers, worker and source, tracker.
+    Without a tracker, the streams are tracked on the cluster the config names."""
     section = args.config_data.server
     host = args.host or section.host
     cert, key = section.tls_cert, section.tls_key
@@ -397,15 +412,28 @@ async def serve_live(args: argparse.Namespace, tracker: StreamingTracker) -> Non
     if args.ice.servers:
         logger.info("ICE servers: %s", args.ice.describe())
     settings = args.config_data
-    pipeline = Pipeline(display=settings.display, events=settings.events, max_batch=settings.model.max_batch)
+    pipeline: Serving
+    if tracker is None:
+        from .cluster import ClusterPipeline
+        from .cluster_worker import WorkerSettings
+
+        worker = WorkerSettings(settings.model, settings.tracker, settings.display)
+        pipeline = ClusterPipeline(settings.cluster, worker, events=settings.events)
+    else:
+        pipeline = Pipeline(display=settings.display, events=settings.events, max_batch=settings.model.max_batch)
     sinks: list[QueuedSink] = []
     try:
-        for i, stream in enumerate(args.streams):
-            try:
-                source = open_source(stream.source, **stream.options)
-            except TypeError as exc:  # an option the source does not take
-                raise ValueError(f"stream {stream.name}: bad options {stream.options}: {exc}") from None
-            pipeline.add_stream(stream.name, source, tracker if i == 0 else None)
+        if isinstance(pipeline, Pipeline):
+            for i, stream in enumerate(args.streams):
+                try:
+                    source = open_source(stream.source, **stream.options)
+                except TypeError as exc:  # an option the source does not take
+                    raise ValueError(f"stream {stream.name}: bad options {stream.options}: {exc}") from None
+                pipeline.add_stream(stream.name, source, tracker if i == 0 else None)
+        else:
+            await pipeline.connect()
+            for stream in args.streams:
+                pipeline.add_stream(stream.name, stream.source, stream.options)
         for name in settings.events.zones:
             if name not in pipeline.streams:
                 served = ", ".join(pipeline.streams)
@@ -427,7 +455,7 @@ async def serve_live(args: argparse.Namespace, tracker: StreamingTracker) -> Non
     for sink in sinks:
         sink.start()
         pipeline.outputs.add(sink)
-    names = ", ".join(f"{s.name} ({s.source.name})" for s in pipeline.streams.values())
+    names = ", ".join(f"{s.name} ({s.status().source})" for s in pipeline.streams.values())
     logger.info("serving %s: open %s in a browser (Ctrl-C to stop)", names, server.url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

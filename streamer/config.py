@@ -24,6 +24,8 @@ from .results_file import ResultsFileConfig
 class ConfigError(StreamerError):
     """A config file is unreadable or names a setting that does not exist."""
 
+    code = "config"
+
 
 @dataclass
 class ModelConfig:
@@ -37,6 +39,19 @@ class ModelConfig:
     precision: str = "auto"
     max_batch: int = 16  # streams stepped together in one round
     compile: bool = False  # torch.compile the model (slow first frames; worth it on a GPU)
+
+    def build_options(self, tracker: TrackerConfig, device: str | None = None) -> dict[str, Any]:
+        """``StreamingTracker.build``'s arguments for this model (on ``device``, if given)."""
+        return {
+            "model": self.name,
+            "checkpoint": self.checkpoint,
+            "device": device or self.device,
+            "random_init": self.random_weights,
+            "image_size": self.image_size,
+            "precision": self.precision,
+            "compile": self.compile,
+            **dataclasses.asdict(tracker),
+        }
 
 
 @dataclass
@@ -85,6 +100,33 @@ class ServerConfigSection:
     trust_proxy: bool = False  # believe X-Forwarded-Host/-Proto (only behind a proxy that sets them)
 
 
+CLUSTER_WORKERS = ("auto", "gpu", "cpu")
+
+
+@dataclass
+class ClusterConfig:
+    """Streams tracked on a Ray cluster instead of in this process (``cluster:``; docs/cluster.md)."""
+
+    address: str | None = None  # ray://HEAD:10001, auto (this machine's cluster) or HEAD:6379; None: no cluster
+    workers: str = "auto"  # gpu: one worker per GPU; cpu: one per node; auto: gpu if the cluster has GPUs
+    max_streams_per_worker: int = 8
+    cpus_per_worker: float = 1.0  # what a CPU worker reserves of its node
+    heartbeat_timeout_s: float = 3.0  # a worker silent this long is lost: its streams move
+    start_timeout_s: float = 600.0  # a worker's model load (a first checkpoint download included)
+
+    def __post_init__(self) -> None:
+        if self.workers not in CLUSTER_WORKERS:
+            raise ValueError(f"workers must be one of {', '.join(CLUSTER_WORKERS)}, got {self.workers!r}")
+        if not 1 <= self.max_streams_per_worker <= 256:
+            raise ValueError(f"max_streams_per_worker must be 1 to 256, got {self.max_streams_per_worker}")
+        if not 0 < self.cpus_per_worker <= 1024:
+            raise ValueError(f"cpus_per_worker must be more than 0, got {self.cpus_per_worker}")
+        if not 0.5 <= self.heartbeat_timeout_s <= 60:
+            raise ValueError(f"heartbeat_timeout_s must be 0.5 to 60 seconds, got {self.heartbeat_timeout_s}")
+        if self.start_timeout_s <= 0:
+            raise ValueError(f"start_timeout_s must be more than 0 seconds, got {self.start_timeout_s}")
+
+
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -96,9 +138,10 @@ class Config:
     events: EventsConfig = field(default_factory=EventsConfig)
     results: ResultsFileConfig = field(default_factory=ResultsFileConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
-CHECKED_SECTIONS = ("display", "events", "results", "mqtt")  # their dataclasses check their values
+CHECKED_SECTIONS = ("display", "events", "results", "mqtt", "cluster")  # their dataclasses check their values
 
 
 def shipped_configs() -> dict[str, Path]:

@@ -137,6 +137,11 @@ class Display:
     def masks(self) -> Masks | None:
         return self._masks
 
+    @property
+    def handed_over(self) -> bool:
+        """Whether any frame has been handed to the tracker."""
+        return self._tracked_upto >= 0
+
     # -- the tracker's side --------------------------------------------------------------------
 
     def set_masks(self, masks: Masks | None) -> None:

@@ -29,7 +29,9 @@ import logging
 import re
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import av
 import cv2
@@ -39,9 +41,12 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from av.video.frame import PictureType
 
 from .display import Output
-from .pipeline import Stream
 from .preprocess import scaled_size
+from .results import wall_clock
 from .worker import VIDEO_NICE, WorkerThread
+
+if TYPE_CHECKING:
+    from .pipeline import Stream
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +92,64 @@ class EncodedFrame:
     seq: int
     packet: av.Packet
     keyframe: bool
+    source: int  # the camera frame it shows
+    captured: float  # that frame's capture time, seconds since the epoch
+
+
+class PacketHistory:
+    """One stream's last ``HISTORY`` encoded frames in one codec, for every viewer of it: each
+    viewer reads them in order, and a new or lagging one waits for the next keyframe (asked for
+    through ``request_keyframe``). It also remembers which camera frame the last ``SHOWN``
+    frames showed, by pts (a click names the frame on screen by its RTP timestamp)."""
+
+    def __init__(self, request_keyframe: Callable[[], None]) -> None:
+        self.request_keyframe = request_keyframe
+        self._frames: deque[EncodedFrame] = deque(maxlen=HISTORY)
+        self._shown: OrderedDict[int, int] = OrderedDict()  # pts mod 2**32 -> source frame
+        self._changed = asyncio.Condition()
+        self._next_seq = 0  # never reset: a viewer's place stays meaningful across a clear()
+
+    @property
+    def newest_seq(self) -> int:
+        return self._next_seq - 1
+
+    async def append(self, packet: av.Packet, keyframe: bool, source: int, captured: float) -> EncodedFrame:
+        """The next frame (numbered one after the last: viewers rely on it)."""
+        async with self._changed:
+            frame = EncodedFrame(self._next_seq, packet, keyframe, source, captured)
+            self._next_seq += 1
+            self._frames.append(frame)
+            self._changed.notify_all()
+        self._shown[packet.pts % RTP_WRAP] = source
+        while len(self._shown) > SHOWN:
+            self._shown.popitem(last=False)
+        return frame
+
+    def clear(self) -> None:
+        """Forget the frames: every viewer then waits for a keyframe."""
+        self._frames.clear()
+
+    def forget_shown(self) -> None:
+        """A new bitstream whose pts start afresh: earlier ones no longer name camera frames."""
+        self._shown.clear()
+
+    def source_index(self, pts: int) -> int | None:
+        """The camera frame of a recently encoded frame, by its pts (modulo 2**32, as RTP has it)."""
+        return self._shown.get(pts % RTP_WRAP)
+
+    async def next_frame(self, after: int | None) -> EncodedFrame:
+        """The frame after ``after``; or, for a new or lagging viewer, the next keyframe."""
+        async with self._changed:
+            oldest = self._frames[0].seq if self._frames else None
+            if after is not None and (oldest is None or after + 1 >= oldest):
+                await self._changed.wait_for(lambda: self.newest_seq > after)
+                found = next((f for f in self._frames if f.seq == after + 1), None)
+                if found is not None:
+                    return found
+            self.request_keyframe()  # joining, lagging, or after a clear()
+            newest = self.newest_seq
+            await self._changed.wait_for(lambda: any(f.keyframe and f.seq > newest for f in self._frames))
+            return next(f for f in self._frames if f.keyframe and f.seq > newest)
 
 
 class StreamEncoder:
@@ -106,12 +169,10 @@ class StreamEncoder:
         self.codec, self.max_width = codec, max_width
         self.frames_encoded = 0
         self.encode_cpu_s = 0.0  # CPU time spent drawing and encoding (benchmarks read it)
-        self._history: deque[EncodedFrame] = deque(maxlen=HISTORY)
-        self._changed = asyncio.Condition()
+        self.history = PacketHistory(self.request_keyframe)
         self._thread = WorkerThread(f"encoder {stream.name} {codec}", nice=VIDEO_NICE)
         self._codec: av.VideoCodecContext | None = None  # only touched on ``_thread``
         self._origin: float | None = None
-        self._shown: OrderedDict[int, int] = OrderedDict()  # pts mod 2**32 -> source frame
         self._keyframe_wanted = True
         self._last_keyframe = 0.0
         self._subscribers = 0
@@ -137,7 +198,7 @@ class StreamEncoder:
         await self._thread.drain()
         if self._task is None:  # nobody subscribed meanwhile
             self._codec = None
-            self._history.clear()
+            self.history.clear()
 
     async def close(self) -> None:
         """Stop for good and let the encoder's thread go. Safe to call twice."""
@@ -148,20 +209,10 @@ class StreamEncoder:
         self._keyframe_wanted = True
 
     def source_index(self, pts: int) -> int | None:
-        """The camera frame of a recently encoded frame, by its pts (modulo 2**32, as RTP has it)."""
-        return self._shown.get(pts % RTP_WRAP)
+        return self.history.source_index(pts)
 
     async def next_frame(self, after: int | None) -> EncodedFrame:
-        """The frame after ``after``; or, for a new or lagging viewer, the next keyframe."""
-        async with self._changed:
-            oldest = self._history[0].seq if self._history else None
-            if after is not None and (oldest is None or after + 1 >= oldest):
-                await self._changed.wait_for(lambda: bool(self._history) and self._history[-1].seq > after)
-                return next(f for f in self._history if f.seq == after + 1)
-            self.request_keyframe()
-            newest = self._history[-1].seq if self._history else -1
-            await self._changed.wait_for(lambda: any(f.keyframe and f.seq > newest for f in self._history))
-            return next(f for f in self._history if f.keyframe and f.seq > newest)
+        return await self.history.next_frame(after)
 
     async def _run(self) -> None:
         sent = -1
@@ -188,10 +239,7 @@ class StreamEncoder:
                 if encoded is None:
                     continue
                 self.stream.record_sent(output)
-                async with self._changed:
-                    seq = self._history[-1].seq + 1 if self._history else 0
-                    self._history.append(EncodedFrame(seq, *encoded))
-                    self._changed.notify_all()
+                await self.history.append(*encoded, output.index, wall_clock(output.captured_at))
 
     def _encode(self, output: Output, keyframe: bool) -> tuple[av.Packet, bool] | None:
         """One frame to one packet and whether it is a keyframe (on the encoder's thread)."""
@@ -206,7 +254,7 @@ class StreamEncoder:
         if self._codec is None or (self._codec.width, self._codec.height) != (frame.width, frame.height):
             self._codec = self._new_codec(frame.width, frame.height)
             self._origin = output.captured_at
-            self._shown.clear()
+            self.history.forget_shown()
         assert self._origin is not None
         frame.pts = int((output.captured_at - self._origin) * VIDEO_CLOCK)
         frame.time_base = TIME_BASE
@@ -218,9 +266,6 @@ class StreamEncoder:
         if not data:
             return None
         self.frames_encoded += 1
-        self._shown[frame.pts % RTP_WRAP] = output.index
-        while len(self._shown) > SHOWN:
-            self._shown.popitem(last=False)
         packet = av.Packet(data)
         packet.pts, packet.time_base = frame.pts, TIME_BASE
         if self.codec == "h264":

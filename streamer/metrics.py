@@ -2,15 +2,69 @@
 
 Per-stream series carry a ``stream`` label; ``StreamMetrics`` holds one stream's children so the
 code that updates them never repeats the label, and ``forget`` drops them when a stream goes.
+
+On a cluster the streams run on workers but the front serves /metrics. A worker's ``Metrics``
+are made with ``tap=True``: the series its pipeline updates (``TAPPED``) also keep what happened
+to them until ``StreamMetrics.take()`` hands it over as a ``MetricsDelta``, which the front
+applies to its own series of that stream (``apply``), so the front's /metrics reads as a local
+server's, whichever worker a stream ran on. Per-worker series are ``ClusterMetrics``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter as Tally
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _MS_BUCKETS = (5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000)
+TAPPED = {  # what a worker's pipeline updates, by kind
+    "frames_processed": "counter",
+    "frames_displayed": "counter",
+    "mask_age_ms": "histogram",
+    "inference_ms": "histogram",
+    "frames_captured": "gauge",
+    "frames_dropped": "gauge",
+    "reconnects": "gauge",
+}
+MAX_TAPPED_VALUES = 1000  # observations kept between two reports (the newest win)
+
+
+@dataclass
+class MetricsDelta:
+    """What changed in one stream's tapped series since the last ``take()``."""
+
+    counters: dict[str, float] = field(default_factory=dict)
+    observations: dict[str, list[float]] = field(default_factory=dict)
+    gauges: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class _Tap:
+    """A series' child that also keeps what happened to it until taken."""
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.count = 0.0
+        self.values: deque[float] = deque(maxlen=MAX_TAPPED_VALUES)
+        self.value: float | None = None
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.child.inc(amount)
+        self.count += amount
+
+    def observe(self, value: float) -> None:
+        self.child.observe(value)
+        self.values.append(value)
+
+    def set(self, value: float) -> None:
+        self.child.set(value)
+        self.value = value
+
+    def set_function(self, function: Any) -> None:
+        self.child.set_function(function)
 
 
 @dataclass
@@ -34,10 +88,46 @@ class StreamMetrics:
     prompts_by_result: Counter
     events_by_type: Counter
     removed: bool = False  # the stream is gone: late events must not bring its series back
+    tapped_errors: Tally[str] | None = None  # on a worker: errors since the last take()
 
     def error(self, kind: str) -> None:
         if not self.removed:
             self.errors_by_kind.labels(self.name, kind).inc()
+            if self.tapped_errors is not None:
+                self.tapped_errors[kind] += 1
+
+    def take(self) -> MetricsDelta:
+        """What happened to the tapped series since the last call (a worker's pipeline only)."""
+        delta = MetricsDelta()
+        for name, kind in TAPPED.items():
+            tap = getattr(self, name)
+            if not isinstance(tap, _Tap):
+                raise TypeError("take() needs metrics made with Metrics(tap=True)")
+            if kind == "counter" and tap.count:
+                delta.counters[name], tap.count = tap.count, 0.0
+            elif kind == "histogram" and tap.values:
+                delta.observations[name] = list(tap.values)
+                tap.values.clear()
+            elif kind == "gauge" and tap.value is not None:
+                delta.gauges[name] = tap.value
+        if self.tapped_errors:
+            delta.errors = dict(self.tapped_errors)
+            self.tapped_errors.clear()
+        return delta
+
+    def apply(self, delta: MetricsDelta) -> None:
+        """Add what a worker's stream did to this (the front's) stream's series."""
+        if self.removed:
+            return
+        for name, amount in delta.counters.items():
+            getattr(self, name).inc(amount)
+        for name, values in delta.observations.items():
+            for value in values:
+                getattr(self, name).observe(value)
+        for name, value in delta.gauges.items():
+            getattr(self, name).set(value)
+        for kind, count in delta.errors.items():
+            self.errors_by_kind.labels(self.name, kind).inc(count)
 
     def prompt(self, result: str) -> None:
         if not self.removed:
@@ -49,7 +139,8 @@ class StreamMetrics:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, tap: bool = False) -> None:
+        self.tap = tap  # a cluster worker's: the front takes what happens to each stream
         self.registry = r = CollectorRegistry()
         by_stream = ["stream"]
         self._families = {
@@ -132,7 +223,16 @@ class Metrics:
         families = dict(self._families)
         errors, prompts, events = families.pop("errors"), families.pop("prompts"), families.pop("events")
         children = {key: family.labels(name) for key, family in families.items()}
-        return StreamMetrics(name, errors_by_kind=errors, prompts_by_result=prompts, events_by_type=events, **children)
+        if self.tap:
+            children.update({key: _Tap(children[key]) for key in TAPPED})
+        return StreamMetrics(
+            name,
+            errors_by_kind=errors,
+            prompts_by_result=prompts,
+            events_by_type=events,
+            tapped_errors=Tally() if self.tap else None,
+            **children,
+        )
 
     def forget(self, name: str) -> None:
         """Remove a stream's series (it was removed at run time)."""
@@ -143,3 +243,39 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class ClusterMetrics:
+    """A cluster front's own series: its workers, and what failovers cost."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        by_worker = ["worker"]
+        self.workers = Gauge("streamer_workers", "Cluster workers ready to take streams", registry=registry)
+        self.worker_streams = Gauge("streamer_worker_streams", "Streams on each worker", by_worker, registry=registry)
+        self.worker_busy = Gauge(
+            "streamer_worker_busy", "Fraction of recent time the worker's model was busy", by_worker, registry=registry
+        )
+        self.worker_round_ms = Gauge(
+            "streamer_worker_round_ms", "The worker's last inference round", by_worker, registry=registry
+        )
+        self.worker_bytes = Counter(
+            "streamer_worker_bytes", "Bytes the front received from each worker", by_worker, registry=registry
+        )
+        self.streams_waiting = Gauge(
+            "streamer_streams_waiting", "Streams no worker has room for (they start when one joins)", registry=registry
+        )
+        self.failovers = Counter(
+            "streamer_failovers", "Streams restarted on another worker after theirs was lost", registry=registry
+        )
+        self.failover_s = Histogram(
+            "streamer_failover_seconds",
+            "From losing a stream's worker to the stream running on another one",
+            buckets=(0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60),
+            registry=registry,
+        )
+        self.moves = Counter("streamer_rebalanced", "Streams moved to a worker that joined", registry=registry)
+
+    def forget(self, worker: str) -> None:
+        for family in (self.worker_streams, self.worker_busy, self.worker_round_ms, self.worker_bytes):
+            if (worker,) in family._metrics:  # noqa: SLF001 - prometheus_client has no public listing
+                family.remove(worker)

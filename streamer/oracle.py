@@ -22,7 +22,7 @@ import numpy as np
 from .errors import PromptError, UnknownObjectError
 from .preprocess import scaled_size
 from .shapes import ShapesSource
-from .tracker import FrameResult
+from .tracker import FrameOrigin, FrameResult, TrackedFrame
 
 INSIDE, OUTSIDE = 8.0, -8.0  # logits of a certain mask
 
@@ -46,7 +46,7 @@ class OracleTracker:
     def __init__(self, source: ShapesSource, delay: float = 0.0, history: int = 8) -> None:
         self.source, self.delay, self.history = source, delay, history
         self.prompts: list[Prompted] = []
-        self._frames: deque[tuple[int, int]] = deque(maxlen=history)  # tracker index, scene frame
+        self._frames: deque[tuple[TrackedFrame, int]] = deque(maxlen=history)  # with its scene frame
         self._objects: dict[int, int | None] = {}  # obj_id -> shape (None: the background)
         self._next_index = 0
 
@@ -56,11 +56,15 @@ class OracleTracker:
 
     @property
     def frame_index(self) -> int | None:
-        return self._frames[-1][0] if self._frames else None
+        return self._frames[-1][0].index if self._frames else None
 
     @property
     def frame_indices(self) -> list[int]:
-        return [index for index, _ in self._frames]
+        return [frame.index for frame, _ in self._frames]
+
+    @property
+    def tracked_frames(self) -> list[TrackedFrame]:
+        return [frame for frame, _ in list(self._frames)]
 
     def sibling(self) -> OracleTracker:
         raise NotImplementedError("an oracle belongs to one shapes source: give each stream its own")
@@ -72,14 +76,19 @@ class OracleTracker:
 
     @staticmethod
     def step_round(
-        trackers: Sequence[OracleTracker], frames: Sequence[np.ndarray], *, mask_width: int | None = None
+        trackers: Sequence[OracleTracker],
+        frames: Sequence[np.ndarray],
+        *,
+        mask_width: int | None = None,
+        origins: Sequence[FrameOrigin] | None = None,
     ) -> list[FrameResult]:
         """One round: the slowest oracle's delay, then each one's true masks."""
         time.sleep(max((t.delay for t in trackers), default=0.0))
-        return [t._ingest(frame, mask_width) for t, frame in zip(trackers, frames)]
+        where = origins or [None] * len(frames)
+        return [t._ingest(frame, mask_width, origin) for t, frame, origin in zip(trackers, frames, where)]
 
-    def step(self, frame: np.ndarray) -> FrameResult:
-        return self.step_round([self], [frame])[0]
+    def step(self, frame: np.ndarray, origin: FrameOrigin | None = None) -> FrameResult:
+        return self.step_round([self], [frame], origins=None if origin is None else [origin])[0]
 
     def add_prompt(
         self,
@@ -90,11 +99,13 @@ class OracleTracker:
         mask: Any = None,
         frame_index: int | None = None,
     ) -> FrameResult:
-        """Bind ``obj_id`` to the shape under the first positive click (or most inside the box)
-        on the frame named; the result is for the newest frame, like the real tracker's."""
+        """Bind ``obj_id`` to the shape under the first positive click (or most inside the box,
+        or most covered by the mask) on the frame named; the result is for the newest frame, like
+        the real tracker's."""
         if not self._frames:
             raise PromptError("no frame yet: call step(frame) before adding prompts")
-        scene_frame = dict(self._frames).get(self.frame_index if frame_index is None else frame_index)
+        wanted = self.frame_index if frame_index is None else frame_index
+        scene_frame = next((scene for frame, scene in self._frames if frame.index == wanted), None)
         if scene_frame is None:
             raise PromptError(f"frame {frame_index} is not available (have {self.frame_indices})")
         truth = self.source.scene.masks(scene_frame)
@@ -103,6 +114,9 @@ class OracleTracker:
             x0, y0, x1, y1 = (int(round(v)) for v in box)
             inside = truth[:, max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)].sum(axis=(1, 2))
             shape = int(inside.argmax()) if inside.max() > 0 else None
+        elif mask is not None:  # the shape the mask covers most
+            overlap = (truth & np.asarray(mask, bool)[None]).sum(axis=(1, 2))
+            shape = int(overlap.argmax()) if overlap.max() > 0 else None
         elif points is not None:
             positive = [p for p, label in zip(points, labels) if label == 1]
             if positive:
@@ -131,11 +145,11 @@ class OracleTracker:
         self._objects.clear()
         self._frames.clear()
 
-    def _ingest(self, frame: np.ndarray, mask_width: int | None) -> FrameResult:
+    def _ingest(self, frame: np.ndarray, mask_width: int | None, origin: FrameOrigin | None = None) -> FrameResult:
         scene_frame = self.source.frame_number(frame)
         if scene_frame is None:
             raise ValueError("the oracle was handed a frame its shapes source no longer remembers")
-        self._frames.append((self._next_index, scene_frame))
+        self._frames.append((TrackedFrame(self._next_index, *frame.shape[:2], origin), scene_frame))
         self._next_index += 1
         return self._result(scene_frame, mask_width)
 
@@ -153,4 +167,4 @@ class OracleTracker:
             layers.append((cover - 0.5) * (INSIDE - OUTSIDE))
         logits = np.stack(layers) if layers else np.zeros((0, h, w), np.float32)
         scores = np.array([INSIDE if (layer > 0).any() else OUTSIDE for layer in logits], np.float32)
-        return FrameResult(self._frames[-1][0], self.obj_ids, logits > 0, logits, scores)
+        return FrameResult(self._frames[-1][0].index, self.obj_ids, logits > 0, logits, scores)

@@ -47,6 +47,23 @@ class Sink(Protocol):
         """An event; must not block."""
 
 
+class TrackedOutputs(Protocol):
+    """Where a pipeline hands its tracked frames: ``Outputs`` in a server, or on a cluster
+    worker what collects them for the front (``cluster_worker.ReportOutputs``)."""
+
+    def register(self, stream: str, metrics: StreamMetrics) -> None: ...
+
+    def offer(self, tracked: Tracked) -> None: ...
+
+    def latest(self, stream: str) -> Tracked | None: ...
+
+    def forget(self, stream: str) -> None: ...
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class Outputs:
     """Every stream's results and events, delivered to the sinks that want them."""
 
@@ -292,4 +309,4 @@ class Subscription(QueuedSink):
             await self._send(event.envelope())
 
 
-__all__ = ["Outputs", "QueuedSink", "Sink", "Subscription"]
+__all__ = ["Outputs", "QueuedSink", "Sink", "Subscription", "TrackedOutputs"]

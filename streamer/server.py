@@ -33,8 +33,8 @@ from websockets.http11 import Request, Response
 from .assets import WEB_DIR
 from .errors import StreamerError
 from .ice import IceConfig
+from .landing import PromptRequest
 from .outputs import Subscription
-from .pipeline import Pipeline, Stream
 from .protocol import (
     MAX_MESSAGE_BYTES,
     AddBox,
@@ -53,7 +53,7 @@ from .protocol import (
 )
 from .protocol import Reset as ResetMessage
 from .results import MASK_FORMATS
-from .sources import SourceError, open_source
+from .served import ServedStream, Serving
 from .tls import TlsError, server_context
 from .webrtc import Viewers
 
@@ -122,9 +122,9 @@ class TokenBucket:
 
 
 class StreamServer:
-    """Serves every stream of one pipeline to any number of viewers."""
+    """Serves every stream of one pipeline (local, or a cluster's front) to any number of viewers."""
 
-    def __init__(self, pipeline: Pipeline, config: ServerConfig, web_dir: Path = WEB_DIR) -> None:
+    def __init__(self, pipeline: Serving, config: ServerConfig, web_dir: Path = WEB_DIR) -> None:
         if not is_loopback(config.host) and not config.token and not config.insecure:
             raise StreamerError(
                 f"refusing to listen on {config.host} without --token: anyone on the network could "
@@ -268,25 +268,28 @@ class StreamServer:
     def health(self) -> dict:
         streams = {}
         for name, stream in self.pipeline.streams.items():
-            state, stats = stream.state, stream.source.stats
+            status = stream.status()
             streams[name] = {
-                "source_alive": stream.source_alive,
-                "reconnecting": stream.reconnecting,
-                "source": stream.source.name,
-                "video_fps": round(state.video_fps, 2),
-                "mask_fps": round(state.mask_fps, 2),
-                "mask_age_ms": _rounded(state.mask_age_ms),
-                "source_fps": round(stats.fps, 2),
-                "latency_ms": state.latency_percentiles(),
+                "source_alive": status.source_alive,
+                "reconnecting": status.reconnecting,
+                "source": status.source,
+                "video_fps": round(status.video_fps, 2),
+                "mask_fps": round(status.mask_fps, 2),
+                "mask_age_ms": _rounded(status.mask_age_ms),
+                "source_fps": round(status.source_fps, 2),
+                "latency_ms": {"p50": status.latency_p50, "p90": status.latency_p90},
                 "viewers": self.viewers.count(name),
-                "objects": stream.obj_ids,
-                "last_error": state.last_error,
+                "objects": status.objects,
+                "last_error": status.last_error,
+                "placement": status.placement,
+                "worker": status.worker,
             }
         return {
-            "ok": all(s["source_alive"] for s in streams.values()),
+            "ok": all(s["source_alive"] and s["placement"] in ("local", "running") for s in streams.values()),
             "streams": streams,
             "viewers": len(self.viewers.peers),
             "connections": len(self.connections),
+            **self.pipeline.describe(),
         }
 
     # -- websocket ----------------------------------------------------------------------------------
@@ -351,20 +354,19 @@ class StreamServer:
         except StreamerError as exc:  # PromptError, UnknownObjectError, TooManyViewersError...
             if stream is not None:
                 stream.metrics.prompt("rejected")
-            code = re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__.removesuffix("Error")).lower()
-            return encode("error", id=msg_id, code=code, message=str(exc))
+            return encode("error", id=msg_id, code=exc.code, message=str(exc))
         except Exception as exc:  # a bug or a GPU failure: report it, keep serving
             logger.exception("message failed")
             if stream is not None:
                 stream.metrics.error("prompt")
             return encode("error", id=msg_id, code="internal", message=f"the server failed on this message: {exc}")
 
-    async def _prompt(self, stream: Stream, message: Message, peers: list[RTCPeerConnection]) -> list[int]:
+    async def _prompt(self, stream: ServedStream, message: Message, peers: list[RTCPeerConnection]) -> list[int]:
         if isinstance(message, (AddPoints, AddBox)):
             shown = None
             if message.frame_rtp is not None:  # exact: the frame this viewer's browser had on screen
                 shown = self.viewers.shown_frame(peers, stream.name, message.frame_rtp)
-            return await stream.prompt(message, shown)
+            return await stream.prompt(_request(message, shown))
         if isinstance(message, RemoveObject):
             return await stream.remove_object(message.obj_id)
         assert isinstance(message, ResetMessage)
@@ -422,35 +424,27 @@ class StreamServer:
         else:
             if len(self.pipeline.streams) >= self.config.max_streams:
                 raise ProtocolError("too_many_streams", f"this server already has {self.config.max_streams} streams")
-            self.pipeline.check_new_name(message.stream)
-            try:
-                source = await asyncio.to_thread(open_source, message.source)
-            except (SourceError, ValueError, OSError) as exc:
-                raise ProtocolError("bad_source", f"cannot open {message.source!r}: {exc}") from None
-            try:
-                self.pipeline.add_stream(message.stream, source)
-            except BaseException:
-                await source.close()
-                raise
+            await self.pipeline.open_stream(message.stream, message.source)
         logger.info("%s stream %s", "added" if isinstance(message, AddStream) else "removed", message.stream)
         return encode("ack", id=message.id, stream=message.stream, streams=list(self.pipeline.streams))
 
     def _state(self) -> dict:
         streams = []
         for name, stream in self.pipeline.streams.items():
-            state = stream.state
+            status = stream.status()
             streams.append(
                 {
                     "name": name,
-                    "objects": stream.obj_ids,
-                    "video_fps": round(state.video_fps, 2),
-                    "mask_fps": round(state.mask_fps, 2),
-                    "mask_age_ms": _rounded(state.mask_age_ms),
-                    "latency_ms": round(state.latency_ms, 1),
-                    "inference_ms": round(state.inference_ms, 1),
-                    "frame_index": stream.frame_index,
-                    "source_alive": stream.source_alive,
-                    "reconnecting": stream.reconnecting,
+                    "objects": status.objects,
+                    "video_fps": round(status.video_fps, 2),
+                    "mask_fps": round(status.mask_fps, 2),
+                    "mask_age_ms": _rounded(status.mask_age_ms),
+                    "latency_ms": round(status.latency_ms, 1),
+                    "inference_ms": round(status.inference_ms, 1),
+                    "frame_index": status.frame_index,
+                    "source_alive": status.source_alive,
+                    "reconnecting": status.reconnecting,
+                    "placement": status.placement,
                     "viewers": self.viewers.count(name),
                 }
             )
@@ -471,6 +465,14 @@ class StreamServer:
         text = encode("error", id=None, stream=stream, code=code, message=message)
         for ws in list(self.connections):
             asyncio.run_coroutine_threadsafe(_send_quietly(ws, text), self._loop)
+
+
+def _request(message: AddPoints | AddBox, shown: int | None) -> PromptRequest:
+    """A websocket prompt as the engine takes it (no protocol types past the server)."""
+    common = {"obj_id": message.obj_id, "frame_index": message.frame_index, "frame_ts": message.frame_ts}
+    if isinstance(message, AddPoints):
+        return PromptRequest(points=tuple(message.points), labels=tuple(message.labels), shown=shown, **common)
+    return PromptRequest(box=message.box, shown=shown, **common)
 
 
 def _rounded(value: float | None) -> float | None:

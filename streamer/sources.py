@@ -35,9 +35,13 @@ NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "srt
 class SourceError(StreamerError):
     """A source cannot be opened, or stopped for good."""
 
+    code = "source"
+
 
 class SourceTimeoutError(SourceError):
     """A source produced no first frame within its open timeout (it keeps retrying)."""
+
+    code = "source_timeout"
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ RENEW_DAYS = 30  # made anew when it would expire within this many days
 class TlsError(StreamerError):
     """A certificate or key that cannot be used."""
 
+    code = "tls"
+
 
 @dataclass(frozen=True)
 class Certificate:

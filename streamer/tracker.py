@@ -54,6 +54,25 @@ class FrameResult:
     scores: np.ndarray
 
 
+@dataclass(frozen=True)
+class FrameOrigin:
+    """Where a frame came from, as the caller knows it: kept with the frame while the tracker
+    remembers it, so a live stream needs no second record of its tracked frames."""
+
+    source: int  # the camera's own frame number
+    captured_at: float  # time.monotonic() when it was captured
+
+
+@dataclass(frozen=True)
+class TrackedFrame:
+    """A frame the tracker remembers: its index here, its size and its origin (if given)."""
+
+    index: int
+    height: int
+    width: int
+    origin: FrameOrigin | None = None
+
+
 @dataclass
 class _Frame:
     """A frame the tracker still remembers: its size and, once needed, its image features.
@@ -66,6 +85,7 @@ class _Frame:
     height: int
     width: int
     image: np.ndarray | None  # kept until the features exist
+    origin: FrameOrigin | None = None
     backbone: dict[str, list[torch.Tensor]] | None = None
 
 
@@ -187,17 +207,26 @@ class StreamingTracker:
         """Frames a prompt may name: the last ``history`` ones."""
         return [f.index for f in self._frames]
 
-    def step(self, frame: np.ndarray) -> FrameResult:
+    @property
+    def tracked_frames(self) -> list[TrackedFrame]:
+        """The frames a prompt may name, oldest first, with the origins they were stepped with."""
+        return [TrackedFrame(f.index, f.height, f.width, f.origin) for f in list(self._frames)]
+
+    def step(self, frame: np.ndarray, origin: FrameOrigin | None = None) -> FrameResult:
         """Take the next frame (HxWx3 uint8 RGB), track every object on it, return their masks."""
-        return step_streams([self], [frame])[0]
+        return step_streams([self], [frame], origins=None if origin is None else [origin])[0]
 
     @staticmethod
     def step_round(
-        trackers: Sequence[StreamingTracker], frames: Sequence[np.ndarray], *, mask_width: int | None = None
+        trackers: Sequence[StreamingTracker],
+        frames: Sequence[np.ndarray],
+        *,
+        mask_width: int | None = None,
+        origins: Sequence[FrameOrigin] | None = None,
     ) -> list[FrameResult]:
         """``step_streams``, reached through the trackers' class: the pipeline steps any tracker
         kind this way (a stand-in such as ``streamer.oracle`` brings its own)."""
-        return step_streams(trackers, frames, mask_width=mask_width)
+        return step_streams(trackers, frames, mask_width=mask_width, origins=origins)
 
     @torch.inference_mode()
     def add_prompt(
@@ -296,8 +325,8 @@ class StreamingTracker:
             f"frames ({first}..{last}); prompt on one of those, or on the newest (frame_index=None)"
         )
 
-    def _ingest(self, image: np.ndarray) -> _Frame:
-        record = _Frame(self._next_index, image.shape[0], image.shape[1], image)
+    def _ingest(self, image: np.ndarray, origin: FrameOrigin | None = None) -> _Frame:
+        record = _Frame(self._next_index, image.shape[0], image.shape[1], image, origin)
         self._next_index += 1
         self._frames.append(record)
         return record
@@ -507,7 +536,11 @@ class StreamingTracker:
 
 @torch.inference_mode()
 def step_streams(
-    trackers: Sequence[StreamingTracker], frames: Sequence[np.ndarray], *, mask_width: int | None = None
+    trackers: Sequence[StreamingTracker],
+    frames: Sequence[np.ndarray],
+    *,
+    mask_width: int | None = None,
+    origins: Sequence[FrameOrigin] | None = None,
 ) -> list[FrameResult]:
     """Step several streams at once, one new frame each, on trackers that share a model.
 
@@ -517,10 +550,13 @@ def step_streams(
     The results are each tracker's own: batching changes no number beyond float rounding.
     With ``mask_width`` the masks come scaled straight from the model's low-resolution output to
     that width (the frame's aspect kept; never larger than the frame): what a display that
-    works on small frames needs, without making and copying full-size masks first.
+    works on small frames needs, without making and copying full-size masks first. ``origins``
+    (one per frame) are remembered with the frames (``tracked_frames``).
     """
     if len(trackers) != len(frames):
         raise ValueError(f"got {len(trackers)} trackers and {len(frames)} frames: pass one frame per tracker")
+    if origins is not None and len(origins) != len(frames):
+        raise ValueError(f"got {len(origins)} origins for {len(frames)} frames: pass one per frame, or none")
     if len({id(t) for t in trackers}) != len(trackers):
         raise ValueError("a tracker takes one frame per step: list each tracker once")
     if not trackers:
@@ -532,7 +568,8 @@ def step_streams(
     with lead._autocast():
         for tracker in trackers:
             tracker._encode_pending()
-        records = [tracker._ingest(image) for tracker, image in zip(trackers, images)]
+        where = origins or [None] * len(images)
+        records = [tracker._ingest(image, origin) for tracker, image, origin in zip(trackers, images, where)]
         jobs = [(obj, record) for tracker, record in zip(trackers, records) for obj in tracker._objects.values()]
         for (obj, record), out in zip(jobs, lead._track(jobs)):
             obj.non_cond[record.index] = out

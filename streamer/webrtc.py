@@ -1,9 +1,10 @@
 """WebRTC to the viewers (aiortc): each peer connection watches one stream.
 
-A peer gets an ``EncodedTrack`` of its stream's shared encoder for its codec (``encoder.py``), so
-a stream is encoded once per codec in use whatever the number of viewers; the peer's codec is
-pinned to that one (VP8 when the offer takes it, else H.264). A stream
-whose source is the browser's camera takes the first viewer that sends video as its camera.
+A peer gets an ``EncodedTrack`` of its stream's video in its codec (``stream.video(codec)``: the
+stream's own encoder, or on a cluster the packets its worker sends), so a stream is encoded once
+per codec in use whatever the number of viewers; the peer's codec is pinned to that one (VP8
+when the offer takes it, else H.264). A stream whose source is the browser's camera takes the
+first viewer that sends video as its camera.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from dataclasses import dataclass
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from .encoder import CODECS, EncodedTrack, StreamEncoder, codec_preferences, offered_codec
+from .encoder import CODECS, EncodedTrack, codec_preferences, offered_codec
 from .errors import StreamerError
 from .ice import IceConfig
-from .pipeline import Pipeline, Stream
+from .served import ServedStream, Serving, Video
 from .sources import BrowserSource
 
 logger = logging.getLogger(__name__)
@@ -27,32 +28,35 @@ logger = logging.getLogger(__name__)
 class TooManyViewersError(StreamerError):
     """The server already serves its maximum number of peer connections."""
 
+    code = "too_many_viewers"
+
 
 class OfferError(StreamerError):
     """A viewer's WebRTC offer cannot be answered."""
 
+    code = "offer"
+
 
 @dataclass
 class _Peer:
-    stream: Stream
-    encoder: StreamEncoder
+    stream: ServedStream
+    video: Video
     track: EncodedTrack | None = None
     camera_task: asyncio.Task[None] | None = None
 
 
 class Viewers:
-    """Owns every RTCPeerConnection and every stream's encoder; caps the number of peers."""
+    """Owns every RTCPeerConnection; caps the number of peers."""
 
-    def __init__(self, pipeline: Pipeline, max_peers: int = 16, ice: IceConfig | None = None) -> None:
+    def __init__(self, pipeline: Serving, max_peers: int = 16, ice: IceConfig | None = None) -> None:
         self.pipeline, self.max_peers, self.ice = pipeline, max_peers, ice or IceConfig()
         self.peers: dict[RTCPeerConnection, _Peer] = {}
-        self.encoders: dict[tuple[str, str], StreamEncoder] = {}  # (stream, codec)
 
     def count(self, stream: str) -> int:
         return sum(1 for p in self.peers.values() if p.stream.name == stream)
 
     def camera_streams(self) -> list[str]:
-        return [s.name for s in self.pipeline.streams.values() if isinstance(s.source, BrowserSource)]
+        return [s.name for s in self.pipeline.streams.values() if s.camera is not None]
 
     async def answer(self, offer_sdp: str, stream_name: str | None = None) -> tuple[RTCPeerConnection, str]:
         """Answer a viewer's offer with a peer sending the stream's video (ICE servers as configured).
@@ -63,7 +67,7 @@ class Viewers:
         if len(self.peers) >= self.max_peers:
             raise TooManyViewersError(f"this server already has {self.max_peers} viewers; try again later")
         sends_video = "a=sendrecv" in offer_sdp or "a=sendonly" in offer_sdp
-        camera = stream.source if isinstance(stream.source, BrowserSource) else None
+        camera = stream.camera
         if sends_video and (camera is None or self._camera_peer(stream) is not None):
             raise OfferError(
                 f"stream {stream.name!r} does not take a camera from viewers"
@@ -73,13 +77,9 @@ class Viewers:
         codec = offered_codec(offer_sdp)
         if codec is None:
             raise OfferError(f"the offer takes no video codec this server sends ({', '.join(CODECS)})")
-        encoder = self.encoders.get((stream.name, codec))
-        if encoder is None:
-            display = self.pipeline.display
-            encoder = StreamEncoder(stream, display.bitrate, codec=codec, max_width=display.max_width)
-            self.encoders[(stream.name, codec)] = encoder
+        video = stream.video(codec)
         peer = RTCPeerConnection(self.ice.rtc_configuration())
-        entry = self.peers[peer] = _Peer(stream, encoder)
+        entry = self.peers[peer] = _Peer(stream, video)
         self._update_gauge(stream)
 
         @peer.on("connectionstatechange")
@@ -93,11 +93,11 @@ class Viewers:
                 entry.camera_task = asyncio.create_task(self._pull_camera(track, camera), name="browser camera")
 
         try:
-            entry.track = encoder.subscribe()
+            entry.track = video.subscribe()
             sender = peer.addTrack(entry.track)
             entry.track.sender = sender
             # A viewer's PLI/FIR reaches aiortc's sender, which has no encoder of its own here.
-            sender._send_keyframe = encoder.request_keyframe  # type: ignore[method-assign]
+            sender._send_keyframe = video.request_keyframe  # type: ignore[method-assign]
             transceiver = next(t for t in peer.getTransceivers() if t.sender is sender)
             transceiver.setCodecPreferences(codec_preferences(codec))
             await peer.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
@@ -128,22 +128,16 @@ class Viewers:
             await asyncio.gather(entry.camera_task, return_exceptions=True)
         await peer.close()
         if entry.track is not None:
-            await entry.encoder.unsubscribe()
+            await entry.video.unsubscribe()
 
     async def close_stream(self, name: str) -> None:
         """Close the peers watching a stream that is going away."""
         await asyncio.gather(*(self.close(p) for p, e in list(self.peers.items()) if e.stream.name == name))
-        for codec in CODECS:
-            encoder = self.encoders.pop((name, codec), None)
-            if encoder is not None:
-                await encoder.close()
 
     async def close_all(self) -> None:
         await asyncio.gather(*(self.close(peer) for peer in list(self.peers)))
-        for encoder in self.encoders.values():
-            await encoder.close()
 
-    def _camera_peer(self, stream: Stream) -> RTCPeerConnection | None:
+    def _camera_peer(self, stream: ServedStream) -> RTCPeerConnection | None:
         return next((p for p, e in self.peers.items() if e.stream is stream and e.camera_task is not None), None)
 
     async def _pull_camera(self, track: MediaStreamTrack, camera: BrowserSource) -> None:
@@ -159,5 +153,5 @@ class Viewers:
         finally:
             camera.disconnected()
 
-    def _update_gauge(self, stream: Stream) -> None:
+    def _update_gauge(self, stream: ServedStream) -> None:
         stream.metrics.viewers.set(self.count(stream.name))

@@ -8,10 +8,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from streamer.events import EventsConfig
+from streamer.landing import PromptRequest
 from streamer.oracle import OracleTracker
 from streamer.outputs import QueuedSink
 from streamer.pipeline import Pipeline
-from streamer.protocol import AddPoints
 from streamer.server import ServerConfig, StreamServer
 from streamer.shapes import ShapesSource
 
@@ -64,5 +64,5 @@ async def click_shape(server: StreamServer, obj_id: int, shape: int, stream: str
     newest = target.latest
     assert newest is not None
     x, y = scene.centres(newest.index)[shape]
-    click = AddPoints(None, stream, obj_id, [(x / scene.width, y / scene.height)], [1], None, None, None)
-    return await target.prompt(click, shown=newest.index)
+    click = PromptRequest(obj_id, points=((x / scene.width, y / scene.height),), labels=(1,), shown=newest.index)
+    return await target.prompt(click)

@@ -198,10 +198,10 @@ def test_compile_flag_reaches_the_model() -> None:
     from streamer.cli import build_tracker, parse_args
 
     base = ["--source", "synthetic", "--random-weights", "--image-size", "128", "--device", "cpu"]
-    compiled = build_tracker(args := parse_args([*base, "--compile"]), args.config_data)
+    compiled = build_tracker(parse_args([*base, "--compile"]).config_data)
     assert getattr(compiled.model, "_streamer_compiled", False)
     assert "forward" in vars(compiled.model.image_encoder)  # replaced by the compiled wrapper
-    eager = build_tracker(args := parse_args(base), args.config_data)
+    eager = build_tracker(parse_args(base).config_data)
     assert not getattr(eager.model, "_streamer_compiled", False) and "forward" not in vars(eager.model.image_encoder)
 
 
@@ -220,7 +220,7 @@ def test_random_weights_from_a_config_show_the_banner(tmp_path: Path) -> None:
 
     config = tmp_path / "random.yaml"
     config.write_text("model:\n  random_weights: true\n  image_size: 128\n  device: cpu\n")
-    tracker = build_tracker(args := parse_args(["--config", str(config), "--source", "synthetic"]), args.config_data)
+    tracker = build_tracker(parse_args(["--config", str(config), "--source", "synthetic"]).config_data)
     assert tracker.random_weights
 
     async def hello() -> dict:

@@ -16,10 +16,10 @@ import pytest
 
 from streamer.config import ConfigError, load_config
 from streamer.display import Display, DisplayConfig, Masks
+from streamer.landing import PromptRequest
 from streamer.oracle import OracleTracker
 from streamer.pipeline import Pipeline
 from streamer.preprocess import scaled_size
-from streamer.protocol import AddBox, AddPoints
 from streamer.shapes import ShapesScene, ShapesSource
 from streamer.sources import Frame
 
@@ -145,13 +145,15 @@ class _Driver:
         """Frame ``n``'s capture time on the wall clock, in ms (what a viewer's frame_ts estimates)."""
         return 1000 * (time.time() - time.monotonic() + self.captured_at(n))
 
-    def track_pending(self) -> None:
+    async def track_pending(self) -> None:
         stream = self.stream
-        self.pipeline._process([stream], [stream.take()])
+        (outcome,) = await self.pipeline.engine.round([(stream.track, stream.take())])
+        stream.finish(outcome)
 
-    def click(self, n: int, shape: int) -> AddPoints:
+    def click(self, n: int, shape: int) -> PromptRequest:
+        """A click on shape ``shape`` of frame ``n``, the frame on the viewer's screen."""
         x, y = self.scene.centres(n)[shape]
-        return AddPoints(None, None, 1, [(x / self.scene.width, y / self.scene.height)], [1], None, None, None)
+        return PromptRequest(1, points=((x / self.scene.width, y / self.scene.height),), labels=(1,), shown=n)
 
     def shape_under(self, n: int, x: float, y: float) -> int | None:
         hit = [i for i, m in enumerate(self.scene.masks(n)) if m[int(y), int(x)]]
@@ -169,15 +171,15 @@ def test_clicks_land_on_what_the_viewer_saw() -> None:
         for n in range(28):
             drive.show(n)
             if n in (0, 10, 20):
-                drive.track_pending()
+                await drive.track_pending()
         prompts = drive.oracle.prompts
         # On a tracked frame.
-        assert await drive.stream.prompt(drive.click(10, shape=0), shown=10) == [1]
+        assert await drive.stream.prompt(drive.click(10, shape=0)) == [1]
         assert (prompts[-1].frame_index, prompts[-1].shape) == (1, 0)  # tracker frame 1 is frame 10
         # Between tracked frames: carried back to frame 10 (the raw point would miss shape 1 there).
         x, y = drive.scene.centres(14)[1]
         assert drive.shape_under(10, x, y) != 1
-        await drive.stream.prompt(drive.click(14, shape=1), shown=14)
+        await drive.stream.prompt(drive.click(14, shape=1))
         assert (prompts[-1].frame_index, prompts[-1].shape) == (1, 1)
         # A box between tracked frames, found by capture time (a browser without RTP times): carried
         # on to frame 20, the nearest tracked one, and centred on the shape there.
@@ -185,7 +187,7 @@ def test_clicks_land_on_what_the_viewer_saw() -> None:
         r = drive.scene.shapes[2].radius
         w, h = drive.scene.width, drive.scene.height
         box = ((x0 - r) / w, (y0 - r) / h, (x0 + r) / w, (y0 + r) / h)
-        await drive.stream.prompt(AddBox(None, None, 2, box, None, drive.frame_ts(16), None))
+        await drive.stream.prompt(PromptRequest(2, box=box, frame_ts=drive.frame_ts(16)))
         carried = prompts[-1].box
         assert (prompts[-1].frame_index, prompts[-1].shape) == (2, 2)
         assert (
@@ -193,9 +195,82 @@ def test_clicks_land_on_what_the_viewer_saw() -> None:
             and np.hypot((carried[0] + carried[2]) / 2 - x1, (carried[1] + carried[3]) / 2 - y1) < 5
         )
         # Newer than anything tracked: frame 26 is stepped, then prompted.
-        await drive.stream.prompt(drive.click(26, shape=0), shown=26)
+        await drive.stream.prompt(drive.click(26, shape=0))
         assert (prompts[-1].frame_index, prompts[-1].shape) == (3, 0) and drive.oracle.frame_index == 3
         assert drive.stream.frame_index == 3 and drive.stream.display.masks.frame == 26
         await drive.pipeline.stop()
+
+    asyncio.run(main())
+
+
+def test_a_click_queued_before_the_round_that_took_its_frame_waits_for_it() -> None:
+    """Nothing tracked yet; the scheduler has handed the frame on screen to a round that is queued
+    behind the click: the click lands on that frame once the round has it, instead of failing
+    with no_frame (the frame's pixels already went with the round)."""
+    drive = _Driver(speed=5)
+
+    async def main() -> None:
+        for n in range(4):
+            drive.show(n)
+        stream = drive.stream
+        frame = stream.take()  # the scheduler took frame 3; its round is submitted just after the click
+        click = asyncio.create_task(stream.prompt(drive.click(3, shape=0)))
+        await asyncio.sleep(0)
+        (outcome,) = await drive.pipeline.engine.round([(stream.track, frame)])
+        assert await click == [1]
+        assert outcome.result is not None and outcome.result.frame_index == 0
+        prompted = drive.oracle.prompts[-1]
+        assert (prompted.frame_index, prompted.shape) == (0, 0)  # on the round's frame: camera frame 3
+        await drive.pipeline.stop()
+
+    asyncio.run(main())
+
+
+def test_tracked_frames_remember_where_they_came_from() -> None:
+    """The tracker keeps each frame's camera index and capture time with it (the pipeline keeps no
+    second record of its tracked frames); a frame stepped without an origin has none."""
+    drive = _Driver(speed=5)
+
+    async def main() -> None:
+        for n in range(3):
+            drive.show(n)
+            await drive.track_pending()
+        frames = drive.oracle.tracked_frames
+        assert [(f.index, f.origin.source) for f in frames] == [(0, 0), (1, 1), (2, 2)]
+        assert frames[1].origin.captured_at == drive.captured_at(1) and (frames[1].height, frames[1].width) == (
+            360,
+            640,
+        )
+        await drive.pipeline.stop()
+
+    asyncio.run(main())
+
+
+def test_restored_objects_keep_their_ids_on_the_shapes_they_covered() -> None:
+    """A stream that moved (a cluster worker was lost) gets its objects back under their ids from
+    their last masks, sent compactly: on the newest frame shown, each selects the shape its mask
+    covered, though the shapes have moved since."""
+    from streamer.reports import CompactTracked
+
+    before, after = _Driver(speed=5), _Driver(speed=5)
+
+    async def main() -> None:
+        for n in range(3):
+            before.show(n)
+            await before.track_pending()
+        await before.stream.prompt(before.click(2, shape=0))
+        click = before.click(2, shape=2)
+        await before.stream.prompt(PromptRequest(9, points=click.points, labels=(1,), shown=2))
+        latest = before.pipeline.outputs.latest("s")
+        masks = CompactTracked.of(latest).masks()
+        assert sorted(masks) == [1, 9] and all(m.any() for m in masks.values())
+        for n in range(6):
+            after.show(n)
+        assert await after.stream.restore(masks) == [1, 9]
+        restored = after.oracle.prompts
+        assert [(p.obj_id, p.shape, p.frame_index) for p in restored] == [(1, 0, 0), (9, 2, 0)]
+        assert after.stream.display.masks.frame == 5  # on the newest frame shown
+        await before.pipeline.stop()
+        await after.pipeline.stop()
 
     asyncio.run(main())

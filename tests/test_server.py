@@ -15,8 +15,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from streamer import StreamerError, StreamingTracker
+from streamer.landing import PromptRequest
 from streamer.pipeline import Pipeline, Stream
-from streamer.protocol import AddBox
 from streamer.server import ServerConfig, StreamServer
 from streamer.sources import BrowserSource, open_source
 
@@ -533,8 +533,8 @@ def test_out_of_memory_with_several_streams_shrinks_the_rounds(tracker, monkeypa
     async def main() -> None:
         async with running(tracker, {"a": "synthetic", "b": "synthetic"}) as server:
             a, b = server.pipeline.streams["a"], server.pipeline.streams["b"]
-            await a.prompt(AddBox(None, None, 1, (0.2, 0.2, 0.6, 0.6), None, None, None))
-            await b.prompt(AddBox(None, None, 1, (0.2, 0.2, 0.6, 0.6), None, None, None))
+            await a.prompt(PromptRequest(1, box=(0.2, 0.2, 0.6, 0.6)))
+            await b.prompt(PromptRequest(1, box=(0.2, 0.2, 0.6, 0.6)))
             monkeypatch.setattr(streamer.tracker, "step_streams", small_gpu)
             deadline = asyncio.get_running_loop().time() + 20
             while server.pipeline.batch_limit > 1:
@@ -559,7 +559,7 @@ def test_camera_and_display_failures_are_counted_and_the_video_comes_back(tracke
     async def main() -> None:
         async with running(tracker, {"a": "synthetic", "b": "synthetic"}) as server:
             a, b = server.pipeline.streams["a"], server.pipeline.streams["b"]
-            await a.prompt(AddBox(None, None, 1, (0.2, 0.2, 0.6, 0.6), None, None, None))
+            await a.prompt(PromptRequest(1, box=(0.2, 0.2, 0.6, 0.6)))
             anext, show, broken = type(a.source).__anext__, a.display.show, []
 
             async def flaky_camera(source):

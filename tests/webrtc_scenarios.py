@@ -124,12 +124,12 @@ async def viewers() -> dict:
         await main.next_output(-1)
         seq_before = main.latest.seq
         three = await asyncio.gather(view(server.port, 20), view(server.port, 20), view(server.port, 20, "main"))
-        encoded = server.viewers.encoders[("main", "vp8")].frames_encoded
+        encoded = main.encoders["vp8"].frames_encoded
         published = main.latest.seq - seq_before
         other = await view(server.port, 5, "small")
         # A viewer that takes only H.264 beside one that takes VP8, on one stream at once.
         mixed = await asyncio.gather(view(server.port, 20, "main", "H264"), view(server.port, 20, "main"))
-        mixed_encoders = sorted(codec for name, codec in server.viewers.encoders if name == "main")
+        mixed_encoders = sorted(main.encoders)
         lookup = await rtp_lookup(server)
         two = three[:2]
         await asyncio.sleep(1.0)
