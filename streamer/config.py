@@ -113,6 +113,7 @@ class ClusterConfig:
     cpus_per_worker: float = 1.0  # what a CPU worker reserves of its node
     heartbeat_timeout_s: float = 3.0  # a worker silent this long is lost: its streams move
     start_timeout_s: float = 600.0  # a worker's model load (a first checkpoint download included)
+    connect_timeout_s: float = 30.0  # joining the cluster at startup
 
     def __post_init__(self) -> None:
         if self.workers not in CLUSTER_WORKERS:
@@ -123,8 +124,9 @@ class ClusterConfig:
             raise ValueError(f"cpus_per_worker must be more than 0, got {self.cpus_per_worker}")
         if not 0.5 <= self.heartbeat_timeout_s <= 60:
             raise ValueError(f"heartbeat_timeout_s must be 0.5 to 60 seconds, got {self.heartbeat_timeout_s}")
-        if self.start_timeout_s <= 0:
-            raise ValueError(f"start_timeout_s must be more than 0 seconds, got {self.start_timeout_s}")
+        for name in ("start_timeout_s", "connect_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be more than 0 seconds, got {getattr(self, name)}")
 
 
 @dataclass

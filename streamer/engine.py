@@ -128,6 +128,7 @@ class Engine:
         *,
         max_batch: int = 16,
         on_error: Callable[[str, str, str], None] | None = None,
+        model: Tracker | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -141,7 +142,8 @@ class Engine:
         self.round_ms = 0.0  # the last round's
         self._good_rounds = 0
         self._thread = WorkerThread("tracker")
-        self._model_tracker: Tracker | None = None
+        self._model_tracker = model  # the model's tracker: every stream's is it or its sibling
+        self._model_free = model is not None  # no stream has it yet
 
     @property
     def random_weights(self) -> bool:
@@ -149,14 +151,19 @@ class Engine:
         return bool(getattr(self._model_tracker, "random_weights", False))
 
     def add(self, name: str, tracker: Tracker | None = None) -> Track:
-        """A stream's track. The first one's tracker holds the model; later ones are its siblings
-        unless given their own (which must then share the model)."""
+        """A stream's track. The first one's tracker holds the model (given here, or to the
+        engine); later ones are its siblings unless given their own (which must share the model)."""
+        if tracker is None and self._model_free:
+            tracker, self._model_free = self._model_tracker, False
         if tracker is None:
             if self._model_tracker is None:
                 raise ValueError("the first stream needs a tracker: it brings the model")
             tracker = self._model_tracker.sibling()
+        elif any(track.tracker is tracker for track in self.tracks.values()):
+            raise ValueError("that tracker already tracks another stream: give each stream its own (sibling())")
         elif self._model_tracker is not None:
             self._model_tracker.check_sibling(tracker)
+            self._model_free = self._model_free and tracker is not self._model_tracker
         self._model_tracker = self._model_tracker or tracker
         track = Track(name, tracker, Display(self.display))
         self.tracks[name] = track

@@ -310,10 +310,11 @@ class Pipeline:
         max_batch: int = 16,
         on_error: Callable[[str, str, str], None] | None = None,
         outputs: TrackedOutputs | None = None,
+        model: Tracker | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
         self.display = display or DisplayConfig()
-        self.engine = Engine(self.display, max_batch=max_batch, on_error=self._round_failed)
+        self.engine = Engine(self.display, max_batch=max_batch, on_error=self._round_failed, model=model)
         self.on_error = on_error  # (stream, code, message) -> None, e.g. broadcast to viewers
         self.streams: dict[str, Stream] = {}
         self.outputs = outputs or Outputs(self.metrics, events)  # results and events, for whoever listens
@@ -340,14 +341,12 @@ class Pipeline:
             stream.start(self._wake)
         return stream
 
-    async def open_stream(
-        self, name: str, spec: str, options: dict | None = None, tracker: Tracker | None = None
-    ) -> Stream:
+    async def open_stream(self, name: str, spec: str, options: dict | None = None) -> Stream:
         """Open camera ``spec`` and add it as stream ``name`` (stream control at run time)."""
         self.check_new_name(name)
         source = await open_camera(spec, options)
         try:
-            return self.add_stream(name, source, tracker)
+            return self.add_stream(name, source)
         except BaseException:
             await source.close()
             raise

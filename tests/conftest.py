@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+
+# Ray (the cluster tests) finds a node's address by asking the kernel for a route to a public
+# address (no packet is sent), which here is the machine's outward interface. Ray's own switch
+# (named for clusters on macOS and Windows, where it is off by default) keeps every Ray process
+# of the tests on 127.0.0.1 instead, so no traffic can leave the machine. Ray reads it once, on
+# import: hence here, before any test module imports it.
+RAY_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+os.environ.update(RAY_LOOPBACK)
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 IMAGE_SIZE = 256  # the official predictor runs ~0.2 s/frame here at this size

@@ -4,7 +4,7 @@ loopback alone; the namespace adds a private veth pair whose traffic never leave
     isolated-net python tests/webrtc_scenarios.py SCENARIO [PNG]
 
 SCENARIO: viewers, browser, browser-camera, browser-camera-tls, browser-turn, browser-proxy,
-browser-phone, browser-restart, browser-streams.
+browser-phone, browser-restart, browser-streams, browser-cluster.
 
 Each prints one JSON line of measurements that tests/test_webrtc.py asserts on.
 """
@@ -531,9 +531,95 @@ def browser(screenshot: str | None, camera: bool = False, tls: bool = False, pro
     return result
 
 
+def _health(port: int) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _until(check, timeout: float, what: str) -> float:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"not within {timeout} s: {what}")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def browser_cluster() -> dict:
+    """The clip tracked on a Ray cluster of two one-CPU nodes (tests/ray_cluster.py, on this
+    namespace's loopback); Chromium views it through the front, clicks an object and sees it
+    coloured. The node of the stream's worker is killed: the stream restarts on the other worker
+    with its object, and the page's same peer connection goes on playing, the object coloured
+    again, with no reload and no reconnect."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.ray_cluster import LocalCluster
+
+    cluster = LocalCluster()
+    cluster.add_node()
+    cluster.add_node()
+    port = free_port()
+    server = start_server(str(CLIP), port, 128, ["--cluster", cluster.address])
+    result: dict = {}
+    try:
+        _until(lambda: _health(port)["streams"]["bedroom"]["placement"] == "running", 90, "the stream placed")
+        with sync_playwright() as p:
+            chrome = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = chrome.new_page(viewport={"width": 1280, "height": 720})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.getElementById('video').currentTime > 0.5", timeout=60000)
+            page.evaluate("window.viewer.pc.firstPeer = true")  # marks this peer connection
+            spot = [0.5, 0.55, 12]
+            result["before"] = page.evaluate(_TINT_JS, spot)
+            box = page.locator("#drag").bounding_box()
+            x, y = box["x"] + spot[0] * box["width"], box["y"] + spot[1] * box["height"]  # video fills the box
+            page.mouse.click(x, y)
+            page.wait_for_function("window.viewer.acks.length > 0", timeout=30000)
+            result["ack"] = page.evaluate("window.viewer.acks[0]")
+            page.wait_for_timeout(4000)
+            result["with_object"] = page.evaluate(_TINT_JS, spot)
+
+            worker = _health(port)["streams"]["bedroom"]["worker"]
+            node = next(w["node"] for w in _health(port)["cluster"]["workers"] if w["id"] == worker)
+            played = page.evaluate("document.getElementById('video').currentTime")
+            killed = time.monotonic()
+            cluster.kill_node(cluster.node_of(node))
+            result["status_while_moving"] = ""
+            deadline = killed + 10
+            while time.monotonic() < deadline:  # what the page says meanwhile
+                status = page.inner_text("#status")
+                if status:
+                    result["status_while_moving"] = status
+                stream = _health(port)["streams"]["bedroom"]
+                if stream["placement"] == "running" and stream["worker"] != worker and stream["objects"] == [1]:
+                    break
+                page.wait_for_timeout(100)
+            result["failover_s"] = time.monotonic() - killed
+            result["new_worker"] = _health(port)["streams"]["bedroom"]["worker"]
+            result["old_worker"] = worker
+            page.wait_for_function(
+                "(t) => document.getElementById('video').currentTime > t + 3", arg=played, timeout=30000
+            )
+            result["played_after_s"] = page.evaluate("document.getElementById('video').currentTime") - played
+            page.wait_for_timeout(3000)
+            result["after_failover"] = page.evaluate(_TINT_JS, spot)
+            result["same_peer"] = page.evaluate("window.viewer.pc.firstPeer === true")
+            result["objects"] = page.evaluate("window.viewer.objects")
+            chrome.close()
+    finally:
+        server.terminate()
+        result["server_exit"] = server.wait(timeout=30)
+        cluster.shutdown()
+    return result
+
+
 def main() -> None:
     scenario = sys.argv[1]
-    if scenario == "browser-restart":
+    if scenario == "browser-cluster":
+        result = browser_cluster()
+    elif scenario == "browser-restart":
         result = browser_restart()
     elif scenario == "browser-turn":
         result = browser_turn()

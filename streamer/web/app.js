@@ -122,7 +122,10 @@ function applyState(msg) {
   document.getElementById("latency").textContent = (state.latency_ms + viewer.jitterMs).toFixed(0);
   document.getElementById("inference").textContent = state.inference_ms.toFixed(0);
   const camera = viewer.browserCamera.includes(viewer.stream);
-  if (state.reconnecting && camera) setStatus("waiting for the camera…");
+  // On a cluster: the stream's worker was lost (or it is being rebalanced), or none has room.
+  if (state.placement === "moving") setStatus("moving to another worker…");
+  else if (state.placement === "waiting") setStatus("waiting for a worker with room…");
+  else if (state.reconnecting && camera) setStatus("waiting for the camera…");
   else if (state.reconnecting) setStatus("camera reconnecting…");
   else if (!state.source_alive) setStatus("waiting for the camera…");
   else if (video.readyState >= 2) setStatus("");

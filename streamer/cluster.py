@@ -1,0 +1,740 @@
+"""Past one machine: streams placed on the workers of a Ray cluster, surviving a worker's loss.
+
+The front (this module, in the server's process) is the only public endpoint: viewers, the
+websocket, /healthz and /metrics are the same as a local server's (``served.py``). Each worker is
+a Ray actor holding one model (one per GPU, or one per node on a CPU cluster): it opens its
+streams' cameras itself, tracks, draws and encodes them (``cluster_worker.py``), and answers the
+front's long poll with encoded packets, status and tracked frames (``reports.py``). The front
+relays the packets to its viewers' peer connections, so a viewer's WebRTC session lives at the
+front and outlasts any worker (docs/cluster.md says why this beats a worker serving WebRTC).
+
+A supervisor task keeps the workers in step with the cluster: it starts one on every GPU (or CPU
+node) that joins, places streams by free capacity (``placement.py``), moves streams to a worker
+that joined, and notices when a worker dies: its poll fails, it stops answering for
+``heartbeat_timeout_s``, or Ray marks its node dead. Its streams then move to the other workers,
+their objects restored under the same ids from each one's last mask; meanwhile prompts get an
+``unavailable`` error, and a stream with no room anywhere says so in /healthz and starts when a
+worker joins. Viewers keep their peer connection through all of it: packets from the new worker
+continue the same RTP stream, starting on a keyframe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import av
+
+from .config import ClusterConfig
+from .encoder import TIME_BASE, EncodedFrame, EncodedTrack, PacketHistory
+from .errors import RemoteError, StreamerError, UnavailableError
+from .events import EventsConfig
+from .landing import PromptRequest
+from .metrics import ClusterMetrics, Metrics
+from .outputs import Outputs
+from .pipeline import check_stream_name
+from .placement import Load, choose, rebalance
+from .protocol import ProtocolError
+from .reports import CompactTracked, Packet, WorkerReport
+from .sources import mask_credentials
+from .status import StreamState, StreamStatus
+
+logger = logging.getLogger(__name__)
+
+SUPERVISE_S = 1.0  # how often the supervisor looks at the cluster
+CALL_TIMEOUT_S = 30.0  # a prompt may re-propagate an object: seconds on a CPU worker
+PLACE_TIMEOUT_S = 20.0  # opening a camera on a worker, and restoring its objects
+RETRY_START_S = 10.0  # after a worker failed to start on a node
+RETRY_PLACE_S = 5.0  # after a worker could not open a stream's camera
+KEYFRAME_GAP_S = 0.25
+PTS_STEP = 3000  # 90 kHz ticks between the last packet of one worker and the first of the next
+
+
+class ClusterError(StreamerError):
+    """The cluster cannot be used: Ray is missing, or its head cannot be reached."""
+
+    code = "cluster"
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError(
+            "--cluster needs Ray, which is not installed: pip install 'sam2-streamer[cluster]'"
+        ) from None
+    return ray
+
+
+async def _result(ref: Any, timeout: float | None = None) -> Any:
+    """An ObjectRef's value, awaited (plain and Ray Client refs alike)."""
+    return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout)
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    """One worker as the front sees it."""
+
+    id: str
+    node: str  # Ray node id
+    address: str  # the node's IP
+    actor: Any
+    gpu: bool
+    pid: int | None = None  # the actor's process, on its node
+    ready: bool = False
+    dead: bool = False
+    streams: set[str] = field(default_factory=set)
+    reserved: int = 0  # streams being placed on it
+    busy: float = 0.0
+    round_ms: float = 0.0
+    bytes_in: int = 0
+    last_reply: float = 0.0
+    poller: asyncio.Task[None] | None = None
+
+    def load(self) -> Load:
+        return Load(self.id, len(self.streams) + self.reserved, self.busy)
+
+    def describe(self) -> dict:
+        return {
+            "id": self.id,
+            "node": self.node,
+            "address": self.address,
+            "device": "cuda" if self.gpu else "cpu",
+            "pid": self.pid,
+            "ready": self.ready,
+            "streams": sorted(self.streams),
+            "busy": round(self.busy, 3),
+            "round_ms": round(self.round_ms, 1),
+        }
+
+
+class RemoteVideo:
+    """A stream's video in one codec, as its worker sends it: packets in, viewers served from the
+    same ``PacketHistory`` a local encoder uses. Packets of a new worker (or of an encoder that
+    started afresh) continue the timestamps viewers already follow."""
+
+    def __init__(self, stream: RemoteStream, codec: str) -> None:
+        self.stream, self.codec = stream, codec
+        self.history = PacketHistory(self.request_keyframe)
+        self.subscribers = 0
+        self._epoch: int | None = None
+        self._offset = 0
+        self._last_raw: int | None = None
+        self._last_pts: int | None = None
+        self._keyframe_asked = 0.0
+
+    def subscribe(self) -> EncodedTrack:
+        self.subscribers += 1
+        if self.subscribers == 1:
+            self.stream.cluster.watch(self.stream, self.codec, True)
+        return EncodedTrack(self)  # type: ignore[arg-type]
+
+    async def unsubscribe(self) -> None:
+        self.subscribers -= 1
+        if self.subscribers == 0:
+            self.stream.cluster.watch(self.stream, self.codec, False)
+            self.history.clear()
+
+    def request_keyframe(self) -> None:
+        now = time.monotonic()
+        if now - self._keyframe_asked >= KEYFRAME_GAP_S:
+            self._keyframe_asked = now
+            self.stream.cluster.keyframe(self.stream, self.codec)
+
+    def source_index(self, pts: int) -> int | None:
+        return self.history.source_index(pts)
+
+    async def next_frame(self, after: int | None) -> EncodedFrame:
+        return await self.history.next_frame(after)
+
+    async def receive(self, packet: Packet, epoch: int) -> None:
+        if epoch != self._epoch or (self._last_raw is not None and packet.pts <= self._last_raw):
+            self._offset = 0 if self._last_pts is None else self._last_pts + PTS_STEP - packet.pts
+            self._epoch = epoch
+            self.history.forget_shown()  # the new camera's frame numbers start afresh
+        self._last_raw = packet.pts
+        pts = self._last_pts = packet.pts + self._offset
+        av_packet = av.Packet(packet.data)
+        av_packet.pts, av_packet.time_base = pts, TIME_BASE
+        await self.history.append(av_packet, packet.keyframe, packet.source, packet.captured)
+
+
+class RemoteStream:
+    """A stream as the front serves it, wherever it runs now."""
+
+    camera = None  # a viewer's browser camera cannot feed a worker elsewhere
+
+    def __init__(self, name: str, spec: str, options: dict | None, cluster: ClusterPipeline) -> None:
+        self.name, self.spec, self.options, self.cluster = name, spec, dict(options or {}), cluster
+        self.metrics = cluster.metrics.stream(name)
+        self.state = StreamState()  # what the front measures itself: packets' capture-to-arrival
+        self.placement = "waiting"
+        self.worker: WorkerHandle | None = None
+        self.epoch = 0  # counts placements: packets of an earlier one are stale
+        self.note: str | None = "waiting for a worker"  # why it is not running
+        self.last_tracked: CompactTracked | None = None  # the masks a failover restores from
+        self.videos: dict[str, RemoteVideo] = {}
+        self.placing: asyncio.Task[None] | None = None
+        self.retry_at = 0.0
+        self.lost_at: float | None = None
+        self._status: StreamStatus | None = None
+        self._obj_ids: list[int] = []
+        self._last_source: int | None = None
+        self.metrics.video_fps.set_function(lambda: self.status().video_fps)
+        self.metrics.mask_fps.set_function(lambda: self.status().mask_fps)
+
+    @property
+    def obj_ids(self) -> list[int]:
+        return list(self._obj_ids)
+
+    def status(self) -> StreamStatus:
+        running = self.placement == "running"
+        status = self._status
+        worker = None if self.worker is None else self.worker.id
+        if status is None or not running:
+            percentiles = self.state.latency_percentiles()
+            return StreamStatus(
+                source=mask_credentials(self.spec) if status is None else status.source,
+                source_alive=False,
+                reconnecting=False,
+                source_fps=0.0,
+                video_fps=0.0,
+                mask_fps=0.0,
+                mask_age_ms=None,
+                latency_ms=self.state.latency_ms,
+                latency_p50=percentiles["p50"],
+                latency_p90=percentiles["p90"],
+                inference_ms=0.0,
+                frame_index=None,
+                objects=self.obj_ids,
+                last_error=self.note if not running else None,
+                placement=self.placement,
+                worker=worker,
+            )
+        percentiles = self.state.latency_percentiles()
+        return replace(
+            status,
+            latency_ms=self.state.latency_ms,
+            latency_p50=percentiles["p50"],
+            latency_p90=percentiles["p90"],
+            objects=self.obj_ids,
+            placement=self.placement,
+            worker=worker,
+        )
+
+    def video(self, codec: str) -> RemoteVideo:
+        video = self.videos.get(codec)
+        if video is None:
+            video = self.videos[codec] = RemoteVideo(self, codec)
+        return video
+
+    def watched(self) -> list[str]:
+        return [codec for codec, video in self.videos.items() if video.subscribers > 0]
+
+    async def prompt(self, request: PromptRequest) -> list[int]:
+        return await self._change("prompt", request)
+
+    async def remove_object(self, obj_id: int) -> list[int]:
+        obj_ids = await self._change("remove_object", obj_id)
+        self._results_without({obj_id})
+        return obj_ids
+
+    async def reset(self) -> list[int]:
+        obj_ids = await self._change("reset")
+        self._results_without(None)
+        return obj_ids
+
+    async def _change(self, method: str, *args: Any) -> list[int]:
+        self._obj_ids = list(await self.cluster.call(self, method, *args))
+        return self.obj_ids
+
+    def _results_without(self, obj_ids: set[int] | None) -> None:
+        """Removed objects leave the newest results now, and are not restored by a failover."""
+        latest = self.cluster.outputs.latest(self.name)
+        if latest is not None:
+            self.cluster.outputs.offer(latest.without(set(latest.obj_ids) if obj_ids is None else obj_ids, time.time()))
+        tracked = self.last_tracked
+        if tracked is not None:
+            keep = [] if obj_ids is None else [i for i, obj_id in enumerate(tracked.obj_ids) if obj_id not in obj_ids]
+            self.last_tracked = _only(tracked, keep)
+
+    # -- from the worker ------------------------------------------------------------------------
+
+    def placed(self, worker: WorkerHandle) -> None:
+        self.worker, self.placement, self.note = worker, "running", None
+        self.epoch += 1
+        self._status = None
+
+    def unplaced(self, placement: str, note: str) -> None:
+        self.worker, self.placement, self.note = None, placement, note
+        self._status = None
+
+    async def receive_packet(self, packet: Packet) -> None:
+        if packet.source != self._last_source:  # once per frame, whatever the number of codecs
+            self._last_source = packet.source
+            latency = 1000 * max(0.0, time.time() - packet.captured)
+            self.metrics.latency_ms.observe(latency)
+            self.state.record_latency(latency)
+        video = self.videos.get(packet.codec)
+        if video is not None and video.subscribers > 0:
+            await video.receive(packet, self.epoch)
+
+    def receive_status(self, status: StreamStatus) -> None:
+        self._status = status
+        self._obj_ids = list(status.objects)
+
+    def restore_masks(self) -> dict | None:
+        """Each object's last mask, to restore it on another worker (None: nothing to restore)."""
+        tracked = self.last_tracked
+        if tracked is None or not tracked.obj_ids:
+            return None
+        return tracked.masks()
+
+
+def _only(tracked: CompactTracked, keep: list[int]) -> CompactTracked | None:
+    """``tracked`` with only the objects at positions ``keep`` (None if none is left)."""
+    if not keep:
+        return None
+    full = tracked.tracked()
+    kept = replace(
+        full,
+        obj_ids=tuple(full.obj_ids[i] for i in keep),
+        logits=full.logits[keep],
+        scores=full.scores[keep],
+    )
+    return CompactTracked.of(kept)
+
+
+class ClusterPipeline:
+    """The streams of a server whose tracking runs on a Ray cluster (what ``--cluster`` serves)."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        settings: Any,  # cluster_worker.WorkerSettings (its device is chosen per worker)
+        *,
+        metrics: Metrics | None = None,
+        events: EventsConfig | None = None,
+    ) -> None:
+        if not config.address:
+            raise ClusterError("a cluster needs an address: ray://HEAD:10001, auto, or HEAD:6379")
+        self.config, self.settings = config, settings
+        self.metrics = metrics or Metrics()
+        self.cluster_metrics = ClusterMetrics(self.metrics.registry)
+        self.outputs = Outputs(self.metrics, events)
+        self.on_error: Any = None  # (stream, code, message) -> None, e.g. broadcast to viewers
+        self.streams: dict[str, RemoteStream] = {}
+        self.workers: dict[str, WorkerHandle] = {}
+        self._starting: dict[str, asyncio.Task[None]] = {}
+        self._start_failed: dict[str, float] = {}
+        self._moving: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ray: Any = None
+        self._actor_class: Any = None
+
+    @property
+    def random_weights(self) -> bool:
+        return bool(self.settings.model.random_weights)
+
+    # -- connecting -----------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Join the cluster as a driver (off the event loop: it may take seconds)."""
+        ray = self._ray = _ray()
+        from .cluster_worker import StreamWorker
+
+        address = self.config.address
+        joined: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def join() -> None:
+            try:
+                ray.init(address=address, namespace="sam2-streamer", logging_level=logging.WARNING)
+                joined.set_result(None)
+            except BaseException as exc:  # ConnectionError, a version mismatch, a bad address...
+                joined.set_exception(exc)
+
+        # Ray retries an unreachable head for as long as it is left to: a thread of its own (which
+        # dies with the process) bounds the wait. Ray cannot set its SIGTERM handler from there,
+        # and says so; the server handles SIGTERM itself (and leaves the cluster on it).
+        logging.getLogger("ray._private.worker").addFilter(_NoSigtermWarning())
+        threading.Thread(target=join, name="ray join", daemon=True).start()
+        timeout = self.config.connect_timeout_s
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(joined), timeout)
+        except asyncio.TimeoutError:
+            raise ClusterError(
+                f"no Ray cluster answered at {address} within {timeout:g} s: is its head running "
+                "(ray start --head) and reachable from here?"
+            ) from None
+        except Exception as exc:
+            raise ClusterError(f"cannot join the Ray cluster at {address}: {exc}") from None
+        self._actor_class = ray.remote(StreamWorker)
+        logger.info("joined the Ray cluster at %s", address)
+
+    # -- the Serving interface ------------------------------------------------------------------
+
+    def add_stream(self, name: str, spec: str, options: dict | None = None) -> RemoteStream:
+        """A stream to place on a worker (it waits for one if none has room)."""
+        self.check_new_name(name)
+        if spec == "browser":
+            raise ClusterError(
+                "a browser camera cannot feed a cluster worker (its frames would cross the network): "
+                "serve --source browser from a server without --cluster"
+            )
+        stream = self.streams[name] = RemoteStream(name, spec, options, self)
+        self.outputs.register(name, stream.metrics)
+        self._wake.set()
+        return stream
+
+    async def open_stream(self, name: str, spec: str, options: dict | None = None) -> RemoteStream:
+        """Stream control at run time: placed now, or refused with the worker's reason."""
+        try:
+            stream = self.add_stream(name, spec, options)
+        except ClusterError as exc:
+            raise ProtocolError("bad_source", str(exc)) from None
+        worker = self._choose()
+        if worker is None:
+            return stream  # it waits, and says so in /healthz
+        worker.reserved += 1
+        stream.placing = asyncio.create_task(self._placing(stream, worker), name=f"place {name}")
+        await asyncio.shield(stream.placing)
+        if stream.placement != "running":
+            note = stream.note or "the worker could not open it"
+            await self.remove_stream(name)
+            raise ProtocolError("bad_source", f"cannot open {mask_credentials(spec)!r}: {note}")
+        return stream
+
+    def check_new_name(self, name: str) -> None:
+        check_stream_name(name, self.streams)
+
+    def stream(self, name: str | None) -> RemoteStream:
+        if name is None and self.streams:
+            return next(iter(self.streams.values()))
+        if name not in self.streams:
+            raise ProtocolError("unknown_stream", f"no stream named {name!r}; streams are {list(self.streams)}")
+        return self.streams[name]
+
+    async def remove_stream(self, name: str) -> None:
+        stream = self.stream(name)
+        del self.streams[name]
+        if stream.placing is not None:
+            stream.placing.cancel()
+            await asyncio.gather(stream.placing, return_exceptions=True)
+        worker = stream.worker
+        if worker is not None:
+            worker.streams.discard(name)
+            with contextlib.suppress(Exception):
+                await _result(worker.actor.remove_stream.remote(name), CALL_TIMEOUT_S)
+        stream.metrics.removed = True
+        self.outputs.forget(name)
+        self.metrics.forget(name)
+
+    def describe(self) -> dict:
+        waiting = [s.name for s in self.streams.values() if s.placement == "waiting"]
+        workers = [w.describe() for w in self.workers.values()]
+        return {"cluster": {"address": self.config.address, "workers": workers, "waiting": waiting}}
+
+    def start(self) -> None:
+        self.outputs.start()
+        self._task = asyncio.create_task(self._supervise(), name="cluster supervisor")
+
+    async def stop(self) -> None:
+        """Stop supervising, close every worker's streams, leave the cluster. Safe to call twice."""
+        tasks = [self._task, self._moving, *self._starting.values()]
+        tasks += [s.placing for s in self.streams.values()] + [w.poller for w in self.workers.values()]
+        live = [t for t in tasks if t is not None]
+        for task in live:
+            task.cancel()
+        await asyncio.gather(*live, return_exceptions=True)
+        self._task = self._moving = None
+        self._starting.clear()
+        workers, self.workers = list(self.workers.values()), {}
+        await asyncio.gather(*(self._close_worker(w) for w in workers))
+        await self.outputs.stop()
+        if self._ray is not None and self._ray.is_initialized():
+            await asyncio.to_thread(self._ray.shutdown)
+
+    # -- calls to a stream's worker -------------------------------------------------------------
+
+    async def call(self, stream: RemoteStream, method: str, *args: Any) -> Any:
+        """``method`` of ``stream``'s worker; a coded error back as this package's, a lost worker
+        as ``unavailable``."""
+        worker = stream.worker
+        if stream.placement != "running" or worker is None:
+            raise UnavailableError(f"stream {stream.name!r} is not running now: {stream.note}; try again shortly")
+        try:
+            reply = await _result(getattr(worker.actor, method).remote(stream.name, *args), CALL_TIMEOUT_S)
+        except Exception as exc:  # the actor died, or its node is gone or unreachable
+            self._wake.set()
+            raise UnavailableError(
+                f"stream {stream.name!r}'s worker {worker.id} did not answer ({_reason(exc)}); if it was lost, "
+                "the stream is moving to another worker: try again in a few seconds"
+            ) from None
+        if reply[0] == "error":
+            raise RemoteError(reply[1], reply[2])
+        return reply[1]
+
+    def watch(self, stream: RemoteStream, codec: str, on: bool) -> None:
+        """A codec's first viewer came (or its last left): its worker starts (or stops) sending it."""
+        if stream.placement == "running" and stream.worker is not None:
+            self._fire(stream.worker.actor.watch.remote(stream.name, codec, on))
+
+    def keyframe(self, stream: RemoteStream, codec: str) -> None:
+        if stream.placement == "running" and stream.worker is not None:
+            self._fire(stream.worker.actor.keyframe.remote(stream.name, codec))
+
+    @staticmethod
+    def _fire(ref: Any) -> None:
+        """A call whose answer nobody waits for (its failure shows as the worker's, elsewhere)."""
+        ref.future().add_done_callback(lambda future: future.exception())
+
+    # -- supervision ----------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        while True:
+            try:
+                await self._discover()
+                self._place_waiting()
+                self._rebalance()
+                self._update_metrics()
+            except Exception:  # a bug, or Ray's control plane away a moment: look again soon
+                logger.exception("cluster supervision failed; trying again")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), SUPERVISE_S)
+            self._wake.clear()
+
+    async def _discover(self) -> None:
+        """Workers for every GPU (or CPU node) that is alive; lost ones for nodes that are not."""
+        nodes = await asyncio.to_thread(self._ray.nodes)
+        alive = {n["NodeID"]: n for n in nodes if n.get("Alive")}
+        for worker in list(self.workers.values()):
+            if worker.node not in alive:
+                await self._lost(worker, "its node left the cluster")
+        gpus = self.config.workers == "gpu" or (
+            self.config.workers == "auto" and any(n["Resources"].get("GPU", 0) >= 1 for n in alive.values())
+        )
+        now = time.monotonic()
+        for node_id, node in alive.items():
+            resources = node.get("Resources", {})
+            cpus = resources.get("CPU", 0) >= self.config.cpus_per_worker
+            slots = int(resources.get("GPU", 0)) if gpus else int(cpus)
+            for slot in range(slots):
+                worker_id = f"{node_id[:8]}:{slot}"
+                busy = worker_id in self.workers or worker_id in self._starting
+                if busy or now < self._start_failed.get(worker_id, 0.0):
+                    continue
+                task = asyncio.create_task(self._start_worker(worker_id, node, gpus), name=f"start {worker_id}")
+                self._starting[worker_id] = task
+
+    async def _start_worker(self, worker_id: str, node: dict, gpu: bool) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        resources = {"num_gpus": 1, "num_cpus": 0} if gpu else {"num_cpus": self.config.cpus_per_worker}
+        settings = replace(self.settings, device="cuda" if gpu else "cpu")
+        actor = self._actor_class.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+            max_restarts=0,
+            name=f"sam2-worker-{worker_id}-{time.time_ns()}",
+            **resources,
+        ).remote(settings)
+        worker = WorkerHandle(worker_id, node["NodeID"], node.get("NodeManagerAddress", "?"), actor, gpu)
+        try:
+            info = await _result(actor.start.remote(), self.config.start_timeout_s)
+        except asyncio.CancelledError:
+            await self._kill(actor)
+            raise
+        except Exception as exc:
+            logger.warning("worker %s on %s did not start (%s); retrying", worker_id, worker.address, _reason(exc))
+            self._start_failed[worker_id] = time.monotonic() + RETRY_START_S
+            await self._kill(actor)
+            return
+        finally:
+            self._starting.pop(worker_id, None)
+        worker.ready, worker.last_reply, worker.pid = True, time.monotonic(), info["pid"]
+        self.workers[worker_id] = worker
+        worker.poller = asyncio.create_task(self._poll(worker), name=f"poll {worker_id}")
+        device, load_s = info["device"], info["load_s"]
+        logger.info("worker %s ready on %s (%s, model in %.1f s)", worker_id, worker.address, device, load_s)
+        self._wake.set()
+
+    def _choose(self, exclude: WorkerHandle | None = None) -> WorkerHandle | None:
+        ready = [w for w in self.workers.values() if w.ready and not w.dead and w is not exclude]
+        chosen = choose([w.load() for w in ready], self.config.max_streams_per_worker)
+        return None if chosen is None else self.workers[chosen]
+
+    def _place_waiting(self) -> None:
+        now = time.monotonic()
+        for stream in self.streams.values():
+            if stream.placement == "running" or stream.placing is not None or now < stream.retry_at:
+                continue
+            worker = self._choose()
+            if worker is None:
+                if stream.placement != "moving" or stream.note is None or "no worker" not in stream.note:
+                    full = f"all {len(self.workers)} full" if self.workers else "none is ready"
+                    stream.unplaced("waiting", f"no worker has room for it ({full}); it starts when one joins")
+                continue
+            worker.reserved += 1
+            stream.placing = asyncio.create_task(self._placing(stream, worker), name=f"place {stream.name}")
+
+    async def _placing(self, stream: RemoteStream, worker: WorkerHandle) -> None:
+        try:
+            await self._place(stream, worker)
+        finally:
+            worker.reserved -= 1
+            stream.placing = None
+
+    async def _place(self, stream: RemoteStream, worker: WorkerHandle) -> bool:
+        """Open ``stream`` on ``worker``, with its objects and its viewers' codecs."""
+        restore, codecs = stream.restore_masks(), stream.watched()
+        args = (stream.name, stream.spec, stream.options, restore, codecs)
+        try:
+            reply = await _result(worker.actor.add_stream.remote(*args), PLACE_TIMEOUT_S)
+        except Exception as exc:
+            await self._lost(worker, f"placing {stream.name} failed: {_reason(exc)}")
+            return False
+        if reply[0] == "error":
+            logger.warning("worker %s cannot open %s: %s", worker.id, stream.name, reply[2])
+            stream.unplaced(stream.placement, f"worker {worker.id} cannot open it: {reply[2]}")
+            stream.retry_at = time.monotonic() + RETRY_PLACE_S
+            return False
+        if worker.dead or stream.name not in self.streams:  # lost, or removed, meanwhile
+            return False
+        worker.streams.add(stream.name)
+        stream.placed(worker)
+        if stream.lost_at is not None:
+            self.cluster_metrics.failover_s.observe(time.monotonic() - stream.lost_at)
+            self.cluster_metrics.failovers.inc()
+            stream.lost_at = None
+        objects = sorted(restore or {})
+        logger.info("stream %s runs on worker %s%s", stream.name, worker.id, f", objects {objects}" if objects else "")
+        return True
+
+    def _rebalance(self) -> None:
+        """Move one stream to a worker that has far fewer, when nothing else is moving."""
+        if self._moving is not None or any(s.placement != "running" for s in self.streams.values()):
+            return
+        ready = [w for w in self.workers.values() if w.ready and not w.dead]
+        move = rebalance([w.load() for w in ready])
+        if move is not None:
+            source, target = self.workers[move[0]], self.workers[move[1]]
+            name = sorted(source.streams)[-1]
+            self._moving = asyncio.create_task(self._move(self.streams[name], source, target), name=f"move {name}")
+
+    async def _move(self, stream: RemoteStream, source: WorkerHandle, target: WorkerHandle) -> None:
+        try:
+            logger.info("moving stream %s from worker %s to %s (rebalancing)", stream.name, source.id, target.id)
+            target.reserved += 1
+            stream.unplaced("moving", f"moving to worker {target.id}, which joined")
+            source.streams.discard(stream.name)
+            try:
+                await _result(source.actor.remove_stream.remote(stream.name), CALL_TIMEOUT_S)
+            except Exception as exc:
+                await self._lost(source, f"removing {stream.name} failed: {_reason(exc)}")
+            if await self._place(stream, target):
+                self.cluster_metrics.moves.inc()
+        finally:
+            target.reserved -= 1
+            self._moving = None
+            self._wake.set()
+
+    async def _poll(self, worker: WorkerHandle) -> None:
+        """Collect the worker's reports until it is lost."""
+        while True:
+            wanted = [name for name in worker.streams if self._results_wanted(name)]
+            try:
+                blob = await _result(worker.actor.poll.remote(wanted), self.config.heartbeat_timeout_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # timed out (no answer), actor died, node gone
+                await self._lost(worker, _reason(exc))
+                return
+            worker.last_reply = time.monotonic()
+            worker.bytes_in += len(blob)
+            self.cluster_metrics.worker_bytes.labels(worker.id).inc(len(blob))
+            try:
+                await self._dispatch(worker, WorkerReport.unpack(blob))
+            except Exception:  # a bug in handling one report: never stop listening to the worker
+                logger.exception("worker %s: a report could not be handled", worker.id)
+
+    def _results_wanted(self, name: str) -> bool:
+        return any(sink.wants(name) is not None for sink in self.outputs.sinks)
+
+    async def _dispatch(self, worker: WorkerHandle, report: WorkerReport) -> None:
+        worker.busy, worker.round_ms = report.busy, report.round_ms
+        mine = {name: s for name, s in self.streams.items() if s.worker is worker}
+        for packet in report.packets:
+            stream = mine.get(packet.stream)
+            if stream is not None:
+                await stream.receive_packet(packet)
+        for compact in report.tracked:
+            stream = mine.get(compact.stream)
+            if stream is not None:
+                stream.last_tracked = compact
+                self.outputs.offer(compact.tracked())
+        for entry in report.streams:
+            stream = mine.get(entry.name)
+            if stream is not None:
+                stream.receive_status(entry.status)
+                stream.metrics.apply(entry.metrics)
+        for name, code, message in report.errors:
+            if name in mine and self.on_error is not None:
+                self.on_error(name, code, message)
+
+    async def _lost(self, worker: WorkerHandle, reason: str) -> None:
+        """A worker is gone: its streams move to the others (or wait for room)."""
+        if worker.dead:
+            return
+        worker.dead = True
+        self.workers.pop(worker.id, None)
+        names = sorted(worker.streams)
+        logger.warning("worker %s on %s lost (%s); moving its streams %s", worker.id, worker.address, reason, names)
+        now = time.monotonic()
+        for name in names:
+            stream = self.streams.get(name)
+            if stream is not None and stream.worker is worker:
+                stream.unplaced("moving", f"its worker {worker.id} was lost ({reason}); moving to another worker")
+                stream.lost_at = now
+        worker.streams.clear()
+        self.cluster_metrics.forget(worker.id)
+        if worker.poller is not None and worker.poller is not asyncio.current_task():
+            worker.poller.cancel()
+        await self._kill(worker.actor)
+        self._wake.set()
+
+    async def _close_worker(self, worker: WorkerHandle) -> None:
+        with contextlib.suppress(Exception):
+            await _result(worker.actor.stop.remote(), 10.0)
+        await self._kill(worker.actor)
+
+    async def _kill(self, actor: Any) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._ray.kill, actor, no_restart=True)
+
+    def _update_metrics(self) -> None:
+        metrics = self.cluster_metrics
+        metrics.workers.set(sum(w.ready and not w.dead for w in self.workers.values()))
+        metrics.streams_waiting.set(sum(s.placement != "running" for s in self.streams.values()))
+        for worker in self.workers.values():
+            metrics.worker_streams.labels(worker.id).set(len(worker.streams))
+            metrics.worker_busy.labels(worker.id).set(worker.busy)
+            metrics.worker_round_ms.labels(worker.id).set(worker.round_ms)
+
+
+class _NoSigtermWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SIGTERM handler is not set" not in record.getMessage()
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, secret-free account of why a call to a worker failed."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return "no answer in time"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__

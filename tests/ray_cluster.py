@@ -1,0 +1,51 @@
+"""A real multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``): a head with no
+CPUs (nothing is placed there, so the front's own node can never be the one killed) and worker
+nodes of one CPU each, added and killed as a test needs. Every node is on 127.0.0.1 (see
+``conftest.RAY_LOOPBACK``, which must be in the environment before Ray is imported).
+"""
+
+from __future__ import annotations
+
+import os
+
+from .conftest import RAY_LOOPBACK
+
+
+class LocalCluster:
+    """The head, and worker nodes of ``cpus`` CPUs each."""
+
+    def __init__(self) -> None:
+        os.environ.update(RAY_LOOPBACK)  # for a script that imports this before Ray (tests/webrtc_scenarios.py)
+        from ray._private import ray_constants
+        from ray.cluster_utils import Cluster
+
+        assert not ray_constants.ENABLE_RAY_CLUSTER, "Ray was imported before RAY_LOOPBACK was set: not on loopback"
+
+        self.cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False},
+        )
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    def add_node(self, cpus: int = 1):  # type: ignore[no-untyped-def]
+        node = self.cluster.add_node(num_cpus=cpus, node_ip_address="127.0.0.1")
+        self.cluster.wait_for_nodes()
+        return node
+
+    def kill_node(self, node) -> None:  # type: ignore[no-untyped-def]
+        """As a machine that loses power: every process of the node killed at once."""
+        self.cluster.remove_node(node, allow_graceful=False)
+
+    def node_of(self, node_id: str):  # type: ignore[no-untyped-def]
+        return next(node for node in self.cluster.worker_nodes if node.node_id == node_id)
+
+    def clear(self) -> None:
+        """Remove every worker node (the next test starts with the bare head)."""
+        for node in list(self.cluster.worker_nodes):
+            self.cluster.remove_node(node, allow_graceful=False)
+
+    def shutdown(self) -> None:
+        self.cluster.shutdown()

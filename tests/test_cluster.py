@@ -1,0 +1,285 @@
+"""Streams on a real local multi-node Ray cluster (tests/ray_cluster.py): placement, rebalancing,
+a killed node's streams restarted elsewhere with their objects, waiting for room, a silent
+worker, and stream control; the tiny model at 128 px with random weights on every worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray", reason="the cluster tests need Ray: pip install -e '.[cluster]'")
+
+from pycocotools import mask as coco_mask  # noqa: E402
+from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
+
+from streamer.cluster import ClusterPipeline  # noqa: E402
+from streamer.cluster_worker import WorkerSettings  # noqa: E402
+from streamer.config import ClusterConfig, ModelConfig, TrackerConfig  # noqa: E402
+from streamer.display import DisplayConfig  # noqa: E402
+from streamer.server import ServerConfig, StreamServer  # noqa: E402
+
+from .ray_cluster import LocalCluster  # noqa: E402
+from .test_server import get  # noqa: E402
+
+MODEL = ModelConfig(random_weights=True, image_size=128, device="cpu")
+SETTINGS = WorkerSettings(MODEL, TrackerConfig(), DisplayConfig())
+
+
+def shapes(seed: int) -> str:
+    return f"synthetic:shapes?width=160&height=120&fps=8&speed=3&seed={seed}"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> LocalCluster:
+    cluster = LocalCluster()
+    yield cluster
+    cluster.shutdown()
+
+
+@pytest.fixture
+def cluster(ray_cluster: LocalCluster) -> LocalCluster:
+    """The module's cluster with no worker node yet; whatever a test added is gone after it."""
+    yield ray_cluster
+    ray_cluster.clear()
+
+
+@contextlib.asynccontextmanager
+async def front(
+    cluster: LocalCluster, streams: dict[str, str], server_options: dict | None = None, **config: object
+) -> AsyncIterator[StreamServer]:
+    """A front server on 127.0.0.1 whose streams run on ``cluster``'s workers."""
+    pipeline = ClusterPipeline(ClusterConfig(address=cluster.address, **config), SETTINGS)  # type: ignore[arg-type]
+    await pipeline.connect()
+    for name, spec in streams.items():
+        pipeline.add_stream(name, spec)
+    server = StreamServer(pipeline, ServerConfig(port=0, **(server_options or {})))
+    await server.start()
+    pipeline.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+        await pipeline.stop()
+
+
+class Viewer:
+    """A websocket client that keeps every message it gets (replies found by id)."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws, self.messages = ws, []
+        self._ids = itertools.count()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for raw in self.ws:
+            self.messages.append(json.loads(raw))
+
+    async def send(self, message: dict, tag: str = "") -> str:
+        msg_id = f"{tag}{next(self._ids)}"
+        await self.ws.send(json.dumps({**message, "id": msg_id}))
+        return msg_id
+
+    async def request(self, message: dict) -> dict:
+        msg_id = await self.send(message)
+        await until(lambda: any(m.get("id") == msg_id for m in self.messages), 60, f"a reply to {message['type']}")
+        return next(m for m in self.messages if m.get("id") == msg_id)
+
+    def replies(self, tag: str) -> list[dict]:
+        return [m for m in self.messages if str(m.get("id", "")).startswith(tag)]
+
+    def masks(self, stream: str, after: float = 0.0, before: float = float("inf")) -> list[np.ndarray]:
+        """The first object's masks in ``stream``'s results of frames captured in (after, before)."""
+        found = []
+        for m in self.messages:
+            if m["type"] == "results" and m["stream"] == stream and m["objects"] and after < m["time"] < before:
+                rle = m["objects"][0]["mask"]
+                if rle:
+                    found.append(coco_mask.decode({**rle, "counts": rle["counts"].encode()}).astype(bool))
+        return found
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def viewer(server: StreamServer) -> AsyncIterator[Viewer]:
+    async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+        client = Viewer(ws)
+        try:
+            yield client
+        finally:
+            await client.close()
+
+
+async def until(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Wait for ``check()``; returns how long it took."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < timeout, f"not within {timeout} s: {what}"
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
+def placements(server: StreamServer) -> dict[str, str | None]:
+    """Each stream's worker (None: not running)."""
+    return {
+        name: stream.worker.id if stream.placement == "running" and stream.worker else None
+        for name, stream in server.pipeline.streams.items()
+    }
+
+
+def counts(server: StreamServer) -> list[int]:
+    """Streams per worker, fewest first."""
+    running = list(placements(server).values())
+    return sorted(running.count(worker) for worker in server.pipeline.workers)
+
+
+async def health(server: StreamServer) -> dict:
+    return json.loads((await get(server, "/healthz"))[2])
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def click(stream: str, obj_id: int) -> dict:
+    return {"type": "add_points", "stream": stream, "obj_id": obj_id, "points": [[0.5, 0.5]], "labels": [1]}
+
+
+async def keep_prompting(client: Viewer, streams: list[str], ids: dict[str, int]) -> None:
+    """Prompts every quarter second, as a viewer clicking through a failover would."""
+    while True:
+        for name in streams:
+            await client.send(click(name, ids[name]), tag="meanwhile-")
+        await asyncio.sleep(0.25)
+
+
+def test_streams_spread_rebalance_and_fail_over_with_their_objects(cluster) -> None:
+    """One node, four streams, room for three: one waits and /healthz says so. A second node joins:
+    the waiting stream starts there and one more moves over (2 + 2). Objects are prompted on all
+    four over the websocket. The first node is killed: within 10 s one of its streams runs on the
+    other worker with its object under the same id, re-prompted from its last mask (the first mask
+    after the move is the last one before it); the other waits for room, and prompts to either
+    get `unavailable` meanwhile. A third node joins and the waiting stream resumes there, its
+    object restored too."""
+
+    async def main() -> None:
+        first = cluster.add_node()
+        names = [f"s{i}" for i in range(1, 5)]
+        ids = {name: i for i, name in enumerate(names, start=1)}
+        streams = {name: shapes(i) for name, i in ids.items()}
+        async with front(cluster, streams, max_streams_per_worker=3) as server, viewer(server) as client:
+            pipeline = server.pipeline
+            await until(lambda: counts(server) == [3], 90, "3 streams on the first worker")
+            report = await health(server)
+            (waiting,) = [n for n, s in report["streams"].items() if s["placement"] == "waiting"]
+            assert not report["ok"] and "no worker has room" in report["streams"][waiting]["last_error"]
+            refused = await client.request(click(waiting, 9))
+            assert refused["code"] == "unavailable" and "no worker has room" in refused["message"]
+
+            second = cluster.add_node()
+            await until(lambda: counts(server) == [2, 2], 90, "2 + 2 streams after the second node joined")
+            assert {s.worker.node for s in pipeline.streams.values()} == {first.node_id, second.node_id}
+            assert "streamer_rebalanced_total 1.0" in (await get(server, "/metrics"))[2].decode()
+            for name in names:
+                ack = await client.request(click(name, ids[name]))
+                assert ack["type"] == "ack" and ack["objects"] == [ids[name]], ack
+            assert (await client.request({"type": "subscribe", "masks": "rle", "events": False}))["subscribed"]
+            await until(lambda: all(len(client.masks(name)) >= 3 for name in names), 30, "masks of every stream")
+
+            on_first = sorted(n for n, s in pipeline.streams.items() if s.worker.node == first.node_id)
+            killed = time.time()
+            await asyncio.to_thread(cluster.kill_node, first)
+            prompter = asyncio.create_task(keep_prompting(client, on_first, ids))
+            await until(lambda: [placements(server)[n] is not None for n in on_first].count(True) == 1, 10, "a move")
+            (moved,) = [n for n in on_first if placements(server)[n] is not None]
+            (stranded,) = set(on_first) - {moved}
+            await until(lambda: bool(client.masks(moved, after=killed)), 10, "masks of the moved stream")
+            assert time.time() - killed < 10 and pipeline.streams[moved].obj_ids == [ids[moved]]
+            report = await health(server)
+            assert report["streams"][moved]["objects"] == [ids[moved]] and not report["ok"]
+            assert report["streams"][stranded]["placement"] == "waiting"
+            assert "no worker has room" in report["streams"][stranded]["last_error"]
+            # Re-prompted from its last mask: the first mask after the move is the last the front had
+            # (this subscriber may have got it a frame earlier), as the model takes a mask prompt, at
+            # a quarter of its input size (32x32 here).
+            restored = client.masks(moved, after=killed)[0]
+            assert max(iou(mask, restored) for mask in client.masks(moved, before=killed)[-3:]) > 0.75
+
+            third = cluster.add_node()
+            await until(lambda: placements(server)[stranded] is not None, 60, "the waiting stream resumed")
+            await until(lambda: pipeline.streams[stranded].obj_ids == [ids[stranded]], 15, "its object restored")
+            assert pipeline.streams[stranded].worker.node == third.node_id
+            prompter.cancel()
+            await asyncio.gather(prompter, return_exceptions=True)
+            codes = {m.get("code", m["type"]) for m in client.replies("meanwhile-")}
+            assert "unavailable" in codes and codes <= {"ack", "unavailable"}, codes
+            assert {name: s.obj_ids for name, s in pipeline.streams.items()} == {n: [i] for n, i in ids.items()}
+            metrics = (await get(server, "/metrics"))[2].decode()
+            assert "streamer_failovers_total 2.0" in metrics and 'streamer_worker_streams{worker="' in metrics
+            assert all(f'streamer_frames_processed_total{{stream="{name}"}}' in metrics for name in names)
+
+    asyncio.run(main())
+
+
+def test_a_silent_worker_is_given_up_and_stream_control_reaches_the_workers(cluster) -> None:
+    """A worker that stops answering (its process frozen: a hung machine, a cut network) is lost
+    after the heartbeat timeout and its stream moves with its object; viewers can add a stream,
+    which a worker opens, get the worker's reason for a source it cannot open, and remove one."""
+
+    async def main() -> None:
+        cluster.add_node()
+        cluster.add_node()
+        served = front(cluster, {"cam": shapes(1)}, {"stream_control": True}, heartbeat_timeout_s=2.0)
+        async with served as server, viewer(server) as client:
+            pipeline = server.pipeline
+            await until(lambda: len(pipeline.workers) == 2 and placements(server)["cam"], 90, "two workers")
+            ack = await client.request({"type": "add_stream", "stream": "extra", "source": shapes(2)})
+            assert ack["type"] == "ack" and ack["streams"] == ["cam", "extra"], ack
+            assert placements(server)["extra"] is not None
+            bad = await client.request({"type": "add_stream", "stream": "bad", "source": "/no/such/clip.mp4"})
+            assert bad["code"] == "bad_source" and "no such file" in bad["message"] and "bad" not in pipeline.streams
+            box = {"type": "add_box", "stream": "cam", "obj_id": 3, "box": [0.2, 0.2, 0.7, 0.7]}
+            assert (await client.request(box))["objects"] == [3]
+            await until(lambda: bool(pipeline.streams["cam"].last_tracked), 10, "masks of cam")
+
+            frozen = pipeline.streams["cam"].worker
+            os.kill(frozen.pid, signal.SIGSTOP)  # alive, but silent
+            try:
+                took = await until(lambda: placements(server)["cam"] not in (None, frozen.id), 10, "cam moved")
+                assert took > 1.5  # it waited out the heartbeat timeout first
+                await until(lambda: pipeline.streams["cam"].obj_ids == [3], 10, "cam's object restored")
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(frozen.pid, signal.SIGCONT)
+            gone = await client.request({"type": "remove_stream", "stream": "extra"})
+            assert gone["streams"] == ["cam"] and all("extra" not in w.streams for w in pipeline.workers.values())
+
+    asyncio.run(main())
+
+
+def test_an_unreachable_cluster_is_given_up_with_a_clear_message(tmp_path) -> None:
+    """A server told to use a cluster nobody runs says so and exits after connect_timeout_s,
+    instead of waiting forever as Ray would."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "cluster.yaml"
+    config.write_text("cluster:\n  connect_timeout_s: 2\nmodel:\n  random_weights: true\n")
+    command = [sys.executable, "-m", "streamer", "--config", str(config), "--cluster", "127.0.0.1:9"]
+    command += ["--source", "synthetic"]
+    started = time.monotonic()
+    run = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and time.monotonic() - started < 30
+    assert "no Ray cluster answered at 127.0.0.1:9 within 2 s" in run.stderr, run.stderr[-2000:]
+    assert "SIGTERM handler" not in run.stderr
