@@ -207,8 +207,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"cluster: {exc}")
     if config.cluster.address and args.out:
         parser.error("--out tracks a file in this process; leave out --cluster")
-    if config.cluster.address and any(s.source == "browser" for s in args.streams):
-        parser.error("--source browser cannot be tracked on a cluster (its frames would cross the network)")
+    if config.cluster.address:
+        from .cluster import ClusterError, check_cluster_source
+
+        try:
+            for stream in args.streams:
+                check_cluster_source(stream.source)
+        except ClusterError as exc:
+            parser.error(str(exc))
     server = config.server
     server.tls_cert, server.tls_key = args.tls_cert or server.tls_cert, args.tls_key or server.tls_key
     server.tls_self_signed = args.tls_self_signed or server.tls_self_signed

@@ -39,7 +39,7 @@ from .landing import PromptRequest
 from .metrics import ClusterMetrics, Metrics
 from .outputs import Outputs
 from .pipeline import check_stream_name
-from .placement import Load, choose, rebalance
+from .placement import Load, choose, rebalance, worker_slots
 from .protocol import ProtocolError
 from .reports import CompactTracked, Packet, WorkerReport
 from .sources import mask_credentials
@@ -52,6 +52,7 @@ CALL_TIMEOUT_S = 30.0  # a prompt may re-propagate an object: seconds on a CPU w
 PLACE_TIMEOUT_S = 20.0  # opening a camera on a worker, and restoring its objects
 RETRY_START_S = 10.0  # after a worker failed to start on a node
 RETRY_PLACE_S = 5.0  # after a worker could not open a stream's camera
+STARTUP_GRACE_S = 20.0  # streams wait this long at most for workers that start together
 KEYFRAME_GAP_S = 0.25
 PTS_STEP = 3000  # 90 kHz ticks between the last packet of one worker and the first of the next
 
@@ -60,6 +61,21 @@ class ClusterError(StreamerError):
     """The cluster cannot be used: Ray is missing, or its head cannot be reached."""
 
     code = "cluster"
+
+
+def check_cluster_source(spec: str) -> None:
+    """Refuse what a worker elsewhere cannot open: a viewer's browser camera (its frames would
+    cross the network) and a camera plugged into one machine."""
+    if spec == "browser":
+        raise ClusterError(
+            "a browser camera cannot feed a cluster worker (its frames would cross the network): "
+            "serve --source browser from a server without --cluster"
+        )
+    if spec.isdigit() or spec.startswith("webcam:"):
+        raise ClusterError(
+            f"{spec!r} is a camera plugged into one machine, which a cluster worker elsewhere cannot open: "
+            "publish it as an RTSP stream on the network, or serve it without --cluster"
+        )
 
 
 def _ray() -> Any:
@@ -73,8 +89,24 @@ def _ray() -> Any:
 
 
 async def _result(ref: Any, timeout: float | None = None) -> Any:
-    """An ObjectRef's value, awaited (plain and Ray Client refs alike)."""
-    return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout)
+    """An ObjectRef's value, awaited (plain and Ray Client refs alike). Giving up on it (a timeout,
+    a cancelled caller) leaves Ray's own future alone: Ray settles it later from its thread, and
+    would complain if it had been cancelled under it."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[Any] = loop.create_future()
+
+    def settle(done: concurrent.futures.Future[Any]) -> None:
+        error = done.exception()  # retrieved here, whether or not anyone still waits
+
+        def apply() -> None:
+            if not waiter.done():
+                waiter.set_exception(error) if error is not None else waiter.set_result(done.result())
+
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(apply)
+
+    ref.future().add_done_callback(settle)
+    return await asyncio.wait_for(waiter, timeout)
 
 
 @dataclass(eq=False)
@@ -338,6 +370,7 @@ class ClusterPipeline:
         self._task: asyncio.Task[None] | None = None
         self._ray: Any = None
         self._actor_class: Any = None
+        self._started_at = 0.0
 
     @property
     def random_weights(self) -> bool:
@@ -383,11 +416,7 @@ class ClusterPipeline:
     def add_stream(self, name: str, spec: str, options: dict | None = None) -> RemoteStream:
         """A stream to place on a worker (it waits for one if none has room)."""
         self.check_new_name(name)
-        if spec == "browser":
-            raise ClusterError(
-                "a browser camera cannot feed a cluster worker (its frames would cross the network): "
-                "serve --source browser from a server without --cluster"
-            )
+        check_cluster_source(spec)
         stream = self.streams[name] = RemoteStream(name, spec, options, self)
         self.outputs.register(name, stream.metrics)
         self._wake.set()
@@ -432,6 +461,9 @@ class ClusterPipeline:
             worker.streams.discard(name)
             with contextlib.suppress(Exception):
                 await _result(worker.actor.remove_stream.remote(name), CALL_TIMEOUT_S)
+        for other in list(self.workers.values()):  # a placement cut short may have opened it there
+            if other is not worker:
+                self._fire(other.actor.remove_stream.remote(name))
         stream.metrics.removed = True
         self.outputs.forget(name)
         self.metrics.forget(name)
@@ -443,6 +475,7 @@ class ClusterPipeline:
 
     def start(self) -> None:
         self.outputs.start()
+        self._started_at = time.monotonic()
         self._task = asyncio.create_task(self._supervise(), name="cluster supervisor")
 
     async def stop(self) -> None:
@@ -517,15 +550,11 @@ class ClusterPipeline:
         for worker in list(self.workers.values()):
             if worker.node not in alive:
                 await self._lost(worker, "its node left the cluster")
-        gpus = self.config.workers == "gpu" or (
-            self.config.workers == "auto" and any(n["Resources"].get("GPU", 0) >= 1 for n in alive.values())
-        )
+        gpus, slots = worker_slots(nodes, self.config.workers, self.config.cpus_per_worker)
         now = time.monotonic()
-        for node_id, node in alive.items():
-            resources = node.get("Resources", {})
-            cpus = resources.get("CPU", 0) >= self.config.cpus_per_worker
-            slots = int(resources.get("GPU", 0)) if gpus else int(cpus)
-            for slot in range(slots):
+        for node_id, count in slots.items():
+            node = alive[node_id]
+            for slot in range(count):
                 worker_id = f"{node_id[:8]}:{slot}"
                 busy = worker_id in self.workers or worker_id in self._starting
                 if busy or now < self._start_failed.get(worker_id, 0.0):
@@ -571,8 +600,12 @@ class ClusterPipeline:
 
     def _place_waiting(self) -> None:
         now = time.monotonic()
+        # Workers that start together: spread first placements over them at once, not later by moves.
+        grace = bool(self._starting) and now - self._started_at < STARTUP_GRACE_S
         for stream in self.streams.values():
             if stream.placement == "running" or stream.placing is not None or now < stream.retry_at:
+                continue
+            if grace and stream.epoch == 0:
                 continue
             worker = self._choose()
             if worker is None:
@@ -604,10 +637,15 @@ class ClusterPipeline:
             stream.unplaced(stream.placement, f"worker {worker.id} cannot open it: {reply[2]}")
             stream.retry_at = time.monotonic() + RETRY_PLACE_S
             return False
-        if worker.dead or stream.name not in self.streams:  # lost, or removed, meanwhile
+        if stream.name not in self.streams:  # removed meanwhile
+            self._fire(worker.actor.remove_stream.remote(stream.name))
+            return False
+        if worker.dead:  # lost meanwhile: the stream goes elsewhere
             return False
         worker.streams.add(stream.name)
         stream.placed(worker)
+        for codec in set(stream.watched()) - set(codecs):  # a viewer came while it was being placed
+            self.watch(stream, codec, True)
         if stream.lost_at is not None:
             self.cluster_metrics.failover_s.observe(time.monotonic() - stream.lost_at)
             self.cluster_metrics.failovers.inc()

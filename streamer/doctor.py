@@ -56,6 +56,9 @@ class DoctorConfig:
     checkpoint: str | None = None
     mqtt: str | None = None  # the broker URL results go to
     results: str | None = None  # the JSON Lines file results go to
+    cluster: str | None = None  # the Ray cluster streams are tracked on
+    cluster_workers: str = "auto"
+    cpus_per_worker: float = 1.0
 
 
 def check_python(_: DoctorConfig) -> list[Finding]:
@@ -359,6 +362,55 @@ def _check_broker(url: str) -> Finding:
     return Finding("mqtt", OK, f"the broker at {broker.address} accepts the connection")
 
 
+def check_cluster(config: DoctorConfig) -> list[Finding]:
+    """Ray, for --cluster; with a cluster address, whether it answers and what workers it has room for."""
+    install = "`pip install 'sam2-streamer[cluster]'` (here and on every node)"
+    try:
+        ray = importlib.import_module("ray")
+    except ImportError:
+        if config.cluster:
+            return [Finding("cluster", FAIL, "--cluster needs Ray, which is not installed", install)]
+        return [Finding("cluster", OK, f"Ray not installed: only --cluster needs it ({install})")]
+    if not config.cluster:
+        return [Finding("cluster", OK, f"ray {ray.__version__} (for --cluster)")]
+    from .placement import worker_slots
+
+    nodes = _cluster_nodes(ray, config.cluster)
+    if isinstance(nodes, str):
+        fix = "start the cluster (`ray start --head` on the head node), check the address and that its ports are open"
+        return [Finding("cluster", FAIL, f"cannot join the Ray cluster at {config.cluster}: {nodes}", fix)]
+    gpu, slots = worker_slots(nodes, config.cluster_workers, config.cpus_per_worker)
+    alive, total = len(slots), sum(slots.values())
+    if not total:
+        kind = "a GPU" if gpu else f"{config.cpus_per_worker:g} CPU(s)"
+        fix = "join nodes to it: `ray start --address=HEAD:6379` on each (with --num-gpus=N on GPU machines)"
+        return [Finding("cluster", WARN, f"{config.cluster}: {alive} node(s), none with {kind} for a worker", fix)]
+    kind = "GPU" if gpu else "CPU"
+    return [Finding("cluster", OK, f"{config.cluster}: {alive} node(s), room for {total} {kind} worker(s)")]
+
+
+def _cluster_nodes(ray: Any, address: str, timeout: float = 20.0) -> list[dict] | str:
+    """The cluster's nodes, or why they could not be listed (joining is bounded: Ray retries forever)."""
+    import threading
+
+    found: list[Any] = []
+
+    def join() -> None:
+        try:
+            ray.init(address=address, logging_level="ERROR")
+            found.append(ray.nodes())
+        except Exception as exc:
+            found.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            if ray.is_initialized():
+                ray.shutdown()
+
+    thread = threading.Thread(target=join, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return found[0] if found else f"no answer within {timeout:g} s"
+
+
 def check_test_tools(_: DoctorConfig) -> list[Finding]:
     """Only the test suite needs these (GStreamer's RTSP server, run by the system Python; Chromium;
     the mosquitto broker; the coturn TURN server; nginx)."""
@@ -398,6 +450,7 @@ CHECKS: tuple[Callable[[DoctorConfig], list[Finding]], ...] = (
     check_cameras,
     check_port,
     check_outputs,
+    check_cluster,
     check_test_tools,
 )
 
@@ -436,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", help="a checkpoint file you pass to the server")
     parser.add_argument("--mqtt", metavar="URL", help="the MQTT broker you pass to the server: does it take us")
     parser.add_argument("--results", metavar="PATH", help="the results file you pass to the server: is it writable")
+    parser.add_argument("--cluster", metavar="ADDRESS", help="the Ray cluster you pass to the server: its room")
     parser.add_argument("--json", action="store_true", help="the findings as a JSON list")
     args = parser.parse_args(argv)
     config, findings = DoctorConfig(), []
@@ -451,10 +505,13 @@ def main(argv: list[str] | None = None) -> int:
                 loaded.model.checkpoint,
                 loaded.mqtt.url,
                 loaded.results.path,
+                loaded.cluster.address,
+                loaded.cluster.workers,
+                loaded.cluster.cpus_per_worker,
             )
         except Exception as exc:
             findings.append(Finding("config", FAIL, f"cannot use {args.config}: {exc}", "fix the file or its path"))
-    for name in ("host", "port", "model", "checkpoint", "mqtt", "results"):
+    for name in ("host", "port", "model", "checkpoint", "mqtt", "results", "cluster"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     findings += diagnose(config)

@@ -34,7 +34,15 @@ from .metrics import Metrics, StreamMetrics
 from .outputs import Outputs, TrackedOutputs
 from .protocol import ProtocolError
 from .results import Tracked, wall_clock
-from .sources import BrowserSource, Frame, FrameSource, SourceError, SourceTimeoutError, open_source
+from .sources import (
+    BrowserSource,
+    Frame,
+    FrameSource,
+    SourceError,
+    SourceTimeoutError,
+    mask_credentials,
+    open_source,
+)
 from .status import StreamState, StreamStatus
 
 logger = logging.getLogger(__name__)
@@ -59,7 +67,7 @@ async def open_camera(spec: str, options: dict | None = None) -> FrameSource:
     try:
         return await asyncio.to_thread(open_source, spec, **(options or {}))
     except (SourceError, ValueError, OSError, TypeError) as exc:
-        raise ProtocolError("bad_source", f"cannot open {spec!r}: {exc}") from None
+        raise ProtocolError("bad_source", mask_credentials(f"cannot open {spec!r}: {exc}")) from None
 
 
 class Stream:

@@ -11,8 +11,9 @@ of masks, so balance is only pursued where it pays.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 BUSY_TIE = 0.05  # busy fractions this close count as equal (measurement noise)
 
@@ -44,3 +45,19 @@ def rebalance(loads: Sequence[Load]) -> tuple[str, str] | None:
     if fullest.streams - emptiest.streams < 2:
         return None
     return fullest.worker, emptiest.worker
+
+
+def worker_slots(
+    nodes: Sequence[Mapping[str, Any]], workers: str, cpus_per_worker: float
+) -> tuple[bool, dict[str, int]]:
+    """Whether the workers are GPU ones, and how many each alive node (an entry of ``ray.nodes()``)
+    takes: one per GPU (``workers`` gpu, or auto on a cluster with any GPU), else one per node
+    with ``cpus_per_worker`` CPUs."""
+    alive = [node for node in nodes if node.get("Alive")]
+    gpu = workers == "gpu" or (workers == "auto" and any(n["Resources"].get("GPU", 0) >= 1 for n in alive))
+    slots = {}
+    for node in alive:
+        resources = node.get("Resources", {})
+        count = int(resources.get("GPU", 0)) if gpu else int(resources.get("CPU", 0) >= cpus_per_worker)
+        slots[node["NodeID"]] = count
+    return gpu, slots

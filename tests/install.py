@@ -159,6 +159,7 @@ def lowest_constraints() -> str:
     """Every dependency pyproject bounds from below, pinned to that bound."""
     text = (ROOT / "pyproject.toml").read_text()
     block = text.split("dependencies = [", 1)[1].split("]", 1)[0]
+    block += text.split("cluster = [", 1)[1].split("]", 1)[0]
     pins = re.findall(r'"([A-Za-z0-9_.-]+)(?:>=|==)([0-9][^",;]*)"', block)
     return "".join(f"{name}=={version}\n" for name, version in pins)
 
@@ -176,7 +177,7 @@ def main() -> int:
     if args.lowest:
         constraints = args.venv.with_suffix(".constraints.txt")
         constraints.write_text(lowest_constraints())
-    done = install(python, args.venv, f"{ROOT}[dev]", constraints, editable=args.lowest)
+    done = install(python, args.venv, f"{ROOT}[dev,cluster]", constraints, editable=args.lowest)
     print(f"Python {done.python}: torch {done.seconds_torch:.0f} s, package {done.seconds_package:.0f} s")
     return 0
 

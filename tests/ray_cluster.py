@@ -7,6 +7,7 @@ nodes of one CPU each, added and killed as a test needs. Every node is on 127.0.
 from __future__ import annotations
 
 import os
+import socket
 
 from .conftest import RAY_LOOPBACK
 
@@ -21,14 +22,26 @@ class LocalCluster:
 
         assert not ray_constants.ENABLE_RAY_CLUSTER, "Ray was imported before RAY_LOOPBACK was set: not on loopback"
 
-        self.cluster = Cluster(
-            initialize_head=True,
-            head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False},
-        )
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.client_port = probe.getsockname()[1]
+        head = {"num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False}
+        head["ray_client_server_port"] = self.client_port
+        # Ray marks a killed node dead after missing its health checks for ~15 s by default;
+        # sooner here, so that one test's killed nodes are gone before the next test starts.
+        # (The front does not wait for that: it finds a lost worker itself, in about 2 s.)
+        head["_system_config"] = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
+        self.cluster = Cluster(initialize_head=True, head_node_args=head)
 
     @property
     def address(self) -> str:
+        """The head's GCS (what ``auto`` finds on a cluster node)."""
         return self.cluster.address
+
+    @property
+    def client_address(self) -> str:
+        """The head's Ray Client server (``ray://``, for a front outside the cluster)."""
+        return f"ray://127.0.0.1:{self.client_port}"
 
     def add_node(self, cpus: int = 1):  # type: ignore[no-untyped-def]
         node = self.cluster.add_node(num_cpus=cpus, node_ip_address="127.0.0.1")
@@ -43,9 +56,10 @@ class LocalCluster:
         return next(node for node in self.cluster.worker_nodes if node.node_id == node_id)
 
     def clear(self) -> None:
-        """Remove every worker node (the next test starts with the bare head)."""
+        """Remove every worker node; return once Ray agrees (the next test starts with the bare head)."""
         for node in list(self.cluster.worker_nodes):
             self.cluster.remove_node(node, allow_graceful=False)
+        self.cluster.wait_for_nodes(timeout=60)
 
     def shutdown(self) -> None:
         self.cluster.shutdown()

@@ -25,6 +25,8 @@ from streamer.cluster import ClusterPipeline  # noqa: E402
 from streamer.cluster_worker import WorkerSettings  # noqa: E402
 from streamer.config import ClusterConfig, ModelConfig, TrackerConfig  # noqa: E402
 from streamer.display import DisplayConfig  # noqa: E402
+from streamer.errors import RemoteError  # noqa: E402
+from streamer.landing import PromptRequest  # noqa: E402
 from streamer.server import ServerConfig, StreamServer  # noqa: E402
 
 from .ray_cluster import LocalCluster  # noqa: E402
@@ -283,3 +285,47 @@ def test_an_unreachable_cluster_is_given_up_with_a_clear_message(tmp_path) -> No
     assert run.returncode == 2 and time.monotonic() - started < 30
     assert "no Ray cluster answered at 127.0.0.1:9 within 2 s" in run.stderr, run.stderr[-2000:]
     assert "SIGTERM handler" not in run.stderr
+
+
+def test_the_doctor_says_what_a_cluster_has_room_for(cluster) -> None:
+    """``sam2-stream doctor --cluster ADDRESS`` joins the cluster and counts the workers it would
+    start: none on the bare head (no CPUs there), one when a one-CPU node has joined."""
+    import subprocess
+    import sys
+
+    def finding() -> dict:
+        command = [sys.executable, "-m", "streamer", "doctor", "--json", "--cluster", cluster.address]
+        run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        return next(f for f in json.loads(run.stdout) if f["check"] == "cluster")
+
+    bare = finding()
+    assert bare["status"] == "warn" and "1 node(s), none with 1 CPU(s) for a worker" in bare["detail"], bare
+    cluster.add_node()
+    joined = finding()
+    assert joined["status"] == "ok" and "2 node(s), room for 1 CPU worker(s)" in joined["detail"], joined
+
+
+def test_a_front_outside_the_cluster_joins_through_ray_client(cluster) -> None:
+    """``--cluster ray://HEAD:PORT``: a front that is no node of the cluster places its stream on
+    a worker and prompts it through the head's Ray Client server, as one on a node does."""
+
+    async def main() -> None:
+        cluster.add_node()
+        pipeline = ClusterPipeline(ClusterConfig(address=cluster.client_address), SETTINGS)
+        await pipeline.connect()
+        stream = pipeline.add_stream("cam", shapes(4))
+        pipeline.start()
+        try:
+            await until(lambda: stream.placement == "running", 90, "the stream placed")
+            await until(lambda: stream.status().video_fps > 4, 20, "its video at the worker")
+            request = PromptRequest(6, box=(0.2, 0.2, 0.7, 0.7))
+            for _ in range(50):
+                with contextlib.suppress(RemoteError):  # no frame tracked yet
+                    assert await stream.prompt(request) == [6]
+                    break
+                await asyncio.sleep(0.2)
+            await until(lambda: stream.last_tracked is not None and stream.last_tracked.obj_ids == (6,), 20, "masks")
+        finally:
+            await pipeline.stop()
+
+    asyncio.run(main())

@@ -147,7 +147,8 @@ def test_remote_video_continues_one_stream_across_workers() -> None:
 
 def test_a_front_without_workers_says_so_and_refuses_prompts_clearly() -> None:
     """Before any worker has room a stream waits: /healthz is not ok and says why, a prompt gets
-    `unavailable`; a browser camera is refused (its frames would cross the network)."""
+    `unavailable`; a browser camera (its frames would cross the network) and a local camera (on one
+    machine only) are refused."""
     pipeline = ClusterPipeline(ClusterConfig(address="auto"), SETTINGS)
     stream = pipeline.add_stream("cam", "rtsp://user:secret@10.0.0.5/stream")
 
@@ -163,6 +164,8 @@ def test_a_front_without_workers_says_so_and_refuses_prompts_clearly() -> None:
     asyncio.run(main())
     with pytest.raises(ClusterError, match="browser camera"):
         pipeline.add_stream("me", "browser")
+    with pytest.raises(ClusterError, match="plugged into one machine"):
+        pipeline.add_stream("usb", "webcam:0")
 
 
 def test_cluster_settings_errors_and_a_missing_ray_are_said_plainly(monkeypatch, tmp_path) -> None:
@@ -172,7 +175,8 @@ def test_cluster_settings_errors_and_a_missing_ray_are_said_plainly(monkeypatch,
 
     cluster = parse_args(["--cluster", "ray://head:10001", "--max-streams-per-worker", "4", "--source", "x.mp4"])
     assert cluster.config_data.cluster == ClusterConfig(address="ray://head:10001", max_streams_per_worker=4)
-    refused = (["--source", "browser"], ["--source", "synthetic", "--out", "x.mp4"], ["--max-streams-per-worker", "0"])
+    refused = (["--source", "browser"], ["--source", "0"], ["--source", "synthetic", "--out", "x.mp4"])
+    refused += (["--max-streams-per-worker", "0"],)
     for argv in refused:
         with pytest.raises(SystemExit):
             parse_args(["--cluster", "auto", *argv])
@@ -184,3 +188,18 @@ def test_cluster_settings_errors_and_a_missing_ray_are_said_plainly(monkeypatch,
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     with pytest.raises(ClusterError, match=r"pip install 'sam2-streamer\[cluster\]'"):
         asyncio.run(ClusterPipeline(ClusterConfig(address="auto"), SETTINGS).connect())
+
+
+def test_workers_go_one_per_gpu_or_one_per_cpu_node() -> None:
+    """On a cluster with GPUs every GPU gets a worker (a CPU-only head none); on a CPU cluster every
+    node with enough CPUs gets one; dead nodes none."""
+    from streamer.placement import worker_slots
+
+    nodes = [
+        {"NodeID": "head", "Alive": True, "Resources": {"CPU": 8}},
+        {"NodeID": "gpus", "Alive": True, "Resources": {"CPU": 32, "GPU": 2}},
+        {"NodeID": "gone", "Alive": False, "Resources": {"CPU": 8, "GPU": 4}},
+    ]
+    assert worker_slots(nodes, "auto", 1.0) == (True, {"head": 0, "gpus": 2})
+    assert worker_slots(nodes, "cpu", 16.0) == (False, {"head": 0, "gpus": 1})
+    assert worker_slots(nodes[:1], "auto", 1.0) == (False, {"head": 1})

@@ -161,3 +161,13 @@ def test_gpus_are_named_with_their_memory(monkeypatch: pytest.MonkeyPatch) -> No
     assert torch_found.status == OK
     assert h100.status == OK and h100.detail == "cuda:0 NVIDIA H100, 80.0 GiB (40.0 free), compute 9.0, bfloat16"
     assert t4.status == WARN and "no native bfloat16" in t4.detail and "precision: float32" in t4.fix
+
+
+def test_ray_is_only_needed_for_a_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without Ray the doctor says only --cluster needs it, unless a cluster is asked for: then
+    it fails, with the install to run (the cluster's own answer is checked in test_cluster)."""
+    monkeypatch.setitem(sys.modules, "ray", None)
+    (plain,) = doctor.check_cluster(DoctorConfig())
+    assert plain.status == OK and "only --cluster needs it" in plain.detail
+    (asked,) = doctor.check_cluster(DoctorConfig(cluster="ray://head:10001"))
+    assert asked.status == FAIL and "sam2-streamer[cluster]" in asked.fix
