@@ -29,21 +29,18 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import av
-
 from .config import ClusterConfig
-from .encoder import TIME_BASE, EncodedFrame, EncodedTrack, PacketHistory
 from .errors import RemoteError, StreamerError, UnavailableError
 from .events import EventsConfig
-from .landing import PromptRequest
 from .metrics import ClusterMetrics, Metrics
 from .outputs import Outputs
 from .pipeline import check_stream_name
 from .placement import Load, choose, rebalance, worker_slots
 from .protocol import ProtocolError
-from .reports import CompactTracked, Packet, WorkerReport
+from .remote_stream import RemoteStream
+from .reports import WorkerReport
+from .served import stream_named
 from .sources import mask_credentials
-from .status import StreamState, StreamStatus
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +50,6 @@ PLACE_TIMEOUT_S = 20.0  # opening a camera on a worker, and restoring its object
 RETRY_START_S = 10.0  # after a worker failed to start on a node
 RETRY_PLACE_S = 5.0  # after a worker could not open a stream's camera
 STARTUP_GRACE_S = 20.0  # streams wait this long at most for workers that start together
-KEYFRAME_GAP_S = 0.25
-PTS_STEP = 3000  # 90 kHz ticks between the last packet of one worker and the first of the next
 
 
 class ClusterError(StreamerError):
@@ -144,203 +139,6 @@ class WorkerHandle:
             "busy": round(self.busy, 3),
             "round_ms": round(self.round_ms, 1),
         }
-
-
-class RemoteVideo:
-    """A stream's video in one codec, as its worker sends it: packets in, viewers served from the
-    same ``PacketHistory`` a local encoder uses. Packets of a new worker (or of an encoder that
-    started afresh) continue the timestamps viewers already follow."""
-
-    def __init__(self, stream: RemoteStream, codec: str) -> None:
-        self.stream, self.codec = stream, codec
-        self.history = PacketHistory(self.request_keyframe)
-        self.subscribers = 0
-        self._epoch: int | None = None
-        self._offset = 0
-        self._last_raw: int | None = None
-        self._last_pts: int | None = None
-        self._keyframe_asked = 0.0
-
-    def subscribe(self) -> EncodedTrack:
-        self.subscribers += 1
-        if self.subscribers == 1:
-            self.stream.cluster.watch(self.stream, self.codec, True)
-        return EncodedTrack(self)  # type: ignore[arg-type]
-
-    async def unsubscribe(self) -> None:
-        self.subscribers -= 1
-        if self.subscribers == 0:
-            self.stream.cluster.watch(self.stream, self.codec, False)
-            self.history.clear()
-
-    def request_keyframe(self) -> None:
-        now = time.monotonic()
-        if now - self._keyframe_asked >= KEYFRAME_GAP_S:
-            self._keyframe_asked = now
-            self.stream.cluster.keyframe(self.stream, self.codec)
-
-    def source_index(self, pts: int) -> int | None:
-        return self.history.source_index(pts)
-
-    async def next_frame(self, after: int | None) -> EncodedFrame:
-        return await self.history.next_frame(after)
-
-    async def receive(self, packet: Packet, epoch: int) -> None:
-        if epoch != self._epoch or (self._last_raw is not None and packet.pts <= self._last_raw):
-            self._offset = 0 if self._last_pts is None else self._last_pts + PTS_STEP - packet.pts
-            self._epoch = epoch
-            self.history.forget_shown()  # the new camera's frame numbers start afresh
-        self._last_raw = packet.pts
-        pts = self._last_pts = packet.pts + self._offset
-        av_packet = av.Packet(packet.data)
-        av_packet.pts, av_packet.time_base = pts, TIME_BASE
-        await self.history.append(av_packet, packet.keyframe, packet.source, packet.captured)
-
-
-class RemoteStream:
-    """A stream as the front serves it, wherever it runs now."""
-
-    camera = None  # a viewer's browser camera cannot feed a worker elsewhere
-
-    def __init__(self, name: str, spec: str, options: dict | None, cluster: ClusterPipeline) -> None:
-        self.name, self.spec, self.options, self.cluster = name, spec, dict(options or {}), cluster
-        self.metrics = cluster.metrics.stream(name)
-        self.state = StreamState()  # what the front measures itself: packets' capture-to-arrival
-        self.placement = "waiting"
-        self.worker: WorkerHandle | None = None
-        self.epoch = 0  # counts placements: packets of an earlier one are stale
-        self.note: str | None = "waiting for a worker"  # why it is not running
-        self.last_tracked: CompactTracked | None = None  # the masks a failover restores from
-        self.videos: dict[str, RemoteVideo] = {}
-        self.placing: asyncio.Task[None] | None = None
-        self.retry_at = 0.0
-        self.lost_at: float | None = None
-        self._status: StreamStatus | None = None
-        self._obj_ids: list[int] = []
-        self._last_source: int | None = None
-        self.metrics.video_fps.set_function(lambda: self.status().video_fps)
-        self.metrics.mask_fps.set_function(lambda: self.status().mask_fps)
-
-    @property
-    def obj_ids(self) -> list[int]:
-        return list(self._obj_ids)
-
-    def status(self) -> StreamStatus:
-        running = self.placement == "running"
-        status = self._status
-        worker = None if self.worker is None else self.worker.id
-        if status is None or not running:
-            percentiles = self.state.latency_percentiles()
-            return StreamStatus(
-                source=mask_credentials(self.spec) if status is None else status.source,
-                source_alive=False,
-                reconnecting=False,
-                source_fps=0.0,
-                video_fps=0.0,
-                mask_fps=0.0,
-                mask_age_ms=None,
-                latency_ms=self.state.latency_ms,
-                latency_p50=percentiles["p50"],
-                latency_p90=percentiles["p90"],
-                inference_ms=0.0,
-                frame_index=None,
-                objects=self.obj_ids,
-                last_error=self.note if not running else None,
-                placement=self.placement,
-                worker=worker,
-            )
-        percentiles = self.state.latency_percentiles()
-        return replace(
-            status,
-            latency_ms=self.state.latency_ms,
-            latency_p50=percentiles["p50"],
-            latency_p90=percentiles["p90"],
-            objects=self.obj_ids,
-            placement=self.placement,
-            worker=worker,
-        )
-
-    def video(self, codec: str) -> RemoteVideo:
-        video = self.videos.get(codec)
-        if video is None:
-            video = self.videos[codec] = RemoteVideo(self, codec)
-        return video
-
-    def watched(self) -> list[str]:
-        return [codec for codec, video in self.videos.items() if video.subscribers > 0]
-
-    async def prompt(self, request: PromptRequest) -> list[int]:
-        return await self._change("prompt", request)
-
-    async def remove_object(self, obj_id: int) -> list[int]:
-        obj_ids = await self._change("remove_object", obj_id)
-        self._results_without({obj_id})
-        return obj_ids
-
-    async def reset(self) -> list[int]:
-        obj_ids = await self._change("reset")
-        self._results_without(None)
-        return obj_ids
-
-    async def _change(self, method: str, *args: Any) -> list[int]:
-        self._obj_ids = list(await self.cluster.call(self, method, *args))
-        return self.obj_ids
-
-    def _results_without(self, obj_ids: set[int] | None) -> None:
-        """Removed objects leave the newest results now, and are not restored by a failover."""
-        latest = self.cluster.outputs.latest(self.name)
-        if latest is not None:
-            self.cluster.outputs.offer(latest.without(set(latest.obj_ids) if obj_ids is None else obj_ids, time.time()))
-        tracked = self.last_tracked
-        if tracked is not None:
-            keep = [] if obj_ids is None else [i for i, obj_id in enumerate(tracked.obj_ids) if obj_id not in obj_ids]
-            self.last_tracked = _only(tracked, keep)
-
-    # -- from the worker ------------------------------------------------------------------------
-
-    def placed(self, worker: WorkerHandle) -> None:
-        self.worker, self.placement, self.note = worker, "running", None
-        self.epoch += 1
-        self._status = None
-
-    def unplaced(self, placement: str, note: str) -> None:
-        self.worker, self.placement, self.note = None, placement, note
-        self._status = None
-
-    async def receive_packet(self, packet: Packet) -> None:
-        if packet.source != self._last_source:  # once per frame, whatever the number of codecs
-            self._last_source = packet.source
-            latency = 1000 * max(0.0, time.time() - packet.captured)
-            self.metrics.latency_ms.observe(latency)
-            self.state.record_latency(latency)
-        video = self.videos.get(packet.codec)
-        if video is not None and video.subscribers > 0:
-            await video.receive(packet, self.epoch)
-
-    def receive_status(self, status: StreamStatus) -> None:
-        self._status = status
-        self._obj_ids = list(status.objects)
-
-    def restore_masks(self) -> dict | None:
-        """Each object's last mask, to restore it on another worker (None: nothing to restore)."""
-        tracked = self.last_tracked
-        if tracked is None or not tracked.obj_ids:
-            return None
-        return tracked.masks()
-
-
-def _only(tracked: CompactTracked, keep: list[int]) -> CompactTracked | None:
-    """``tracked`` with only the objects at positions ``keep`` (None if none is left)."""
-    if not keep:
-        return None
-    full = tracked.tracked()
-    kept = replace(
-        full,
-        obj_ids=tuple(full.obj_ids[i] for i in keep),
-        logits=full.logits[keep],
-        scores=full.scores[keep],
-    )
-    return CompactTracked.of(kept)
 
 
 class ClusterPipeline:
@@ -435,20 +233,17 @@ class ClusterPipeline:
         stream.placing = asyncio.create_task(self._placing(stream, worker), name=f"place {name}")
         await asyncio.shield(stream.placing)
         if stream.placement != "running":
-            note = stream.note or "the worker could not open it"
+            note = stream.note or f"cannot open {mask_credentials(spec)!r}"
             await self.remove_stream(name)
-            raise ProtocolError("bad_source", f"cannot open {mask_credentials(spec)!r}: {note}")
+            raise ProtocolError("bad_source", note)
         return stream
 
     def check_new_name(self, name: str) -> None:
         check_stream_name(name, self.streams)
 
     def stream(self, name: str | None) -> RemoteStream:
-        if name is None and self.streams:
-            return next(iter(self.streams.values()))
-        if name not in self.streams:
-            raise ProtocolError("unknown_stream", f"no stream named {name!r}; streams are {list(self.streams)}")
-        return self.streams[name]
+        """The named stream, or the first one when ``name`` is None."""
+        return stream_named(self.streams, name)
 
     async def remove_stream(self, name: str) -> None:
         stream = self.stream(name)
@@ -593,8 +388,8 @@ class ClusterPipeline:
         logger.info("worker %s ready on %s (%s, model in %.1f s)", worker_id, worker.address, device, load_s)
         self._wake.set()
 
-    def _choose(self, exclude: WorkerHandle | None = None) -> WorkerHandle | None:
-        ready = [w for w in self.workers.values() if w.ready and not w.dead and w is not exclude]
+    def _choose(self) -> WorkerHandle | None:
+        ready = [w for w in self.workers.values() if w.ready and not w.dead]
         chosen = choose([w.load() for w in ready], self.config.max_streams_per_worker)
         return None if chosen is None else self.workers[chosen]
 
@@ -609,9 +404,8 @@ class ClusterPipeline:
                 continue
             worker = self._choose()
             if worker is None:
-                if stream.placement != "moving" or stream.note is None or "no worker" not in stream.note:
-                    full = f"all {len(self.workers)} full" if self.workers else "none is ready"
-                    stream.unplaced("waiting", f"no worker has room for it ({full}); it starts when one joins")
+                full = f"all {len(self.workers)} full" if self.workers else "none is ready"
+                stream.unplaced("waiting", f"no worker has room for it ({full}); it starts when one joins")
                 continue
             worker.reserved += 1
             stream.placing = asyncio.create_task(self._placing(stream, worker), name=f"place {stream.name}")

@@ -34,6 +34,7 @@ from .metrics import Metrics, StreamMetrics
 from .outputs import Outputs, TrackedOutputs
 from .protocol import ProtocolError
 from .results import Tracked, wall_clock
+from .served import stream_named
 from .sources import (
     BrowserSource,
     Frame,
@@ -67,7 +68,8 @@ async def open_camera(spec: str, options: dict | None = None) -> FrameSource:
     try:
         return await asyncio.to_thread(open_source, spec, **(options or {}))
     except (SourceError, ValueError, OSError, TypeError) as exc:
-        raise ProtocolError("bad_source", mask_credentials(f"cannot open {spec!r}: {exc}")) from None
+        reason = str(exc) if str(exc).startswith("cannot open") else f"cannot open {spec!r}: {exc}"
+        raise ProtocolError("bad_source", mask_credentials(reason)) from None
 
 
 class Stream:
@@ -374,11 +376,7 @@ class Pipeline:
 
     def stream(self, name: str | None) -> Stream:
         """The named stream, or the first one when ``name`` is None."""
-        if name is None and self.streams:
-            return next(iter(self.streams.values()))
-        if name not in self.streams:
-            raise ProtocolError("unknown_stream", f"no stream named {name!r}; streams are {list(self.streams)}")
-        return self.streams[name]
+        return stream_named(self.streams, name)
 
     def describe(self) -> dict:
         """What /healthz adds about where streams run (nothing: they all run here)."""

@@ -6,14 +6,27 @@ are the same for both."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from .encoder import EncodedFrame, EncodedTrack
 from .landing import PromptRequest
 from .metrics import Metrics, StreamMetrics
 from .outputs import Outputs
+from .protocol import ProtocolError
 from .sources import BrowserSource
 from .status import StreamStatus
+
+S = TypeVar("S")
+
+
+def stream_named(streams: Mapping[str, S], name: str | None) -> S:
+    """The stream called ``name``, or the first one when ``name`` is None (what a message without
+    ``stream`` is about)."""
+    if name is None and streams:
+        return next(iter(streams.values()))
+    if name not in streams:
+        raise ProtocolError("unknown_stream", f"no stream named {name!r}; streams are {list(streams)}")
+    return streams[name]
 
 
 class Video(Protocol):

@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from streamer.cluster import ClusterError, ClusterPipeline, RemoteStream
+from streamer.cluster import ClusterError, ClusterPipeline
 from streamer.cluster_worker import WorkerSettings
 from streamer.config import ClusterConfig, ConfigError, ModelConfig, TrackerConfig, load_config
 from streamer.display import DisplayConfig
@@ -19,6 +19,7 @@ from streamer.errors import UnavailableError
 from streamer.landing import PromptRequest
 from streamer.metrics import Metrics
 from streamer.placement import Load, choose, rebalance
+from streamer.remote_stream import RemoteStream
 from streamer.reports import CompactTracked, Packet, WorkerReport
 from streamer.results import Tracked
 from streamer.server import ServerConfig, StreamServer

@@ -136,15 +136,14 @@ def test_page_reconnects_after_server_restart() -> None:
 def test_viewer_keeps_watching_through_a_cluster_failover() -> None:
     """The clip tracked on a two-node Ray cluster: Chromium clicks an object and sees it coloured;
     the node of the stream's worker is killed. Within 10 s the stream runs on the other worker with
-    its object under the same id; the page says it is moving meanwhile, and its same peer
-    connection goes on playing, the object coloured again, with no reload or reconnect."""
+    its object under the same id, and the page's same peer connection goes on playing, the object
+    coloured again, with no reload or reconnect."""
     pytest.importorskip("ray", reason="the cluster tests need Ray: pip install -e '.[cluster]'")
     result = run_scenario("browser-cluster")
     assert result["ack"]["objects"] == [1]
     before, during, after = result["before"], result["with_object"], result["after_failover"]
     assert during["frame"] > before["frame"] + 40, result
     assert result["failover_s"] < 10 and result["new_worker"] != result["old_worker"], result
-    assert "moving to another worker" in result["status_while_moving"]
     assert result["same_peer"] and result["played_after_s"] > 3 and result["objects"] == [1]
     assert after["frame"] > before["frame"] + 40, result
     assert result["server_exit"] == 0
