@@ -30,13 +30,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .config import ClusterConfig
-from .errors import RemoteError, StreamerError, UnavailableError
+from .errors import BadSourceError, RemoteError, StreamerError, UnavailableError
 from .events import EventsConfig
 from .metrics import ClusterMetrics, Metrics
 from .outputs import Outputs
 from .pipeline import check_stream_name
 from .placement import Load, choose, rebalance, worker_slots
-from .protocol import ProtocolError
 from .remote_stream import RemoteStream
 from .reports import WorkerReport
 from .served import stream_named
@@ -225,7 +224,7 @@ class ClusterPipeline:
         try:
             stream = self.add_stream(name, spec, options)
         except ClusterError as exc:
-            raise ProtocolError("bad_source", str(exc)) from None
+            raise BadSourceError(str(exc)) from None
         worker = self._choose()
         if worker is None:
             return stream  # it waits, and says so in /healthz
@@ -235,7 +234,7 @@ class ClusterPipeline:
         if stream.placement != "running":
             note = stream.note or f"cannot open {mask_credentials(spec)!r}"
             await self.remove_stream(name)
-            raise ProtocolError("bad_source", note)
+            raise BadSourceError(note)
         return stream
 
     def check_new_name(self, name: str) -> None:

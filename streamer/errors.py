@@ -58,6 +58,33 @@ class UnknownObjectError(StreamerError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class StreamNameError(StreamerError, ValueError):
+    """A stream name that is not allowed."""
+
+    code = "bad_field"
+
+
+class StreamExistsError(StreamerError):
+    """A new stream's name is taken."""
+
+    code = "stream_exists"
+
+
+class UnknownStreamError(StreamerError, KeyError):
+    """A message names a stream the server does not have."""
+
+    code = "unknown_stream"
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class BadSourceError(StreamerError):
+    """A camera to add at run time cannot be opened (the message says why)."""
+
+    code = "bad_source"
+
+
 class UnavailableError(StreamerError):
     """A stream cannot take requests right now (its cluster worker was lost and it is moving, or
     no worker has room for it); trying again in a few seconds is the remedy."""

@@ -28,11 +28,11 @@ import numpy as np
 from .display import Display, DisplayConfig, Output
 from .encoder import StreamEncoder
 from .engine import Change, Engine, Outcome, Track, Tracker
+from .errors import BadSourceError, StreamExistsError, StreamNameError
 from .events import EventsConfig
 from .landing import PromptRequest
 from .metrics import Metrics, StreamMetrics
 from .outputs import Outputs, TrackedOutputs
-from .protocol import ProtocolError
 from .results import Tracked, wall_clock
 from .served import stream_named
 from .sources import (
@@ -53,14 +53,13 @@ FEED_RETRY_S = (0.1, 5.0)  # backoff after an unexpected error in a camera's loo
 
 
 def check_stream_name(name: str, taken: object) -> None:
-    """Raise a ProtocolError unless ``name`` is valid and not in ``taken``."""
+    """Raise unless ``name`` is valid and not in ``taken``."""
     if not STREAM_NAME.fullmatch(name):
-        raise ProtocolError(
-            "bad_field",
-            f"stream name {name!r} must be 1-32 letters, digits, '_', '.' or '-', starting with a letter or digit",
+        raise StreamNameError(
+            f"stream name {name!r} must be 1-32 letters, digits, '_', '.' or '-', starting with a letter or digit"
         )
     if name in taken:  # type: ignore[operator]
-        raise ProtocolError("stream_exists", f"there is already a stream named {name!r}")
+        raise StreamExistsError(f"there is already a stream named {name!r}")
 
 
 async def open_camera(spec: str, options: dict | None = None) -> FrameSource:
@@ -69,7 +68,7 @@ async def open_camera(spec: str, options: dict | None = None) -> FrameSource:
         return await asyncio.to_thread(open_source, spec, **(options or {}))
     except (SourceError, ValueError, OSError, TypeError) as exc:
         reason = str(exc) if str(exc).startswith("cannot open") else f"cannot open {spec!r}: {exc}"
-        raise ProtocolError("bad_source", mask_credentials(reason)) from None
+        raise BadSourceError(mask_credentials(reason)) from None
 
 
 class Stream:
@@ -362,7 +361,7 @@ class Pipeline:
             raise
 
     def check_new_name(self, name: str) -> None:
-        """Raise a ProtocolError unless ``name`` is valid and free (callers check before opening a camera)."""
+        """Raise unless ``name`` is valid and free (callers check before opening a camera)."""
         check_stream_name(name, self.streams)
 
     async def remove_stream(self, name: str) -> None:

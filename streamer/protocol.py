@@ -266,5 +266,7 @@ def encode(kind: str, **fields: Any) -> str:
     return json.dumps({"type": kind, **fields}, separators=(",", ":"), allow_nan=False)
 
 
-def error_reply(exc: ProtocolError) -> str:
-    return encode("error", id=exc.msg_id, code=exc.code, message=exc.message)
+def error_reply(exc: StreamerError, msg_id: str | int | None = None) -> str:
+    """The ``error`` message for ``exc`` (a ProtocolError carries the id of the message it is about)."""
+    own = getattr(exc, "msg_id", None)
+    return encode("error", id=msg_id if own is None else own, code=exc.code, message=str(exc))

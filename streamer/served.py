@@ -9,10 +9,10 @@ from collections.abc import Callable, Mapping
 from typing import Protocol, TypeVar
 
 from .encoder import EncodedFrame, EncodedTrack
+from .errors import UnknownStreamError
 from .landing import PromptRequest
 from .metrics import Metrics, StreamMetrics
 from .outputs import Outputs
-from .protocol import ProtocolError
 from .sources import BrowserSource
 from .status import StreamStatus
 
@@ -25,7 +25,7 @@ def stream_named(streams: Mapping[str, S], name: str | None) -> S:
     if name is None and streams:
         return next(iter(streams.values()))
     if name not in streams:
-        raise ProtocolError("unknown_stream", f"no stream named {name!r}; streams are {list(streams)}")
+        raise UnknownStreamError(f"no stream named {name!r}; streams are {list(streams)}")
     return streams[name]
 
 

@@ -256,7 +256,7 @@ class StreamServer:
             if masks not in MASK_FORMATS:
                 raise ProtocolError("bad_field", f"masks must be one of {', '.join(MASK_FORMATS)}")
             stream = self.pipeline.stream(query.get("stream", [None])[0])
-        except ProtocolError as exc:
+        except StreamerError as exc:
             status = http.HTTPStatus.NOT_FOUND if exc.code == "unknown_stream" else http.HTTPStatus.BAD_REQUEST
             return _response(status, error_reply(exc), "application/json")
         text = await self.pipeline.outputs.snapshot(stream.name, masks)
@@ -345,16 +345,10 @@ class StreamServer:
             objects = await self._prompt(stream, message, client.peers)
             stream.metrics.prompt("ok")
             return encode("ack", id=msg_id, stream=stream.name, objects=objects)
-        except ProtocolError as exc:
+        except StreamerError as exc:  # ProtocolError, PromptError, UnknownObjectError, TooManyViewersError...
             if stream is not None:
                 stream.metrics.prompt("rejected")
-            if exc.msg_id is None:
-                exc.msg_id = msg_id
-            return error_reply(exc)
-        except StreamerError as exc:  # PromptError, UnknownObjectError, TooManyViewersError...
-            if stream is not None:
-                stream.metrics.prompt("rejected")
-            return encode("error", id=msg_id, code=exc.code, message=str(exc))
+            return error_reply(exc, msg_id)
         except Exception as exc:  # a bug or a GPU failure: report it, keep serving
             logger.exception("message failed")
             if stream is not None:
