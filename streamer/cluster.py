@@ -161,7 +161,7 @@ class ClusterPipeline:
         self.streams: dict[str, RemoteStream] = {}
         self.workers: dict[str, WorkerHandle] = {}
         self._starting: dict[str, asyncio.Task[None]] = {}
-        self._start_failed: dict[str, float] = {}
+        self._start_failed: dict[str, tuple[float, str]] = {}  # worker -> (retry at, why it did not start)
         self._moving: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -265,7 +265,17 @@ class ClusterPipeline:
     def describe(self) -> dict:
         waiting = [s.name for s in self.streams.values() if s.placement == "waiting"]
         workers = [w.describe() for w in self.workers.values()]
-        return {"cluster": {"address": self.config.address, "workers": workers, "waiting": waiting}}
+        failed = {worker: reason for worker, (_, reason) in self._start_failed.items()}
+        cluster = {"address": self.config.address, "workers": workers, "waiting": waiting, "failed_starts": failed}
+        return {"cluster": cluster}
+
+    def _why_no_room(self) -> str:
+        if self.workers:
+            return f"all {len(self.workers)} full"
+        if self._start_failed:
+            worker, (_, reason) = next(reversed(self._start_failed.items()))
+            return f"none is ready: worker {worker} did not start: {reason}"
+        return "none is ready"
 
     def start(self) -> None:
         self.outputs.start()
@@ -351,7 +361,7 @@ class ClusterPipeline:
             for slot in range(count):
                 worker_id = f"{node_id[:8]}:{slot}"
                 busy = worker_id in self.workers or worker_id in self._starting
-                if busy or now < self._start_failed.get(worker_id, 0.0):
+                if busy or now < self._start_failed.get(worker_id, (0.0, ""))[0]:
                     continue
                 task = asyncio.create_task(self._start_worker(worker_id, node, gpus), name=f"start {worker_id}")
                 self._starting[worker_id] = task
@@ -374,13 +384,15 @@ class ClusterPipeline:
             await self._kill(actor)
             raise
         except Exception as exc:
-            logger.warning("worker %s on %s did not start (%s); retrying", worker_id, worker.address, _reason(exc))
-            self._start_failed[worker_id] = time.monotonic() + RETRY_START_S
+            reason = _reason(exc)
+            logger.warning("worker %s on %s did not start (%s); retrying", worker_id, worker.address, reason)
+            self._start_failed[worker_id] = (time.monotonic() + RETRY_START_S, reason)
             await self._kill(actor)
             return
         finally:
             self._starting.pop(worker_id, None)
         worker.ready, worker.last_reply, worker.pid = True, time.monotonic(), info["pid"]
+        self._start_failed.pop(worker_id, None)
         self.workers[worker_id] = worker
         worker.poller = asyncio.create_task(self._poll(worker), name=f"poll {worker_id}")
         device, load_s = info["device"], info["load_s"]
@@ -403,8 +415,8 @@ class ClusterPipeline:
                 continue
             worker = self._choose()
             if worker is None:
-                full = f"all {len(self.workers)} full" if self.workers else "none is ready"
-                stream.unplaced("waiting", f"no worker has room for it ({full}); it starts when one joins")
+                why = self._why_no_room()
+                stream.unplaced("waiting", f"no worker has room for it ({why}); it starts when one joins")
                 continue
             worker.reserved += 1
             stream.placing = asyncio.create_task(self._placing(stream, worker), name=f"place {stream.name}")
@@ -564,8 +576,11 @@ class _NoSigtermWarning(logging.Filter):
 
 
 def _reason(exc: BaseException) -> str:
-    """A short, secret-free account of why a call to a worker failed."""
+    """A short account of why a call to a worker failed: what the worker raised, if it did."""
     if isinstance(exc, asyncio.TimeoutError):
         return "no answer in time"
+    cause = getattr(exc, "cause", None)  # a RayTaskError carries the worker's own exception
+    if isinstance(cause, BaseException):
+        exc = cause
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__

@@ -162,9 +162,6 @@ class StreamWorker:
         if self._pipeline is not None:
             await self._pipeline.stop()
 
-    def ping(self) -> bool:
-        return True
-
     # -- streams --------------------------------------------------------------------------------
 
     async def add_stream(

@@ -153,18 +153,20 @@ class Engine:
     def add(self, name: str, tracker: Tracker | None = None) -> Track:
         """A stream's track. The first one's tracker holds the model (given here, or to the
         engine); later ones are its siblings unless given their own (which must share the model)."""
-        if tracker is None and self._model_free:
-            tracker, self._model_free = self._model_tracker, False
         if tracker is None:
             if self._model_tracker is None:
                 raise ValueError("the first stream needs a tracker: it brings the model")
-            tracker = self._model_tracker.sibling()
+            if self._model_free:
+                tracker, self._model_free = self._model_tracker, False
+            else:
+                tracker = self._model_tracker.sibling()
         elif any(track.tracker is tracker for track in self.tracks.values()):
             raise ValueError("that tracker already tracks another stream: give each stream its own (sibling())")
-        elif self._model_tracker is not None:
+        elif self._model_tracker is None:
+            self._model_tracker = tracker
+        else:
             self._model_tracker.check_sibling(tracker)
             self._model_free = self._model_free and tracker is not self._model_tracker
-        self._model_tracker = self._model_tracker or tracker
         track = Track(name, tracker, Display(self.display))
         self.tracks[name] = track
         return track

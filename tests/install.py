@@ -159,8 +159,8 @@ def lowest_constraints() -> str:
     """Every dependency pyproject bounds from below, pinned to that bound."""
     text = (ROOT / "pyproject.toml").read_text()
     block = text.split("dependencies = [", 1)[1].split("]", 1)[0]
-    block += text.split("cluster = [", 1)[1].split("]", 1)[0]
-    pins = re.findall(r'"([A-Za-z0-9_.-]+)(?:>=|==)([0-9][^",;]*)"', block)
+    block += re.search(r"^cluster = \[(.*)\]$", text, re.M).group(1)  # type: ignore[union-attr]
+    pins = re.findall(r'"([A-Za-z0-9_.-]+)(?:\[[a-z,]+\])?(?:>=|==)([0-9][^",;]*)"', block)
     return "".join(f"{name}=={version}\n" for name, version in pins)
 
 

@@ -329,3 +329,30 @@ def test_a_front_outside_the_cluster_joins_through_ray_client(cluster) -> None:
             await pipeline.stop()
 
     asyncio.run(main())
+
+
+def test_a_worker_that_cannot_start_says_why_in_healthz(cluster) -> None:
+    """A model that cannot be built on the workers (here: a checkpoint that is not there) leaves
+    the stream waiting, and /healthz says which worker did not start and why."""
+
+    async def main() -> None:
+        cluster.add_node()
+        model = ModelConfig(checkpoint="/no/such/sam2.pt", image_size=128, device="cpu")
+        settings = WorkerSettings(model, TrackerConfig(), DisplayConfig())
+        pipeline = ClusterPipeline(ClusterConfig(address=cluster.address), settings)
+        await pipeline.connect()
+        pipeline.add_stream("cam", shapes(5))
+        server = StreamServer(pipeline, ServerConfig(port=0))
+        pipeline.start()
+        try:
+            await until(lambda: bool(pipeline.describe()["cluster"]["failed_starts"]), 60, "a failed start")
+            await until(lambda: "did not start" in (pipeline.streams["cam"].note or ""), 10, "the stream says why")
+            report = server.health()
+            (reason,) = report["cluster"]["failed_starts"].values()
+            assert "CheckpointError" in reason and "/no/such/sam2.pt" in reason, reason
+            assert report["streams"]["cam"]["placement"] == "waiting" and not report["ok"]
+            assert "/no/such/sam2.pt" in report["streams"]["cam"]["last_error"]
+        finally:
+            await pipeline.stop()
+
+    asyncio.run(main())
