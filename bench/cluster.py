@@ -35,7 +35,7 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.live import CountingDecoder  # noqa: E402
-from bench.machine import describe  # noqa: E402
+from bench.machine import describe, publish  # noqa: E402
 from bench.viewers import health  # noqa: E402
 from tests.ray_cluster import LocalCluster  # noqa: E402
 from tests.webrtc_scenarios import free_port, join, start_server  # noqa: E402
@@ -270,9 +270,7 @@ def main() -> None:
         "cluster": "ray.cluster_utils.Cluster: a head with no CPUs and two 1-CPU nodes, all on this machine",
     }
     report.update(asyncio.run(main_async(args)))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

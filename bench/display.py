@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.machine import describe  # noqa: E402
+from bench.machine import describe, publish  # noqa: E402
 from streamer import motion  # noqa: E402
 from streamer.display import Display, DisplayConfig, Masks  # noqa: E402
 from streamer.landing import PromptRequest  # noqa: E402
@@ -193,9 +192,7 @@ def main() -> None:
             for speed, every in ((5, 5), (10, 10))
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.machine import describe  # noqa: E402
+from bench.machine import describe, publish  # noqa: E402
 from tests.webrtc_scenarios import CHROMIUM_ARGS, free_port, join, start_server  # noqa: E402
 
 MEDIA = ROOT.parent / "shared" / "media"
@@ -166,9 +166,7 @@ def main() -> None:
         "mask_motion": args.mask_motion,
         "runs": [asyncio.run(clip_run(MEDIA / name, args)) for name in args.clips],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import statistics
 import sys
@@ -28,7 +27,7 @@ import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.machine import describe  # noqa: E402
+from bench.machine import describe, publish  # noqa: E402
 from bench.tracker import CLIP, clip_frames, official, read_jpegs, summary, time_official, write_jpegs  # noqa: E402
 from streamer import StreamingTracker  # noqa: E402
 from streamer.landing import PromptRequest  # noqa: E402
@@ -206,9 +205,7 @@ def main() -> None:
             report["ours_vs_official_fps_one_stream"] = (
                 one["fps_per_stream"]["mean"] / report["official_one_stream"]["fps"]
             )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

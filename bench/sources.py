@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import statistics
 import sys
@@ -21,7 +20,7 @@ import av
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import describe  # noqa: E402
+from bench.machine import describe, publish  # noqa: E402
 from streamer.sources import open_source  # noqa: E402
 from tests.rtsp import RtspServer  # noqa: E402
 
@@ -129,9 +128,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     report = {"device": describe(), "clip": CLIP.name, "decode": decode_cost(CLIP)}
     report.update(asyncio.run(main_async(args)))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.live import CountingDecoder  # noqa: E402
-from bench.machine import describe  # noqa: E402
+from bench.machine import describe, publish  # noqa: E402
 from tests.webrtc_scenarios import free_port, join, start_server  # noqa: E402
 
 CLIP = ROOT.parent / "shared" / "media" / "bedroom.mp4"
@@ -157,9 +157,7 @@ def main() -> None:
     }
     report["encode_per_viewer"] = encode_cost()
     report.update(asyncio.run(main_async(args)))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    publish(report, args.out)
 
 
 if __name__ == "__main__":
