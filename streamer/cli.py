@@ -20,6 +20,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -42,6 +43,7 @@ from .tracker import StreamingTracker
 from .weights import MODELS
 
 logger = logging.getLogger("streamer")
+T = TypeVar("T")
 
 
 def _floats(text: str, count: int) -> list[float]:
@@ -182,29 +184,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.random_weights = args.random_weights or model.random_weights
     model.image_size = args.image_size or model.image_size
     model.compile = args.compile or model.compile
-    if args.mask_motion:
-        config.display.mask_motion = args.mask_motion
-    try:
-        fields = {k: v for k, v in (("max_width", args.max_width), ("bitrate", args.bitrate)) if v is not None}
-        config.display = dataclasses.replace(config.display, **fields)  # checked again
-    except ValueError as exc:
-        parser.error(str(exc))
+    config.display = _flags_over(
+        parser, config.display, mask_motion=args.mask_motion, max_width=args.max_width, bitrate=args.bitrate
+    )
     if args.results:
         config.results.path = args.results
     if args.results_masks:
         config.results.masks = args.results_masks
-    if args.mqtt:
-        try:
-            config.mqtt = dataclasses.replace(config.mqtt, url=args.mqtt)
-        except ValueError as exc:
-            parser.error(str(exc))
+    config.mqtt = _flags_over(parser, config.mqtt, url=args.mqtt)
     if args.out and config.mqtt.url:
         parser.error("--mqtt publishes a live server's results; with --out use --results")
-    try:
-        fields = {"address": args.cluster, "max_streams_per_worker": args.max_streams_per_worker}
-        config.cluster = dataclasses.replace(config.cluster, **{k: v for k, v in fields.items() if v is not None})
-    except ValueError as exc:
-        parser.error(f"cluster: {exc}")
+    flags = {"address": args.cluster, "max_streams_per_worker": args.max_streams_per_worker}
+    config.cluster = _flags_over(parser, config.cluster, "cluster: ", **flags)
     if config.cluster.address and args.out:
         parser.error("--out tracks a file in this process; leave out --cluster")
     if config.cluster.address:
@@ -229,6 +220,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except ValueError as exc:
         parser.error(f"server.ice_servers / --ice-server: {exc}")
     return args
+
+
+def _flags_over(parser: argparse.ArgumentParser, section: T, where: str = "", **flags: object) -> T:
+    """``section`` with the flags given (not None) over its values, checked again by its dataclass;
+    a value it refuses is a usage error."""
+    try:
+        return dataclasses.replace(section, **{k: v for k, v in flags.items() if v is not None})  # type: ignore[type-var]
+    except ValueError as exc:
+        parser.error(f"{where}{exc}")
 
 
 def streams_from(sources: list[str] | None, config: Config) -> list[StreamConfig]:

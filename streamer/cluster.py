@@ -24,7 +24,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -36,6 +35,7 @@ from .metrics import ClusterMetrics, Metrics
 from .outputs import Outputs
 from .pipeline import check_stream_name
 from .placement import Load, choose, rebalance, worker_slots
+from .ray_join import join_ray
 from .remote_stream import RemoteStream
 from .reports import WorkerReport
 from .served import stream_named
@@ -181,24 +181,14 @@ class ClusterPipeline:
         from .cluster_worker import StreamWorker
 
         address = self.config.address
-        joined: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-        def join() -> None:
-            try:
-                ray.init(address=address, namespace="sam2-streamer", logging_level=logging.WARNING)
-                joined.set_result(None)
-            except BaseException as exc:  # ConnectionError, a version mismatch, a bad address...
-                joined.set_exception(exc)
-
-        # Ray retries an unreachable head for as long as it is left to: a thread of its own (which
-        # dies with the process) bounds the wait. Ray cannot set its SIGTERM handler from there,
-        # and says so; the server handles SIGTERM itself (and leaves the cluster on it).
+        # Ray cannot set its SIGTERM handler from the joining thread, and says so; the server
+        # handles SIGTERM itself (and leaves the cluster on it).
         logging.getLogger("ray._private.worker").addFilter(_NoSigtermWarning())
-        threading.Thread(target=join, name="ray join", daemon=True).start()
         timeout = self.config.connect_timeout_s
+        options = {"namespace": "sam2-streamer", "logging_level": logging.WARNING}
         try:
-            await asyncio.wait_for(asyncio.wrap_future(joined), timeout)
-        except asyncio.TimeoutError:
+            await asyncio.to_thread(join_ray, ray, address, timeout, **options)
+        except TimeoutError:
             raise ClusterError(
                 f"no Ray cluster answered at {address} within {timeout:g} s: is its head running "
                 "(ray start --head) and reachable from here?"

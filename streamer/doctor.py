@@ -390,25 +390,17 @@ def check_cluster(config: DoctorConfig) -> list[Finding]:
 
 
 def _cluster_nodes(ray: Any, address: str, timeout: float = 20.0) -> list[dict] | str:
-    """The cluster's nodes, or why they could not be listed (joining is bounded: Ray retries forever)."""
-    import threading
+    """The cluster's nodes, or why they could not be listed."""
+    from .ray_join import join_ray
 
-    found: list[Any] = []
-
-    def join() -> None:
-        try:
-            ray.init(address=address, logging_level="ERROR")
-            found.append(ray.nodes())
-        except Exception as exc:
-            found.append(f"{type(exc).__name__}: {exc}")
-        finally:
-            if ray.is_initialized():
-                ray.shutdown()
-
-    thread = threading.Thread(target=join, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return found[0] if found else f"no answer within {timeout:g} s"
+    try:
+        join_ray(ray, address, timeout, logging_level="ERROR")
+        return ray.nodes()
+    except Exception as exc:
+        return str(exc) if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
 
 
 def check_test_tools(_: DoctorConfig) -> list[Finding]:

@@ -64,6 +64,14 @@ class TrackedOutputs(Protocol):
     async def stop(self) -> None: ...
 
 
+def drop_objects(outputs: TrackedOutputs, stream: str, obj_ids: set[int] | None) -> None:
+    """Objects were removed by a prompt (None: all): the stream's newest results lose them now."""
+    latest = outputs.latest(stream)
+    if latest is not None:
+        gone = set(latest.obj_ids) if obj_ids is None else obj_ids
+        outputs.offer(latest.without(gone, time.time()))
+
+
 class Outputs:
     """Every stream's results and events, delivered to the sinks that want them."""
 
@@ -309,4 +317,4 @@ class Subscription(QueuedSink):
             await self._send(event.envelope())
 
 
-__all__ = ["Outputs", "QueuedSink", "Sink", "Subscription", "TrackedOutputs"]
+__all__ = ["Outputs", "QueuedSink", "Sink", "Subscription", "TrackedOutputs", "drop_objects"]

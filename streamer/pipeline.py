@@ -32,7 +32,7 @@ from .errors import BadSourceError, StreamExistsError, StreamNameError
 from .events import EventsConfig
 from .landing import PromptRequest
 from .metrics import Metrics, StreamMetrics
-from .outputs import Outputs, TrackedOutputs
+from .outputs import Outputs, TrackedOutputs, drop_objects
 from .results import Tracked, wall_clock
 from .served import stream_named
 from .sources import (
@@ -190,12 +190,12 @@ class Stream:
 
     async def remove_object(self, obj_id: int) -> list[int]:
         obj_ids = await self.pipeline.engine.remove_object(self.track, obj_id)
-        self._results_without({obj_id})
+        drop_objects(self.pipeline.outputs, self.name, {obj_id})
         return obj_ids
 
     async def reset(self) -> list[int]:
         obj_ids = await self.pipeline.engine.reset(self.track)
-        self._results_without(None)
+        drop_objects(self.pipeline.outputs, self.name, None)
         return obj_ids
 
     def _published(self, change: Change) -> list[int]:
@@ -207,13 +207,6 @@ class Stream:
         at, size = wall_clock(frame.captured_at), (frame.height, frame.width)
         self.pipeline.outputs.offer(Tracked.of(self.name, change.result, frame.source, at, size, change.logits))
         return change.obj_ids
-
-    def _results_without(self, obj_ids: set[int] | None) -> None:
-        """Objects were removed by a prompt (None: all): the newest results lose them now."""
-        latest = self.pipeline.outputs.latest(self.name)
-        if latest is not None:
-            gone = set(latest.obj_ids) if obj_ids is None else obj_ids
-            self.pipeline.outputs.offer(latest.without(gone, time.time()))
 
     # -- the camera's side ----------------------------------------------------------------------
 

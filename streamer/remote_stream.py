@@ -19,6 +19,7 @@ import av
 
 from .encoder import TIME_BASE, EncodedFrame, EncodedTrack, PacketHistory
 from .landing import PromptRequest
+from .outputs import drop_objects
 from .reports import CompactTracked, Packet
 from .sources import mask_credentials
 from .status import StreamState, StreamStatus
@@ -113,8 +114,8 @@ class RemoteStream:
         running = self.placement == "running"
         status = self._status
         worker = None if self.worker is None else self.worker.id
+        percentiles = self.state.latency_percentiles()  # measured here: capture to the front
         if status is None or not running:
-            percentiles = self.state.latency_percentiles()
             return StreamStatus(
                 source=mask_credentials(self.spec) if status is None else status.source,
                 source_alive=False,
@@ -133,7 +134,6 @@ class RemoteStream:
                 placement=self.placement,
                 worker=worker,
             )
-        percentiles = self.state.latency_percentiles()
         return replace(
             status,
             latency_ms=self.state.latency_ms,
@@ -172,13 +172,11 @@ class RemoteStream:
 
     def _results_without(self, obj_ids: set[int] | None) -> None:
         """Removed objects leave the newest results now, and are not restored by a failover."""
-        latest = self.cluster.outputs.latest(self.name)
-        if latest is not None:
-            self.cluster.outputs.offer(latest.without(set(latest.obj_ids) if obj_ids is None else obj_ids, time.time()))
-        tracked = self.last_tracked
-        if tracked is not None:
-            keep = [] if obj_ids is None else [i for i, obj_id in enumerate(tracked.obj_ids) if obj_id not in obj_ids]
-            self.last_tracked = _only(tracked, keep)
+        drop_objects(self.cluster.outputs, self.name, obj_ids)
+        if self.last_tracked is not None:
+            full = self.last_tracked.tracked()
+            kept = full.without(set(full.obj_ids) if obj_ids is None else obj_ids, full.time)
+            self.last_tracked = CompactTracked.of(kept) if kept.obj_ids else None
 
     # -- from the worker ------------------------------------------------------------------------
 
@@ -211,17 +209,3 @@ class RemoteStream:
         if tracked is None or not tracked.obj_ids:
             return None
         return tracked.masks()
-
-
-def _only(tracked: CompactTracked, keep: list[int]) -> CompactTracked | None:
-    """``tracked`` with only the objects at positions ``keep`` (None if none is left)."""
-    if not keep:
-        return None
-    full = tracked.tracked()
-    kept = replace(
-        full,
-        obj_ids=tuple(full.obj_ids[i] for i in keep),
-        logits=full.logits[keep],
-        scores=full.scores[keep],
-    )
-    return CompactTracked.of(kept)

@@ -56,10 +56,16 @@ def cluster(ray_cluster: LocalCluster) -> LocalCluster:
 
 @contextlib.asynccontextmanager
 async def front(
-    cluster: LocalCluster, streams: dict[str, str], server_options: dict | None = None, **config: object
+    cluster: LocalCluster,
+    streams: dict[str, str],
+    server_options: dict | None = None,
+    settings: WorkerSettings = SETTINGS,
+    **config: object,
 ) -> AsyncIterator[StreamServer]:
-    """A front server on 127.0.0.1 whose streams run on ``cluster``'s workers."""
-    pipeline = ClusterPipeline(ClusterConfig(address=cluster.address, **config), SETTINGS)  # type: ignore[arg-type]
+    """A front server on 127.0.0.1 whose streams run on ``cluster``'s workers (``config``: the
+    cluster section's settings, ``address`` included to join through another address)."""
+    config = {"address": cluster.address, **config}
+    pipeline = ClusterPipeline(ClusterConfig(**config), settings)  # type: ignore[arg-type]
     await pipeline.connect()
     for name, spec in streams.items():
         pipeline.add_stream(name, spec)
@@ -311,11 +317,8 @@ def test_a_front_outside_the_cluster_joins_through_ray_client(cluster) -> None:
 
     async def main() -> None:
         cluster.add_node()
-        pipeline = ClusterPipeline(ClusterConfig(address=cluster.client_address), SETTINGS)
-        await pipeline.connect()
-        stream = pipeline.add_stream("cam", shapes(4))
-        pipeline.start()
-        try:
+        async with front(cluster, {"cam": shapes(4)}, address=cluster.client_address) as server:
+            stream = server.pipeline.streams["cam"]
             await until(lambda: stream.placement == "running", 90, "the stream placed")
             await until(lambda: stream.status().video_fps > 4, 20, "its video at the worker")
             request = PromptRequest(6, box=(0.2, 0.2, 0.7, 0.7))
@@ -325,8 +328,6 @@ def test_a_front_outside_the_cluster_joins_through_ray_client(cluster) -> None:
                     break
                 await asyncio.sleep(0.2)
             await until(lambda: stream.last_tracked is not None and stream.last_tracked.obj_ids == (6,), 20, "masks")
-        finally:
-            await pipeline.stop()
 
     asyncio.run(main())
 
@@ -339,20 +340,14 @@ def test_a_worker_that_cannot_start_says_why_in_healthz(cluster) -> None:
         cluster.add_node()
         model = ModelConfig(checkpoint="/no/such/sam2.pt", image_size=128, device="cpu")
         settings = WorkerSettings(model, TrackerConfig(), DisplayConfig())
-        pipeline = ClusterPipeline(ClusterConfig(address=cluster.address), settings)
-        await pipeline.connect()
-        pipeline.add_stream("cam", shapes(5))
-        server = StreamServer(pipeline, ServerConfig(port=0))
-        pipeline.start()
-        try:
+        async with front(cluster, {"cam": shapes(5)}, settings=settings) as server:
+            pipeline = server.pipeline
             await until(lambda: bool(pipeline.describe()["cluster"]["failed_starts"]), 60, "a failed start")
             await until(lambda: "did not start" in (pipeline.streams["cam"].note or ""), 10, "the stream says why")
-            report = server.health()
+            report = await health(server)
             (reason,) = report["cluster"]["failed_starts"].values()
             assert "CheckpointError" in reason and "/no/such/sam2.pt" in reason, reason
             assert report["streams"]["cam"]["placement"] == "waiting" and not report["ok"]
             assert "/no/such/sam2.pt" in report["streams"]["cam"]["last_error"]
-        finally:
-            await pipeline.stop()
 
     asyncio.run(main())
