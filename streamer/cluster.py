@@ -111,7 +111,7 @@ class WorkerHandle:
     node: str  # Ray node id
     address: str  # the node's IP
     actor: Any
-    gpu: bool
+    device: str = "?"  # what the worker's model runs on, as it says once started ("cuda:0 (NVIDIA H200)")
     pid: int | None = None  # the actor's process, on its node
     ready: bool = False
     dead: bool = False
@@ -131,7 +131,7 @@ class WorkerHandle:
             "id": self.id,
             "node": self.node,
             "address": self.address,
-            "device": "cuda" if self.gpu else "cpu",
+            "device": self.device,
             "pid": self.pid,
             "ready": self.ready,
             "streams": sorted(self.streams),
@@ -367,7 +367,7 @@ class ClusterPipeline:
             name=f"sam2-worker-{worker_id}-{time.time_ns()}",
             **resources,
         ).remote(settings)
-        worker = WorkerHandle(worker_id, node["NodeID"], node.get("NodeManagerAddress", "?"), actor, gpu)
+        worker = WorkerHandle(worker_id, node["NodeID"], node.get("NodeManagerAddress", "?"), actor)
         try:
             info = await _result(actor.start.remote(), self.config.start_timeout_s)
         except asyncio.CancelledError:
@@ -382,11 +382,12 @@ class ClusterPipeline:
         finally:
             self._starting.pop(worker_id, None)
         worker.ready, worker.last_reply, worker.pid = True, time.monotonic(), info["pid"]
+        worker.device = info["device"]
         self._start_failed.pop(worker_id, None)
         self.workers[worker_id] = worker
         worker.poller = asyncio.create_task(self._poll(worker), name=f"poll {worker_id}")
-        device, load_s = info["device"], info["load_s"]
-        logger.info("worker %s ready on %s (%s, model in %.1f s)", worker_id, worker.address, device, load_s)
+        load_s = info["load_s"]
+        logger.info("worker %s ready on %s (%s, model in %.1f s)", worker_id, worker.address, worker.device, load_s)
         self._wake.set()
 
     def _choose(self) -> WorkerHandle | None:

@@ -23,6 +23,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from .metrics import Metrics, StreamMetrics
 from .pipeline import Pipeline, Stream
 from .reports import CompactTracked, Packet, StreamReport, WorkerReport
 from .results import Tracked
+
+if TYPE_CHECKING:
+    from .tracker import StreamingTracker
 
 logger = logging.getLogger(__name__)
 
@@ -149,8 +153,9 @@ class StreamWorker:
             model=model,
         )
         self._pipeline.start()
-        logger.info("cluster worker ready on %s in %.1f s", settings.device, time.perf_counter() - started)
-        return {"device": settings.device, "load_s": time.perf_counter() - started, "pid": os.getpid()}
+        device = _device_name(model)
+        logger.info("cluster worker ready on %s in %.1f s", device, time.perf_counter() - started)
+        return {"device": device, "load_s": time.perf_counter() - started, "pid": os.getpid()}
 
     async def stop(self) -> None:
         """Close every stream and the model's thread."""
@@ -334,3 +339,13 @@ class StreamWorker:
         if self._pipeline is None:
             raise StreamerError("this cluster worker has not started: call start() first")
         return self._pipeline
+
+
+def _device_name(model: StreamingTracker) -> str:
+    """What a worker's model runs on, for /healthz: which GPU Ray gave it, and in what precision."""
+    device = model.device
+    if device.type == "cuda":
+        import torch
+
+        return f"{device} ({torch.cuda.get_device_name(device)}, {model.precision})"
+    return f"{device.type} ({model.precision})"

@@ -1,6 +1,8 @@
 """A real multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``): a head with no
 CPUs (nothing is placed there, so the front's own node can never be the one killed) and worker
-nodes of one CPU each, added and killed as a test needs. Every node is on 127.0.0.1 (see
+nodes of one CPU each, added and killed as a test needs. No node has a GPU unless a test gives it
+one (Ray would otherwise count this machine's GPUs on every node, and the front would start GPU
+workers where the tests expect CPU ones). Every node is on 127.0.0.1 (see
 ``conftest.RAY_LOOPBACK``, which must be in the environment before Ray is imported).
 """
 
@@ -13,7 +15,7 @@ from .conftest import RAY_LOOPBACK
 
 
 class LocalCluster:
-    """The head, and worker nodes of ``cpus`` CPUs each."""
+    """The head, and worker nodes of ``cpus`` CPUs and ``gpus`` GPUs each."""
 
     def __init__(self) -> None:
         os.environ.update(RAY_LOOPBACK)  # for a script that imports this before Ray (tests/webrtc_scenarios.py)
@@ -25,7 +27,7 @@ class LocalCluster:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.client_port = probe.getsockname()[1]
-        head = {"num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False}
+        head = {"num_cpus": 0, "num_gpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False}
         head["ray_client_server_port"] = self.client_port
         # Ray marks a killed node dead after missing its health checks for ~15 s by default;
         # sooner here, so that one test's killed nodes are gone before the next test starts.
@@ -43,8 +45,8 @@ class LocalCluster:
         """The head's Ray Client server (``ray://``, for a front outside the cluster)."""
         return f"ray://127.0.0.1:{self.client_port}"
 
-    def add_node(self, cpus: int = 1):  # type: ignore[no-untyped-def]
-        node = self.cluster.add_node(num_cpus=cpus, node_ip_address="127.0.0.1")
+    def add_node(self, cpus: int = 1, gpus: int = 0):  # type: ignore[no-untyped-def]
+        node = self.cluster.add_node(num_cpus=cpus, num_gpus=gpus, node_ip_address="127.0.0.1")
         self.cluster.wait_for_nodes()
         return node
 

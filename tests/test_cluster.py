@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("ray", reason="the cluster tests need Ray: pip install -e '.[cluster]'")
 
@@ -27,6 +28,7 @@ from streamer.config import ClusterConfig, ModelConfig, TrackerConfig  # noqa: E
 from streamer.display import DisplayConfig  # noqa: E402
 from streamer.errors import RemoteError  # noqa: E402
 from streamer.landing import PromptRequest  # noqa: E402
+from streamer.remote_stream import RemoteStream  # noqa: E402
 from streamer.server import ServerConfig, StreamServer  # noqa: E402
 
 from .ray_cluster import LocalCluster  # noqa: E402
@@ -156,6 +158,15 @@ async def health(server: StreamServer) -> dict:
     return json.loads((await get(server, "/healthz"))[2])
 
 
+async def first_prompt(stream: RemoteStream, request: PromptRequest) -> list[int]:
+    """A stream's first prompt, sent as soon as its worker has tracked a frame to prompt on."""
+    for _ in range(50):
+        with contextlib.suppress(RemoteError):  # no frame tracked yet
+            return await stream.prompt(request)
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{stream.name}'s worker never took a prompt")
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
@@ -190,6 +201,7 @@ def test_streams_spread_rebalance_and_fail_over_with_their_objects(cluster) -> N
             pipeline = server.pipeline
             await until(lambda: counts(server) == [3], 90, "3 streams on the first worker")
             report = await health(server)
+            assert [w["device"] for w in report["cluster"]["workers"]] == ["cpu (float32)"], report["cluster"]
             (waiting,) = [n for n, s in report["streams"].items() if s["placement"] == "waiting"]
             assert not report["ok"] and "no worker has room" in report["streams"][waiting]["last_error"]
             refused = await client.request(click(waiting, 9))
@@ -321,12 +333,7 @@ def test_a_front_outside_the_cluster_joins_through_ray_client(cluster) -> None:
             stream = server.pipeline.streams["cam"]
             await until(lambda: stream.placement == "running", 90, "the stream placed")
             await until(lambda: stream.status().video_fps > 4, 20, "its video at the worker")
-            request = PromptRequest(6, box=(0.2, 0.2, 0.7, 0.7))
-            for _ in range(50):
-                with contextlib.suppress(RemoteError):  # no frame tracked yet
-                    assert await stream.prompt(request) == [6]
-                    break
-                await asyncio.sleep(0.2)
+            assert await first_prompt(stream, PromptRequest(6, box=(0.2, 0.2, 0.7, 0.7))) == [6]
             await until(lambda: stream.last_tracked is not None and stream.last_tracked.obj_ids == (6,), 20, "masks")
 
     asyncio.run(main())
@@ -349,5 +356,28 @@ def test_a_worker_that_cannot_start_says_why_in_healthz(cluster) -> None:
             assert "CheckpointError" in reason and "/no/such/sam2.pt" in reason, reason
             assert report["streams"]["cam"]["placement"] == "waiting" and not report["ok"]
             assert "/no/such/sam2.pt" in report["streams"]["cam"]["last_error"]
+
+    asyncio.run(main())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_node_gets_a_worker_on_its_gpu_that_tracks_there(cluster) -> None:
+    """On a node with a GPU (``workers: auto``), the front starts a worker that reserves the GPU
+    and runs its model there in bfloat16, says which GPU in /healthz, and tracks a stream on it;
+    the node's CPU gets no worker of its own."""
+
+    async def main() -> None:
+        cluster.add_node(cpus=1, gpus=1)
+        settings = WorkerSettings(ModelConfig(random_weights=True, image_size=256), TrackerConfig(), DisplayConfig())
+        async with front(cluster, {"cam": shapes(6)}, settings=settings) as server:
+            stream = server.pipeline.streams["cam"]
+            await until(lambda: stream.placement == "running", 180, "the stream placed")
+            (worker,) = (await health(server))["cluster"]["workers"]
+            name = torch.cuda.get_device_name(0)
+            assert worker["device"] == f"cuda:0 ({name}, bfloat16)" and worker["streams"] == ["cam"], worker
+            assert await first_prompt(stream, PromptRequest(2, box=(0.2, 0.2, 0.7, 0.7))) == [2]
+            await until(lambda: stream.last_tracked is not None and stream.last_tracked.obj_ids == (2,), 20, "masks")
+            metrics = (await get(server, "/metrics"))[2].decode()
+            assert 'streamer_frames_processed_total{stream="cam"}' in metrics
 
     asyncio.run(main())
