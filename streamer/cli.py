@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 
 from . import version_text
+from .cluster import ClusterPipeline
+from .cluster_worker import WorkerSettings
 from .config import Config, StreamConfig, load_config
 from .errors import StreamerError
 from .ice import ice_config, parse_ice_url
@@ -371,6 +373,8 @@ def setup_logging(kind: str) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    # websockets says every HTTP request and connection at INFO: a /healthz poller would flood the log.
+    logging.getLogger("websockets").setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -419,12 +423,10 @@ async def serve_live(args: argparse.Namespace, tracker: StreamingTracker | None)
         logger.info("ICE servers: %s", args.ice.describe())
     settings = args.config_data
     pipeline: Serving
+    cluster: ClusterPipeline | None = None
     if tracker is None:
-        from .cluster import ClusterPipeline
-        from .cluster_worker import WorkerSettings
-
         worker = WorkerSettings(settings.model, settings.tracker, settings.display)
-        pipeline = ClusterPipeline(settings.cluster, worker, events=settings.events)
+        pipeline = cluster = ClusterPipeline(settings.cluster, worker, events=settings.events)
     else:
         pipeline = Pipeline(display=settings.display, events=settings.events, max_batch=settings.model.max_batch)
     sinks: list[QueuedSink] = []
@@ -436,10 +438,10 @@ async def serve_live(args: argparse.Namespace, tracker: StreamingTracker | None)
                 except TypeError as exc:  # an option the source does not take
                     raise ValueError(f"stream {stream.name}: bad options {stream.options}: {exc}") from None
                 pipeline.add_stream(stream.name, source, tracker if i == 0 else None)
-        else:
-            await pipeline.connect()
+        elif cluster is not None:
+            await cluster.connect()
             for stream in args.streams:
-                pipeline.add_stream(stream.name, stream.source, stream.options)
+                cluster.add_stream(stream.name, stream.source, stream.options)
         for name in settings.events.zones:
             if name not in pipeline.streams:
                 served = ", ".join(pipeline.streams)
@@ -467,13 +469,21 @@ async def serve_live(args: argparse.Namespace, tracker: StreamingTracker | None)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    ends = [asyncio.create_task(stop.wait(), name="signal")]
+    if cluster is not None:  # a cluster's front also ends when the cluster's head is gone
+        ends.append(asyncio.create_task(cluster.gone.wait(), name="cluster gone"))
     try:
-        await stop.wait()
+        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for task in ends:
+            task.cancel()
+        await asyncio.gather(*ends, return_exceptions=True)
         logger.info("shutting down")
         await server.stop()
         await pipeline.stop()
         await asyncio.gather(*(sink.close() for sink in sinks))  # what they hold goes out first
+    if cluster is not None and cluster.gone_reason is not None:
+        raise cluster.gone_reason
 
 
 if __name__ == "__main__":

@@ -16,6 +16,12 @@ their objects restored under the same ids from each one's last mask; meanwhile p
 ``unavailable`` error, and a stream with no room anywhere says so in /healthz and starts when a
 worker joins. Viewers keep their peer connection through all of it: packets from the new worker
 continue the same RTP stream, starting on a keyframe.
+
+The head is the one machine a Ray cluster cannot lose (its control store; Ray ends every driver
+that loses it). While it is silent the streams go on (the front talks to its workers directly) and
+/healthz and the viewers say so; silent for ``head_timeout_s``, the cluster is gone: the front
+says why and ends (``gone``), cleanly and before Ray would end it, so that a service manager can
+start it again once the head is back.
 """
 
 from __future__ import annotations
@@ -24,7 +30,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
+import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -49,6 +59,11 @@ PLACE_TIMEOUT_S = 20.0  # opening a camera on a worker, and restoring its object
 RETRY_START_S = 10.0  # after a worker failed to start on a node
 RETRY_PLACE_S = 5.0  # after a worker could not open a stream's camera
 STARTUP_GRACE_S = 20.0  # streams wait this long at most for workers that start together
+KILL_TIMEOUT_S = 5.0  # ending an actor asks the head: not forever when it is away
+# Ray ends a driver that has lost the head for this long (seconds; its default is 60): the front
+# sets it to its own head_timeout_s plus this margin, so that it always ends first, in order.
+RAY_HEAD_TIMEOUT_ENV = "RAY_gcs_rpc_server_reconnect_timeout_s"
+RAY_HEAD_MARGIN_S = 30
 
 
 class ClusterError(StreamerError):
@@ -80,6 +95,28 @@ def _ray() -> Any:
             "--cluster needs Ray, which is not installed: pip install 'sam2-streamer[cluster]'"
         ) from None
     return ray
+
+
+def _on_own_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
+    """``fn()`` on a daemon thread: a Ray call that waits on a lost head may never return, and
+    must hold neither the event loop nor, at exit, the default executor."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = fn(), None
+        except Exception as exc:
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="ray call", daemon=True).start()
+    return future
 
 
 async def _result(ref: Any, timeout: float | None = None) -> Any:
@@ -168,6 +205,11 @@ class ClusterPipeline:
         self._ray: Any = None
         self._actor_class: Any = None
         self._started_at = 0.0
+        self._nodes_call: asyncio.Future[Any] | None = None
+        self._head_answered_at = 0.0
+        self._head_silent = False  # past heartbeat_timeout_s without an answer: said so once
+        self.gone = asyncio.Event()  # set when the head stayed silent for head_timeout_s
+        self.gone_reason: ClusterError | None = None
 
     @property
     def random_weights(self) -> bool:
@@ -186,6 +228,7 @@ class ClusterPipeline:
         logging.getLogger("ray._private.worker").addFilter(_NoSigtermWarning())
         timeout = self.config.connect_timeout_s
         options = {"namespace": "sam2-streamer", "logging_level": logging.WARNING}
+        os.environ[RAY_HEAD_TIMEOUT_ENV] = str(math.ceil(self.config.head_timeout_s) + RAY_HEAD_MARGIN_S)
         try:
             await asyncio.to_thread(join_ray, ray, address, timeout, **options)
         except TimeoutError:
@@ -256,8 +299,10 @@ class ClusterPipeline:
         waiting = [s.name for s in self.streams.values() if s.placement == "waiting"]
         workers = [w.describe() for w in self.workers.values()]
         failed = {worker: reason for worker, (_, reason) in self._start_failed.items()}
+        silent = time.monotonic() - self._head_answered_at if self._head_silent else None
+        head = {"answering": not self._head_silent, "silent_s": None if silent is None else round(silent, 1)}
         cluster = {"address": self.config.address, "workers": workers, "waiting": waiting, "failed_starts": failed}
-        return {"cluster": cluster}
+        return {"cluster": {"ok": not self._head_silent, "head": head, **cluster}}
 
     def _why_no_room(self) -> str:
         if self.workers:
@@ -285,7 +330,8 @@ class ClusterPipeline:
         workers, self.workers = list(self.workers.values()), {}
         await asyncio.gather(*(self._close_worker(w) for w in workers))
         await self.outputs.stop()
-        if self._ray is not None and self._ray.is_initialized():
+        # Leaving asks the head; without it Ray would wait long, and ends this process anyway.
+        if self._ray is not None and self._ray.is_initialized() and not self._head_silent:
             await asyncio.to_thread(self._ray.shutdown)
 
     # -- calls to a stream's worker -------------------------------------------------------------
@@ -325,9 +371,12 @@ class ClusterPipeline:
     # -- supervision ----------------------------------------------------------------------------
 
     async def _supervise(self) -> None:
+        self._head_answered_at = time.monotonic()
         while True:
             try:
-                await self._discover()
+                nodes = await self._head_nodes()
+                if nodes is not None:
+                    await self._discover(nodes)
                 self._place_waiting()
                 self._rebalance()
                 self._update_metrics()
@@ -337,9 +386,47 @@ class ClusterPipeline:
                 await asyncio.wait_for(self._wake.wait(), SUPERVISE_S)
             self._wake.clear()
 
-    async def _discover(self) -> None:
+    async def _head_nodes(self) -> list[dict] | None:
+        """The cluster's nodes as its head knows them; None while the head does not answer (after
+        ``head_timeout_s`` of that, the cluster is gone: ``gone`` is set)."""
+        if self._nodes_call is None:
+            self._nodes_call = _on_own_thread(self._ray.nodes)
+        done, _ = await asyncio.wait({self._nodes_call}, timeout=SUPERVISE_S)
+        nodes: list[dict] | None = None
+        if done:
+            call, self._nodes_call = self._nodes_call, None
+            if call.exception() is None:
+                nodes = call.result()
+        now = time.monotonic()
+        if nodes is not None:
+            if self._head_silent:
+                logger.warning("the Ray head at %s answers again", self.config.address)
+                self._head_silent = False
+            self._head_answered_at = now
+            return nodes
+        silent = now - self._head_answered_at
+        if silent >= self.config.heartbeat_timeout_s and not self._head_silent:
+            self._head_silent = True
+            message = (
+                f"the cluster's head ({self.config.address}) does not answer: streams go on on their workers, "
+                f"but if it stays away for {self.config.head_timeout_s:g} s the server shuts down"
+            )
+            logger.warning("%s", message)
+            for name in self.streams:
+                if self.on_error is not None:
+                    self.on_error(name, ClusterError.code, message)
+        if silent >= self.config.head_timeout_s and not self.gone.is_set():
+            self._head_silent = True
+            self.gone_reason = ClusterError(
+                f"the Ray head at {self.config.address} has not answered for {silent:.0f} s: the cluster is gone "
+                "(Ray ends its workers too). Start the head again (ray start --head), then this server; "
+                "a service manager that restarts it on failure does the second"
+            )
+            self.gone.set()
+        return None
+
+    async def _discover(self, nodes: list[dict]) -> None:
         """Workers for every GPU (or CPU node) that is alive; lost ones for nodes that are not."""
-        nodes = await asyncio.to_thread(self._ray.nodes)
         alive = {n["NodeID"]: n for n in nodes if n.get("Alive")}
         for worker in list(self.workers.values()):
             if worker.node not in alive:
@@ -549,7 +636,7 @@ class ClusterPipeline:
 
     async def _kill(self, actor: Any) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(self._ray.kill, actor, no_restart=True)
+            await asyncio.wait_for(_on_own_thread(lambda: self._ray.kill(actor, no_restart=True)), KILL_TIMEOUT_S)
 
     def _update_metrics(self) -> None:
         metrics = self.cluster_metrics

@@ -114,6 +114,7 @@ class ClusterConfig:
     heartbeat_timeout_s: float = 3.0  # a worker silent this long is lost: its streams move
     start_timeout_s: float = 600.0  # a worker's model load (a first checkpoint download included)
     connect_timeout_s: float = 30.0  # joining the cluster at startup
+    head_timeout_s: float = 45.0  # the Ray head silent this long: the cluster is gone, the front shuts down
 
     def __post_init__(self) -> None:
         if self.workers not in CLUSTER_WORKERS:
@@ -124,6 +125,8 @@ class ClusterConfig:
             raise ValueError(f"cpus_per_worker must be more than 0, got {self.cpus_per_worker}")
         if not 0.5 <= self.heartbeat_timeout_s <= 60:
             raise ValueError(f"heartbeat_timeout_s must be 0.5 to 60 seconds, got {self.heartbeat_timeout_s}")
+        if not 1 <= self.head_timeout_s <= 3600:
+            raise ValueError(f"head_timeout_s must be 1 to 3600 seconds, got {self.head_timeout_s}")
         for name in ("start_timeout_s", "connect_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be more than 0 seconds, got {getattr(self, name)}")

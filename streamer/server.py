@@ -284,12 +284,14 @@ class StreamServer:
                 "placement": status.placement,
                 "worker": status.worker,
             }
+        where = self.pipeline.describe()  # e.g. the cluster, which has an ok of its own
+        running = all(s["source_alive"] and s["placement"] in ("local", "running") for s in streams.values())
         return {
-            "ok": all(s["source_alive"] and s["placement"] in ("local", "running") for s in streams.values()),
+            "ok": running and all(part.get("ok", True) for part in where.values()),
             "streams": streams,
             "viewers": len(self.viewers.peers),
             "connections": len(self.connections),
-            **self.pipeline.describe(),
+            **where,
         }
 
     # -- websocket ----------------------------------------------------------------------------------

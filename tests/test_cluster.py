@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -303,6 +304,86 @@ def test_an_unreachable_cluster_is_given_up_with_a_clear_message(tmp_path) -> No
     assert run.returncode == 2 and time.monotonic() - started < 30
     assert "no Ray cluster answered at 127.0.0.1:9 within 2 s" in run.stderr, run.stderr[-2000:]
     assert "SIGTERM handler" not in run.stderr
+
+
+def test_a_lost_head_is_said_and_the_front_ends_in_order_before_ray_would(tmp_path) -> None:
+    """The head is the one machine a Ray cluster cannot lose (Ray ends every driver that lost it
+    for a minute, abruptly). Killed under a running server: its stream goes on on its worker while
+    /healthz says the head is silent and is not ok, and viewers are told; after head_timeout_s
+    the server says the cluster is gone and what to do, shuts down in order, and exits with code
+    2, long before Ray would have ended it."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    own = LocalCluster()  # a cluster of its own: this one loses its head
+    process = None
+    try:
+        own.add_node()
+        config = tmp_path / "front.yaml"
+        config.write_text(
+            f"cluster:\n  address: '{own.address}'\n  heartbeat_timeout_s: 2\n  head_timeout_s: 8\n"
+            "model:\n  random_weights: true\n  image_size: 128\n  device: cpu\n"
+        )
+        log = tmp_path / "front.log"
+        command = [sys.executable, "-m", "streamer", "--config", str(config), "--port", "0"]
+        command += ["--source", f"cam={shapes(7)}"]
+        with log.open("wb") as out:
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+        def read(path: str) -> str:
+            found = None
+            for _ in range(600):
+                assert process.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
+                if found := re.search(r"open (http://127\.0\.0\.1:\d+)/", log.read_text()):
+                    break
+                time.sleep(0.1)
+            assert found, log.read_text()[-3000:]
+            with urllib.request.urlopen(found.group(1) + path, timeout=10) as reply:
+                return reply.read().decode()
+
+        def processed() -> float:
+            found = re.search(r'^streamer_frames_processed_total\{stream="cam"\} (\S+)$', read("/metrics"), re.M)
+            return float(found.group(1)) if found else 0.0
+
+        deadline = time.monotonic() + 120
+        while json.loads(read("/healthz"))["streams"]["cam"]["placement"] != "running" or processed() < 3:
+            assert time.monotonic() < deadline, read("/healthz")
+            time.sleep(0.5)
+        port = re.search(r"open http://127\.0\.0\.1:(\d+)/", log.read_text()).group(1)
+
+        async def watch() -> list[dict]:
+            async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                client = Viewer(ws)
+                await until(lambda: any(m["type"] == "hello" for m in client.messages), 10, "hello")
+                own.cluster.head_node.kill_all_processes(check_alive=False, allow_graceful=False)
+                await until(lambda: any(m.get("code") == "cluster" for m in client.messages), 10, "viewers told")
+                await client.close()
+                return client.messages
+
+        killed = time.monotonic()
+        messages = asyncio.run(watch())
+        (told,) = [m for m in messages if m.get("code") == "cluster"]
+        assert told["stream"] == "cam" and "does not answer" in told["message"], told
+        report = json.loads(read("/healthz"))
+        assert not report["ok"] and report["cluster"]["head"]["answering"] is False, report["cluster"]
+        assert report["streams"]["cam"]["placement"] == "running"
+        before = processed()
+        time.sleep(1.5)
+        assert processed() > before  # tracking goes on on the worker meanwhile
+
+        code = process.wait(60)
+        took = time.monotonic() - killed
+        text = log.read_text()
+        assert code == 2, text[-3000:]
+        assert f"the Ray head at {own.address} has not answered for" in text and "Start the head again" in text
+        assert "shutting down" in text and "Traceback" not in text, text[-3000:]
+        assert took < 8 + 30, took  # Ray would end it at head_timeout_s + 30 s
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+        own.shutdown()
 
 
 def test_the_doctor_says_what_a_cluster_has_room_for(cluster) -> None:

@@ -185,6 +185,9 @@ def test_cluster_settings_errors_and_a_missing_ray_are_said_plainly(monkeypatch,
     path.write_text("cluster:\n  workers: tpu\n")
     with pytest.raises(ConfigError, match="workers must be one of auto, gpu, cpu"):
         load_config(path)
+    path.write_text("cluster:\n  head_timeout_s: 0\n")
+    with pytest.raises(ConfigError, match="head_timeout_s must be 1 to 3600 seconds, got 0"):
+        load_config(path)
 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     with pytest.raises(ClusterError, match=r"pip install 'sam2-streamer\[cluster\]'"):
