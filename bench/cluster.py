@@ -6,7 +6,8 @@ every frame without decoding it, as bench/viewers.py): from a local server, and 
 whose stream runs on a worker of a local two-node Ray cluster (tests/ray_cluster.py: every node
 on this machine's loopback, so "between nodes" is a real Ray transfer between processes, without
 a network's latency). For each: frames per second at the viewer, capture-to-sendable latency at
-the server the viewer talks to (p50/p90), that server's CPU per frame, and on the cluster the
+the server the viewer talks to and capture to the viewer (each frame dated by its RTP timestamp
+with the viewer's video clock; p50/p90), that server's CPU per frame, and on the cluster the
 worker's CPU per frame and the bytes the front received per frame (video alone, then with a
 results subscriber, which makes every tracked frame travel). Then the stream's node is killed,
 twice (a fresh node joins between): the time from the kill until the stream runs on another
@@ -38,7 +39,7 @@ from bench.live import CountingDecoder  # noqa: E402
 from bench.machine import describe, publish  # noqa: E402
 from bench.viewers import health  # noqa: E402
 from tests.ray_cluster import LocalCluster  # noqa: E402
-from tests.webrtc_scenarios import free_port, join, start_server  # noqa: E402
+from tests.webrtc_scenarios import captured_ms, free_port, join, keep_rtp_timestamps, start_server  # noqa: E402
 
 CLIP = ROOT.parent / "shared" / "media" / "bedroom.mp4"
 STREAM = "bedroom"
@@ -52,10 +53,13 @@ def metric(port: int, name: str) -> float:
 
 
 class Viewer:
-    """One aiortc viewer of the stream: counts frames and remembers when each arrived."""
+    """One aiortc viewer of the stream: counts frames, remembers when each arrived, and dates
+    each by its RTP timestamp with the video clock its state messages carry (capture -> here)."""
 
     def __init__(self) -> None:
         self.arrivals: list[float] = []
+        self.latencies: list[tuple[float, float]] = []  # (arrived, capture -> arrived ms)
+        self._clock: dict | None = None
         self._task: asyncio.Task[None] | None = None
         self._joined = asyncio.Event()
 
@@ -67,13 +71,32 @@ class Viewer:
         async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
             peer = RTCPeerConnection()
             track = await join(ws, peer)
+            clocks = asyncio.create_task(self._read_clocks(ws))
             try:
                 while True:
-                    await track.recv()
+                    frame = await track.recv()
                     self.arrivals.append(time.monotonic())
+                    if self._clock is not None:
+                        arrived = time.time() * 1000
+                        self.latencies.append((time.monotonic(), arrived - captured_ms(frame.pts, self._clock)))
                     self._joined.set()
             finally:
+                clocks.cancel()
+                await asyncio.gather(clocks, return_exceptions=True)
                 await peer.close()
+
+    async def _read_clocks(self, ws) -> None:  # type: ignore[no-untyped-def]
+        async for raw in ws:
+            message = json.loads(raw)
+            if message["type"] == "state":
+                self._clock = next((c for c in message["video_clock"] if c["stream"] == STREAM), None)
+
+    def latency(self, since: float, until: float) -> dict:
+        """Capture -> arrival here (reassembled, before decoding), p50 and p90, in ms."""
+        found = sorted(ms for t, ms in self.latencies if since <= t < until)
+        if not found:
+            return {"p50": None, "p90": None}
+        return {"p50": found[len(found) // 2], "p90": found[min(len(found) - 1, int(0.9 * len(found)))]}
 
     def fps(self, since: float, until: float) -> float:
         return sum(since <= t < until for t in self.arrivals) / (until - since)
@@ -150,6 +173,7 @@ async def measure(port: int, front: psutil.Process, workers: list[psutil.Process
         "video_fps": state["video_fps"],
         "mask_fps": state["mask_fps"],
         "latency_ms": state["latency_ms"],
+        "capture_to_viewer_ms": viewer.latency(t0, t1),
         "server_cpu_ms_per_frame": 1000 * front_cpu / max(published, 1),
     }
     if workers:
@@ -238,12 +262,15 @@ async def cluster_phase(args: argparse.Namespace) -> dict:
 
 async def main_async(args: argparse.Namespace) -> dict:
     rtcrtpreceiver.get_decoder = lambda codec: CountingDecoder()  # type: ignore[assignment]
+    keep_rtp_timestamps()
     local = await local_phase(args)
     cluster = await cluster_phase(args)
     video = cluster["video_only"]
     summary = {
         "added_latency_ms_p50": video["latency_ms"]["p50"] - local["latency_ms"]["p50"],
         "added_latency_ms_p90": video["latency_ms"]["p90"] - local["latency_ms"]["p90"],
+        "capture_to_viewer_ms_local": local["capture_to_viewer_ms"],
+        "capture_to_viewer_ms_cluster": video["capture_to_viewer_ms"],
         "viewer_fps_cluster_vs_local": video["viewer_fps"] / local["viewer_fps"],
         "bytes_per_frame_video": video["bytes_per_frame"],
         "bytes_per_frame_with_results": cluster["with_results_subscriber"]["bytes_per_frame"],

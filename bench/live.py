@@ -10,7 +10,9 @@ weights, 256 px on this CPU) and the phases are:
 - ``chromium``: one headless Chromium page, frames counted with requestVideoFrameCallback.
 
 Per phase: frames per second delivered to the viewer, frames tracked per second (from /metrics),
-server CPU. WebRTC needs a real interface, so run it inside the isolated network namespace:
+server CPU, and in Chromium capture -> screen (p50/p90: the page dates each frame it presents by
+its RTP timestamp, with its video clock). WebRTC needs a real interface, so run it inside the
+isolated network namespace:
 
     ../shared/tools/isolated-net python bench/live.py --out bench/results/live_cpu_256.json
 """
@@ -25,6 +27,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import av
 import psutil
@@ -42,10 +45,13 @@ CLIPS = ("bedroom.mp4", "02_cups.mp4")
 
 class CountingDecoder:
     """Stands in for aiortc's VP8 decoder in the bench's own viewer: every frame aiortc
-    reassembles is counted and handed on as a 2x2 picture, so the viewer costs almost no CPU."""
+    reassembles is counted and handed on as a 2x2 picture (with its RTP timestamp as pts), so
+    the viewer costs almost no CPU."""
 
-    def decode(self, encoded_frame: object) -> list[av.VideoFrame]:
-        return [av.VideoFrame(2, 2, "yuv420p")]
+    def decode(self, encoded_frame: Any) -> list[av.VideoFrame]:
+        frame = av.VideoFrame(2, 2, "yuv420p")
+        frame.pts = encoded_frame.timestamp
+        return [frame]
 
 
 def metrics(port: int) -> dict[str, float]:
@@ -106,16 +112,24 @@ async def chromium_phase(port: int, proc: psutil.Process, seconds: float) -> dic
         await page.goto(f"http://127.0.0.1:{port}/")
         await page.wait_for_function("window.viewer.presented > 10", timeout=30000)
         presented = [0]
+        screen: dict[float, float] = {}  # presented at (page ms) -> capture -> screen ms
 
         async def poll() -> None:
             while True:
                 presented[0] = await page.evaluate("window.viewer.presented")
+                screen.update(await page.evaluate("window.viewer.screen"))  # the page's last 2 s
                 await asyncio.sleep(0.25)
 
         poller = asyncio.create_task(poll())
         try:
             result = await measure(port, proc, seconds, lambda: presented[0])
             result["page_video_fps"] = await page.evaluate("window.viewer.videoFps")
+            latencies = sorted(screen.values())
+            result["capture_to_screen_ms"] = {
+                "p50": latencies[len(latencies) // 2] if latencies else None,
+                "p90": latencies[int(0.9 * len(latencies))] if latencies else None,
+                "frames": len(latencies),
+            }
             return result
         finally:
             poller.cancel()

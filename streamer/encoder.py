@@ -256,7 +256,8 @@ class StreamEncoder:
             self._origin = output.captured_at
             self.history.forget_shown()
         assert self._origin is not None
-        frame.pts = int((output.captured_at - self._origin) * VIDEO_CLOCK)
+        # Capture time at 90 kHz: what RTP timestamps count, so a viewer can date every frame.
+        pts = frame.pts = int((output.captured_at - self._origin) * VIDEO_CLOCK)
         frame.time_base = TIME_BASE
         if keyframe:
             frame.pict_type = PictureType.I
@@ -267,7 +268,7 @@ class StreamEncoder:
             return None
         self.frames_encoded += 1
         packet = av.Packet(data)
-        packet.pts, packet.time_base = frame.pts, TIME_BASE
+        packet.pts, packet.time_base = pts, TIME_BASE  # not frame.pts: encode() rebased it to the codec's
         if self.codec == "h264":
             return packet, any(p.is_keyframe for p in packets)
         return packet, data[0] & 1 == 0  # VP8 frame tag: bit 0 clear means a key frame
@@ -277,6 +278,7 @@ class StreamEncoder:
             return self._new_h264(width, height)
         codec = av.CodecContext.create("libvpx", "w")
         codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+        codec.time_base = TIME_BASE
         codec.bit_rate = self.bitrate
         codec.gop_size = 3000  # keyframes come from this class, not the encoder's own schedule
         codec.qmin, codec.qmax = 2, 56
@@ -325,14 +327,23 @@ class EncodedTrack(MediaStreamTrack):
         self.sender: RTCRtpSender | None = None  # set once the track is added to a peer
         self._sent: int | None = None
         self._last_pts: int | None = None
+        self._last_captured = 0.0
         self._rtp_origin: int | None = None
 
     async def recv(self) -> av.Packet:  # type: ignore[override]
         self._learn_rtp_origin()
         frame = await self.encoder.next_frame(self._sent)
         self._sent = frame.seq
-        self._last_pts = frame.packet.pts
+        self._last_pts, self._last_captured = frame.packet.pts, frame.captured
         return frame.packet
+
+    def clock(self) -> tuple[int, float] | None:
+        """The RTP timestamp and the capture time (ms since the epoch) of the last frame sent.
+        RTP timestamps count capture time at 90 kHz, so with this pair a viewer knows any frame's
+        capture time from its RTP timestamp, and measures capture → screen where the user is."""
+        if self._rtp_origin is None or self._last_pts is None:
+            return None
+        return (self._rtp_origin + self._last_pts) % RTP_WRAP, self._last_captured * 1000
 
     def source_index(self, rtp_timestamp: int) -> int | None:
         """The camera frame a viewer saw, from the RTP timestamp its browser reports for it."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import av
 
-from .encoder import TIME_BASE, EncodedFrame, EncodedTrack, PacketHistory
+from .encoder import TIME_BASE, VIDEO_CLOCK, EncodedFrame, EncodedTrack, PacketHistory
 from .landing import PromptRequest
 from .outputs import drop_objects
 from .reports import CompactTracked, Packet
@@ -28,13 +28,14 @@ if TYPE_CHECKING:
     from .cluster import ClusterPipeline, WorkerHandle
 
 KEYFRAME_GAP_S = 0.25
-PTS_STEP = 3000  # 90 kHz ticks between the last packet of one worker and the first of the next
+PTS_STEP = 3000  # 90 kHz ticks at least between the last packet of one worker and the first of the next
 
 
 class RemoteVideo:
     """A stream's video in one codec, as its worker sends it: packets in, viewers served from the
     same ``PacketHistory`` a local encoder uses. Packets of a new worker (or of an encoder that
-    started afresh) continue the timestamps viewers already follow."""
+    started afresh) continue the timestamps viewers already follow, still counting capture time
+    (what a viewer's jitter buffer paces by, and its video clock dates frames by)."""
 
     def __init__(self, stream: RemoteStream, codec: str) -> None:
         self.stream, self.codec = stream, codec
@@ -44,6 +45,7 @@ class RemoteVideo:
         self._offset = 0
         self._last_raw: int | None = None
         self._last_pts: int | None = None
+        self._last_captured = 0.0
         self._keyframe_asked = 0.0
 
     def subscribe(self) -> EncodedTrack:
@@ -72,10 +74,14 @@ class RemoteVideo:
 
     async def receive(self, packet: Packet, epoch: int) -> None:
         if epoch != self._epoch or (self._last_raw is not None and packet.pts <= self._last_raw):
-            self._offset = 0 if self._last_pts is None else self._last_pts + PTS_STEP - packet.pts
+            if self._last_pts is None:
+                self._offset = 0
+            else:  # as far on as capture time went (the nodes' clocks agree), and forward at least
+                step = max(PTS_STEP, round((packet.captured - self._last_captured) * VIDEO_CLOCK))
+                self._offset = self._last_pts + step - packet.pts
             self._epoch = epoch
             self.history.forget_shown()  # the new camera's frame numbers start afresh
-        self._last_raw = packet.pts
+        self._last_raw, self._last_captured = packet.pts, packet.captured
         pts = self._last_pts = packet.pts + self._offset
         av_packet = av.Packet(packet.data)
         av_packet.pts, av_packet.time_base = pts, TIME_BASE

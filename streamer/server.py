@@ -300,7 +300,7 @@ class StreamServer:
         self.connections.add(ws)
         bucket = TokenBucket(self.config.rate, self.config.burst)
         client = _Client(ws)
-        pusher = asyncio.create_task(self._push_state(ws), name="state pusher")
+        pusher = asyncio.create_task(self._push_state(client), name="state pusher")
         try:
             await ws.send(
                 encode(
@@ -446,13 +446,18 @@ class StreamServer:
             )
         return {"streams": streams, "server_time_ms": time.time() * 1000, "viewers": len(self.viewers.peers)}
 
-    async def _push_state(self, ws: ServerConnection) -> None:
+    async def _push_state(self, client: _Client) -> None:
+        failed = False
         while True:
             await asyncio.sleep(self.config.state_interval)
             try:
-                await ws.send(encode("state", **self._state()))
+                await client.ws.send(encode("state", **self._state(), video_clock=self.viewers.clocks(client.peers)))
             except ConnectionClosed:
                 return
+            except Exception:  # a bug: said once per viewer; the next state may get through
+                if not failed:
+                    logger.exception("a viewer's state failed; trying again every %g s", self.config.state_interval)
+                failed = True
 
     def _broadcast_error(self, stream: str, code: str, message: str) -> None:
         """Called from the tracker thread: hand the message to the event loop."""

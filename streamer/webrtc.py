@@ -118,6 +118,17 @@ class Viewers:
                     return index
         return None
 
+    def clocks(self, peers: list[RTCPeerConnection]) -> list[dict]:
+        """For each of ``peers`` (a viewer's own) that has sent video: its stream, and the RTP
+        timestamp and capture time of its last frame (``EncodedTrack.clock``)."""
+        clocks = []
+        for peer in peers:
+            entry = self.peers.get(peer)
+            clock = None if entry is None or entry.track is None else entry.track.clock()
+            if entry is not None and clock is not None:
+                clocks.append({"stream": entry.stream.name, "rtp": clock[0], "capture_ms": round(clock[1], 2)})
+        return clocks
+
     async def close(self, peer: RTCPeerConnection) -> None:
         entry = self.peers.pop(peer, None)
         if entry is None:

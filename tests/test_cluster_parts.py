@@ -106,14 +106,16 @@ class _Calls:
         self.keyframes += 1
 
 
-def _packet(pts: int, source: int, keyframe: bool = False) -> Packet:
-    return Packet("cam", "vp8", bytes([pts % 251]) * 10, pts, keyframe, source, 1.0e9)
+def _packet(pts: int, source: int, keyframe: bool = False, since: float = 0.0) -> Packet:
+    """A worker's packet: its encoder's pts count capture time from ``since`` (s after 1e9)."""
+    return Packet("cam", "vp8", bytes([pts % 251]) * 10, pts, keyframe, source, 1.0e9 + since + pts / 90_000)
 
 
 def test_remote_video_continues_one_stream_across_workers() -> None:
     """A viewer reading a stream's packets gets the next worker's, after a failover, as the very
-    next frames: timestamps keep rising (the new encoder starts at 0), the first is a keyframe,
-    and RTP times no longer name the old camera's frames. The first viewer of a codec asks the
+    next frames: timestamps keep rising (the new encoder starts at 0) as far as capture time went
+    meanwhile (a worker's clock behind: a frame's worth), the first is a keyframe, and RTP times
+    no longer name the old camera's frames. The first viewer of a codec asks the
     worker to send it, the last one to stop."""
     calls = _Calls()
     stream = RemoteStream("cam", "synthetic", None, calls)  # type: ignore[arg-type]
@@ -131,14 +133,16 @@ def test_remote_video_continues_one_stream_across_workers() -> None:
         for _ in range(2):
             got.append(await video.next_frame(got[-1].seq))
         assert video.source_index(3000) == 11
-        for pts, source in ((0, 0), (3000, 1)):  # the stream moved: a new worker, a new camera
-            await video.receive(_packet(pts, source, keyframe=pts == 0), epoch=2)
-        for _ in range(2):
+        moved = 6000 / 90_000 + 2.0  # the stream moved 2 s later: a new worker, a new camera
+        for pts, source in ((0, 0), (3000, 1)):
+            await video.receive(_packet(pts, source, keyframe=pts == 0, since=moved), epoch=2)
+        await video.receive(_packet(0, 0, keyframe=True, since=moved - 1.0), epoch=3)  # a clock behind
+        for _ in range(3):
             got.append(await video.next_frame(got[-1].seq))
         pts = [frame.packet.pts for frame in got]
-        assert pts == [0, 3000, 6000, 9000, 12000] and got[3].keyframe
-        assert [frame.seq for frame in got] == list(range(5))
-        assert video.source_index(3000) is None and video.source_index(12000) == 1
+        assert pts == [0, 3000, 6000, 186000, 189000, 192000] and got[3].keyframe
+        assert [frame.seq for frame in got] == list(range(6))
+        assert video.source_index(3000) is None and video.source_index(192000) == 0
         assert isinstance(got[3].packet, av.Packet)
         await video.unsubscribe()
         assert calls.watched == [("vp8", True), ("vp8", False)] and track.encoder is video

@@ -8,6 +8,7 @@ import random
 import threading
 import time
 from collections.abc import AsyncIterator
+from fractions import Fraction
 
 import av
 import psutil
@@ -201,6 +202,30 @@ def test_video_is_downscaled_to_max_width_at_the_bitrate_asked(tracker) -> None:
                 decoder = av.CodecContext.create(decoder_name, "r")
                 sizes = {(f.width, f.height) for p in packets for f in decoder.decode(p)}
                 assert sizes == {(128, 96)}, (codec, sizes)
+                await encoder.unsubscribe()
+
+    asyncio.run(main())
+
+
+def test_packet_timestamps_count_capture_time_at_90_khz(tracker) -> None:
+    """What RTP carries (aiortc adds only an origin): a viewer's jitter buffer paces frames by it,
+    and the page dates each frame by it. Both codecs: a frame's pts, in 90 kHz ticks, advances as
+    its capture time does (PyAV's encode() rebases a frame's pts to the codec's own time base:
+    VP8's was microseconds, eleven times too fast)."""
+
+    async def main() -> None:
+        for codec in ("vp8", "h264"):
+            async with encoding(tracker, 160, 120, codec=codec) as encoder:
+                encoder.subscribe()
+                frames, seq = [], None
+                while len(frames) < 8:
+                    frame = await asyncio.wait_for(encoder.next_frame(seq), 10)
+                    frames.append(frame)
+                    seq = frame.seq
+                ticks = [(b.packet.pts - a.packet.pts) / 90 for a, b in zip(frames, frames[1:])]
+                captured = [1000 * (b.captured - a.captured) for a, b in zip(frames, frames[1:])]
+                assert all(abs(t - c) < 0.1 for t, c in zip(ticks, captured)), (codec, ticks, captured)
+                assert all(frame.packet.time_base == Fraction(1, 90_000) for frame in frames)
                 await encoder.unsubscribe()
 
     asyncio.run(main())

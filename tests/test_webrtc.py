@@ -38,6 +38,12 @@ def test_viewers_share_the_stream_and_churn_leaks_nothing() -> None:
     assert result["mixed_encoders"] == ["h264", "vp8"]
     # Each received frame's RTP timestamp names a recent camera frame (a click names what it saw).
     assert all(behind is not None and 0 <= behind < 30 for behind in result["rtp_frames_behind"][1:]), result
+    # The video clock in each viewer's state dates any frame it got by its RTP timestamp: the
+    # capture time the server recorded for it (to a tick), and some milliseconds before it arrived.
+    assert result["clock_stream"] == "main"
+    dated = [d for d in result["dated"][1:] if d["error_ms"] is not None]
+    assert len(dated) >= 5 and all(abs(d["error_ms"]) < 1 for d in dated), result["dated"]
+    assert all(0 < d["to_arrival_ms"] < 1000 for d in dated), result["dated"]
     assert len(result["churn_join_s"]) == 50 and max(result["churn_join_s"]) < 1.0
     assert result["after"] == result["before"]
     assert result["after"]["peers"] == 0
@@ -54,6 +60,12 @@ def test_browser_click_tracks_and_remove_clears() -> None:
     tracking = result["while_tracking"]
     assert tracking["video_fps"] > 2 * tracking["mask_fps"] > 0, tracking
     assert isinstance(tracking["shown_rtp"], int) and tracking["mask_age_ms"] >= 0, tracking
+    # Capture -> screen, measured in the page for each frame presented (its RTP timestamp dated by
+    # the video clock): more than the server's capture -> encoded, well under a second here, and
+    # what the page shows as its latency.
+    screen, server = tracking["screen_latency"], tracking["server_latency_ms"]
+    assert screen["frames"] >= 20 and server["p50"] < screen["p50"] <= screen["p90"] < 1000, tracking
+    assert server["p50"] < tracking["latency_shown"] < 1000, tracking
 
 
 def test_browser_camera_mode() -> None:

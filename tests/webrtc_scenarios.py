@@ -30,6 +30,7 @@ from websockets.asyncio.client import connect  # noqa: E402
 
 from streamer import StreamingTracker  # noqa: E402
 from streamer.pipeline import Pipeline  # noqa: E402
+from streamer.results import wall_clock  # noqa: E402
 from streamer.server import ServerConfig, StreamServer  # noqa: E402
 from streamer.sources import open_source  # noqa: E402
 
@@ -65,6 +66,23 @@ async def join(ws, peer: RTCPeerConnection, stream: str | None = None, codec: st
     return await asyncio.wait_for(got, 10)
 
 
+def keep_rtp_timestamps() -> None:
+    """aiortc's receiver rebases RTP timestamps to 0; a browser reports them as sent, which is
+    what a viewer's video clock and a click's frame_rtp name."""
+    from aiortc import rtcrtpreceiver
+
+    rtcrtpreceiver.TimestampMapper.map = lambda self, timestamp: timestamp  # type: ignore[method-assign]
+
+
+def captured_ms(rtp: int, clock: dict) -> float:
+    """A frame's capture time (server clock, ms since the epoch) from its RTP timestamp and the
+    viewer's video clock (``state``'s ``video_clock`` entry), as the page computes it."""
+    ticks = (rtp - clock["rtp"]) % 2**32
+    if ticks >= 2**31:  # a frame before the clock's
+        ticks -= 2**32
+    return clock["capture_ms"] + ticks / 90
+
+
 async def view(port: int, frames: int, stream: str | None = None, codec: str | None = None) -> dict:
     """One aiortc viewer: offer over the websocket, receive ``frames`` frames, leave."""
     started = time.monotonic()
@@ -85,21 +103,30 @@ async def view(port: int, frames: int, stream: str | None = None, codec: str | N
 async def rtp_lookup(server: StreamServer) -> dict:
     """A browser reports the RTP timestamp of the frame on screen; the server must name that
     frame's camera frame, though aiortc's sender adds a random origin it does not expose. This
-    viewer gets raw RTP timestamps as a browser does (aiortc's receiver would rebase them to 0)."""
-    from aiortc import rtcrtpreceiver
-
-    rtcrtpreceiver.TimestampMapper.map = lambda self, timestamp: timestamp  # type: ignore[method-assign]
+    viewer gets raw RTP timestamps as a browser does. Then the video clock of its state dates
+    each of those frames, as the page does to measure capture -> screen."""
+    keep_rtp_timestamps()
     stream = server.pipeline.stream("main")
     async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
         peer = RTCPeerConnection()
         track = await join(ws, peer, "main")
-        found = []
+        found, received = [], []
         for _ in range(10):
             frame = await asyncio.wait_for(track.recv(), 10)
             index = server.viewers.shown_frame(list(server.viewers.peers), "main", frame.pts)
             found.append(None if index is None else stream.latest.index - index)
+            captured = None if index is None else stream.display.captured_at(index)
+            received.append((frame.pts, time.time() * 1000, None if captured is None else wall_clock(captured) * 1000))
+        while not (state := json.loads(await ws.recv())).get("video_clock"):
+            pass
         await peer.close()
-    return {"rtp_frames_behind": found}
+    (clock,) = state["video_clock"]
+    dated = []
+    for rtp, arrived, captured in received:
+        capture_ms = captured_ms(rtp, clock)
+        error = None if captured is None else capture_ms - captured
+        dated.append({"error_ms": error, "to_arrival_ms": arrived - capture_ms})
+    return {"rtp_frames_behind": found, "clock_stream": clock["stream"], "dated": dated}
 
 
 def _resources(server: StreamServer) -> dict:
@@ -512,8 +539,13 @@ def browser(screenshot: str | None, camera: bool = False, tls: bool = False, pro
             result["while_tracking"] = page.evaluate(
                 "({video_fps: window.viewer.videoFps, shown_rtp: window.viewer.shownRtp,"
                 " mask_fps: Number(document.getElementById('mask-fps').textContent),"
-                " mask_age_ms: Number(document.getElementById('mask-age').textContent)})"
+                " mask_age_ms: Number(document.getElementById('mask-age').textContent),"
+                " screen_latency: window.viewer.screenLatency,"
+                " latency_shown: Number(document.getElementById('latency').textContent)})"
             )
+            if not (tls or proxy):
+                (stream,) = _health(port)["streams"].values()
+                result["while_tracking"]["server_latency_ms"] = stream["latency_ms"]
             if screenshot:
                 page.screenshot(path=screenshot)
             page.click("#objects li[data-obj-id='1'] button.remove")

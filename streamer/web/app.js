@@ -22,9 +22,14 @@ const viewer = {
   selected: 1,
   nextId: 1,
   serverOffsetMs: 0,  // server clock minus ours
+  offsets: [],        // the last few (server_time_ms - ours) samples: the largest lost least in transit
   latencyMs: 0,       // server-side capture -> sent
   jitterMs: 0,        // browser jitter buffer
   shownRtp: null,     // RTP timestamp of the frame on screen (requestVideoFrameCallback)
+  shownCaptureMs: null, // its capture time (server clock), from the video clock
+  clock: null,        // {rtp, capture_ms} of a recent frame of this viewer's video (state's video_clock)
+  screen: [],         // [presented at (ms, ours), capture -> screen ms] of the last 2 s of frames
+  screenLatency: null, // {p50, p90, frames} of those: capture -> screen, measured here
   videoFps: 0,        // frames presented per second, measured here
   presented: 0,       // frames presented since the page loaded
   retryMs: 500,
@@ -102,8 +107,17 @@ function renderPicker() {
   gridButton.hidden = names.length < 2;
 }
 
+// Milliseconds since the epoch on this machine's clock, in the timebase of video frame callbacks.
+function localNow() {
+  return performance.timeOrigin + performance.now();
+}
+
 function applyState(msg) {
-  viewer.serverOffsetMs = msg.server_time_ms - Date.now();
+  // The message left the server some transit time ago: the sample with the least of it is the best.
+  viewer.offsets.push(msg.server_time_ms - localNow());
+  if (viewer.offsets.length > 20) viewer.offsets.shift();
+  viewer.serverOffsetMs = Math.max(...viewer.offsets);
+  viewer.clock = (msg.video_clock || []).find((c) => c.stream === viewer.stream) || null;
   const names = msg.streams.map((s) => s.name);
   const changed = JSON.stringify(names) !== JSON.stringify(viewer.streams);
   viewer.streams = names;
@@ -119,7 +133,9 @@ function applyState(msg) {
   viewer.latencyMs = state.latency_ms;
   document.getElementById("mask-fps").textContent = state.mask_fps.toFixed(1);
   document.getElementById("mask-age").textContent = state.mask_age_ms === null ? "–" : state.mask_age_ms.toFixed(0);
-  document.getElementById("latency").textContent = (state.latency_ms + viewer.jitterMs).toFixed(0);
+  const measured = viewer.screenLatency;
+  const latency = measured ? measured.p50 : state.latency_ms + viewer.jitterMs;  // an estimate until measured
+  document.getElementById("latency").textContent = latency.toFixed(0);
   document.getElementById("inference").textContent = state.inference_ms.toFixed(0);
   const camera = viewer.browserCamera.includes(viewer.stream);
   // On a cluster: the stream's worker was lost (or it is being rebalanced), or none has room.
@@ -132,9 +148,28 @@ function applyState(msg) {
   renderObjects();
 }
 
-// The capture time (server clock) of the frame on screen: now, minus what it took to get here.
+// The capture time (server clock) of the frame on screen: from its RTP timestamp where the browser
+// gives it, else now minus what it took to get here.
 function shownFrameTs() {
-  return Date.now() + viewer.serverOffsetMs - viewer.latencyMs - viewer.jitterMs;
+  if (viewer.shownCaptureMs !== null) return viewer.shownCaptureMs;
+  return localNow() + viewer.serverOffsetMs - viewer.latencyMs - viewer.jitterMs;
+}
+
+// Capture -> screen of one presented frame: RTP timestamps count capture time at 90 kHz, so the
+// video clock's (rtp, capture time) pair dates any frame; the screen time is on our clock, moved
+// onto the server's by the offset (so a figure too low by at most the websocket's transit time).
+function measureScreenLatency(now, metadata) {
+  viewer.shownCaptureMs = null;
+  if (metadata.rtpTimestamp === undefined || !viewer.clock) return;
+  let ticks = (metadata.rtpTimestamp - viewer.clock.rtp) >>> 0;
+  if (ticks >= 2 ** 31) ticks -= 2 ** 32;  // a frame before the clock's
+  viewer.shownCaptureMs = viewer.clock.capture_ms + ticks / 90;
+  const shown = performance.timeOrigin + (metadata.expectedDisplayTime || now) + viewer.serverOffsetMs;
+  viewer.screen.push([now, shown - viewer.shownCaptureMs]);
+  while (viewer.screen.length > 1 && now - viewer.screen[0][0] > 2000) viewer.screen.shift();
+  const sorted = viewer.screen.map((entry) => entry[1]).sort((a, b) => a - b);
+  const at = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+  viewer.screenLatency = { p50: at(0.5), p90: at(0.9), frames: sorted.length };
 }
 
 // Which frame is on screen, and how many are shown a second: counted where the user is.
@@ -142,6 +177,7 @@ const presentedTimes = [];
 function onVideoFrame(now, metadata) {
   viewer.presented += 1;
   if (metadata.rtpTimestamp !== undefined) viewer.shownRtp = metadata.rtpTimestamp;
+  measureScreenLatency(now, metadata);
   presentedTimes.push(now);
   while (presentedTimes.length > 1 && now - presentedTimes[0] > 2000) presentedTimes.shift();
   const span = presentedTimes[presentedTimes.length - 1] - presentedTimes[0];
@@ -151,7 +187,10 @@ function onVideoFrame(now, metadata) {
 if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) video.requestVideoFrameCallback(onVideoFrame);
 setInterval(() => {
   const last = presentedTimes[presentedTimes.length - 1];
-  if (last === undefined || performance.now() - last > 2000) viewer.videoFps = 0;  // stalled
+  if (last === undefined || performance.now() - last > 2000) {  // stalled
+    viewer.videoFps = 0;
+    viewer.screenLatency = null;
+  }
   document.getElementById("video-fps").textContent = viewer.videoFps.toFixed(1);
 }, 500);
 
@@ -273,7 +312,8 @@ function showSingle(stream) {
   document.body.classList.remove("grid");
   gridEl.replaceChildren();
   video.srcObject = null;  // never show the previous stream under the new one's prompts
-  viewer.shownRtp = null;
+  viewer.shownRtp = viewer.shownCaptureMs = viewer.clock = viewer.screenLatency = null;
+  viewer.screen = [];
   viewer.objects = [];
   rendered = "";
   renderPicker();
