@@ -148,7 +148,7 @@ class WorkerHandle:
     node: str  # Ray node id
     address: str  # the node's IP
     actor: Any
-    device: str = "?"  # what the worker's model runs on, as it says once started ("cuda:0 (NVIDIA H200)")
+    device: str = "?"  # what its model runs on, as it says once started: "cuda:0 (NVIDIA H200, bfloat16)"
     pid: int | None = None  # the actor's process, on its node
     ready: bool = False
     dead: bool = False
