@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.live import CountingDecoder  # noqa: E402
 from bench.machine import describe, publish  # noqa: E402
+from bench.stats import p50_p90  # noqa: E402
 from bench.viewers import health  # noqa: E402
 from tests.ray_cluster import LocalCluster  # noqa: E402
 from tests.webrtc_scenarios import captured_ms, free_port, join, keep_rtp_timestamps, start_server  # noqa: E402
@@ -93,10 +94,7 @@ class Viewer:
 
     def latency(self, since: float, until: float) -> dict:
         """Capture -> arrival here (reassembled, before decoding), p50 and p90, in ms."""
-        found = sorted(ms for t, ms in self.latencies if since <= t < until)
-        if not found:
-            return {"p50": None, "p90": None}
-        return {"p50": found[len(found) // 2], "p90": found[min(len(found) - 1, int(0.9 * len(found)))]}
+        return p50_p90(ms for t, ms in self.latencies if since <= t < until)
 
     def fps(self, since: float, until: float) -> float:
         return sum(since <= t < until for t in self.arrivals) / (until - since)

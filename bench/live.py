@@ -37,6 +37,7 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.machine import describe, publish  # noqa: E402
+from bench.stats import p50_p90  # noqa: E402
 from tests.webrtc_scenarios import CHROMIUM_ARGS, free_port, join, start_server  # noqa: E402
 
 MEDIA = ROOT.parent / "shared" / "media"
@@ -124,12 +125,7 @@ async def chromium_phase(port: int, proc: psutil.Process, seconds: float) -> dic
         try:
             result = await measure(port, proc, seconds, lambda: presented[0])
             result["page_video_fps"] = await page.evaluate("window.viewer.videoFps")
-            latencies = sorted(screen.values())
-            result["capture_to_screen_ms"] = {
-                "p50": latencies[len(latencies) // 2] if latencies else None,
-                "p90": latencies[int(0.9 * len(latencies))] if latencies else None,
-                "frames": len(latencies),
-            }
+            result["capture_to_screen_ms"] = {**p50_p90(screen.values()), "frames": len(screen)}
             return result
         finally:
             poller.cancel()

@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.machine import describe  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 from streamer.events import EventDetector, EventsConfig  # noqa: E402
 from streamer.oracle import OracleTracker  # noqa: E402
 from streamer.results import MASK_FORMATS, Tracked  # noqa: E402
@@ -62,7 +63,7 @@ def time_format(tracked: list[Tracked], masks: str, repeat: int) -> dict:
     per_object.sort()
     return {
         "median_ms_per_object": round(statistics.median(per_object), 3),
-        "p90_ms_per_object": round(per_object[int(0.9 * (len(per_object) - 1))], 3),
+        "p90_ms_per_object": round(percentile(per_object, 0.9), 3),
         "samples": len(per_object),
     }
 

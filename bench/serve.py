@@ -28,17 +28,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.machine import describe, publish  # noqa: E402
+from bench.stats import p50_p90  # noqa: E402
 from bench.tracker import CLIP, clip_frames, official, read_jpegs, summary, time_official, write_jpegs  # noqa: E402
 from streamer import StreamingTracker  # noqa: E402
 from streamer.landing import PromptRequest  # noqa: E402
 from streamer.pipeline import Pipeline  # noqa: E402
 from streamer.sources import open_source  # noqa: E402
 from streamer.tracker import step_streams  # noqa: E402
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    ordered = sorted(values)
-    return ordered[int(q * (len(ordered) - 1))] if ordered else None
 
 
 async def phase(lead: StreamingTracker, n: int, args: argparse.Namespace) -> dict:
@@ -90,7 +86,7 @@ async def phase(lead: StreamingTracker, n: int, args: argparse.Namespace) -> dic
             "fps_per_stream": {"mean": statistics.mean(fps), "min": min(fps), "max": max(fps)},
             "video_fps_per_stream": statistics.mean(video),
             "source_fps": statistics.mean(s.source.stats.fps for s in streams),
-            "latency_capture_to_sent_ms": {"p50": _percentile(latency, 0.5), "p90": _percentile(latency, 0.9)},
+            "latency_capture_to_sent_ms": p50_p90(latency),
             "dropped_per_stream_per_s": statistics.mean(dropped) / elapsed,
             "rounds": len(rounds),
             "round_ms": {

@@ -21,15 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import describe, publish  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 from streamer.sources import open_source  # noqa: E402
 from tests.rtsp import RtspServer  # noqa: E402
 
 CLIP = ROOT.parent / "shared" / "media" / "02_cups.mp4"
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[int(q * (len(ordered) - 1))]
 
 
 async def rtsp_latency(server: RtspServer, frames: int) -> dict:
@@ -48,8 +44,8 @@ async def rtsp_latency(server: RtspServer, frames: int) -> dict:
     behind_ms = [1000 * (x - base) for x in lateness]
     return {
         "frames": frames,
-        "decode_to_consumer_ms": {"median": statistics.median(slot_ms), "p90": _pct(slot_ms, 0.9)},
-        "behind_schedule_ms": {"median": statistics.median(behind_ms), "p90": _pct(behind_ms, 0.9)},
+        "decode_to_consumer_ms": {"median": statistics.median(slot_ms), "p90": percentile(slot_ms, 0.9)},
+        "behind_schedule_ms": {"median": statistics.median(behind_ms), "p90": percentile(behind_ms, 0.9)},
         "dropped": dropped,
     }
 

@@ -31,6 +31,7 @@ from streamer import StreamingTracker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.machine import describe  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 
 CLIP = Path(__file__).resolve().parents[2] / "shared" / "media" / "bedroom.mp4"
 CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
@@ -135,7 +136,7 @@ def summary(times: list[float], warmup: int) -> dict[str, float]:
     kept = sorted(times[warmup:])
     return {
         "median_ms": 1000 * statistics.median(kept),
-        "p90_ms": 1000 * kept[int(0.9 * (len(kept) - 1))],
+        "p90_ms": 1000 * percentile(kept, 0.9),
         "frames": len(kept),
     }
 

@@ -97,23 +97,30 @@ def _ray() -> Any:
     return ray
 
 
+def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any, error: Any) -> None:
+    """From another thread: give ``future`` (of ``loop``) its result or error, unless nobody
+    waits any more (it is done, or the loop is closed)."""
+
+    def apply() -> None:
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(result)
+
+    with contextlib.suppress(RuntimeError):  # the loop is closed
+        loop.call_soon_threadsafe(apply)
+
+
 def _on_own_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
     """``fn()`` on a daemon thread: a Ray call that waits on a lost head may never return, and
     must hold neither the event loop nor, at exit, the default executor."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
 
-    def settle(result: Any, error: BaseException | None) -> None:
-        if not future.done():
-            future.set_exception(error) if error is not None else future.set_result(result)
-
     def run() -> None:
         try:
             result, error = fn(), None
         except Exception as exc:
             result, error = None, exc
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, result, error)
+        _settle(loop, future, result, error)
 
     threading.Thread(target=run, name="ray call", daemon=True).start()
     return future
@@ -126,17 +133,11 @@ async def _result(ref: Any, timeout: float | None = None) -> Any:
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[Any] = loop.create_future()
 
-    def settle(done: concurrent.futures.Future[Any]) -> None:
+    def settled(done: concurrent.futures.Future[Any]) -> None:
         error = done.exception()  # retrieved here, whether or not anyone still waits
+        _settle(loop, waiter, None if error is not None else done.result(), error)
 
-        def apply() -> None:
-            if not waiter.done():
-                waiter.set_exception(error) if error is not None else waiter.set_result(done.result())
-
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(apply)
-
-    ref.future().add_done_callback(settle)
+    ref.future().add_done_callback(settled)
     return await asyncio.wait_for(waiter, timeout)
 
 

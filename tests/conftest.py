@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import cv2
@@ -27,6 +29,15 @@ def clip_path(name: str = "bedroom.mp4") -> Path:
     if not path.is_file():
         pytest.fail(f"test clip {path} is missing: the tests expect ../shared/media beside the repo")
     return path
+
+
+def wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Wait until a server run as a subprocess has written ``text`` to its ``log`` file."""
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert process.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"{text!r} never logged: {log.read_text()[-3000:]}"
+        time.sleep(0.1)
 
 
 def read_frames(count: int, name: str = "bedroom.mp4", step: int = 1) -> list[np.ndarray]:

@@ -32,6 +32,7 @@ from streamer.landing import PromptRequest  # noqa: E402
 from streamer.remote_stream import RemoteStream  # noqa: E402
 from streamer.server import ServerConfig, StreamServer  # noqa: E402
 
+from .conftest import wait_for_line  # noqa: E402
 from .ray_cluster import LocalCluster  # noqa: E402
 from .test_server import get  # noqa: E402
 
@@ -332,15 +333,11 @@ def test_a_lost_head_is_said_and_the_front_ends_in_order_before_ray_would(tmp_pa
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
 
+        wait_for_line(log, "open http://", process)
+        port = re.search(r"open http://127\.0\.0\.1:(\d+)/", log.read_text()).group(1)
+
         def read(path: str) -> str:
-            found = None
-            for _ in range(600):
-                assert process.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
-                if found := re.search(r"open (http://127\.0\.0\.1:\d+)/", log.read_text()):
-                    break
-                time.sleep(0.1)
-            assert found, log.read_text()[-3000:]
-            with urllib.request.urlopen(found.group(1) + path, timeout=10) as reply:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
                 return reply.read().decode()
 
         def processed() -> float:
@@ -351,7 +348,6 @@ def test_a_lost_head_is_said_and_the_front_ends_in_order_before_ray_would(tmp_pa
         while json.loads(read("/healthz"))["streams"]["cam"]["placement"] != "running" or processed() < 3:
             assert time.monotonic() < deadline, read("/healthz")
             time.sleep(0.5)
-        port = re.search(r"open http://127\.0\.0\.1:(\d+)/", log.read_text()).group(1)
 
         async def watch() -> list[dict]:
             async with connect(f"ws://127.0.0.1:{port}/ws") as ws:

@@ -20,6 +20,7 @@ from streamer.events import Event
 from streamer.metrics import Metrics
 from streamer.mqtt import MqttConfig, MqttPublisher, parse_broker
 
+from .conftest import wait_for_line
 from .mosquitto import Listener, Mosquitto
 from .oracle_server import click_shape, oracle_server
 from .test_results import check
@@ -184,14 +185,6 @@ def _serve(tmp_path: Path, mqtt_url: str) -> tuple[subprocess.Popen[bytes], Path
     return process, log
 
 
-def _wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in log.read_text():
-        assert process.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"{text!r} never logged: {log.read_text()[-3000:]}"
-        time.sleep(0.1)
-
-
 def test_server_starts_without_its_broker_and_says_offline_when_it_stops(tmp_path) -> None:
     """The command line with --mqtt and no broker yet: it serves, says it cannot reach the broker,
     connects when the broker comes; Ctrl-C publishes offline. Killed outright, the broker
@@ -199,8 +192,8 @@ def test_server_starts_without_its_broker_and_says_offline_when_it_stops(tmp_pat
     broker = Mosquitto(tmp_path)
     process, log = _serve(tmp_path, f"{broker.url}/lab")
     try:
-        _wait_for_line(log, "open http://", process)
-        _wait_for_line(log, f"cannot reach the broker at {broker.url}/lab; retrying", process)
+        wait_for_line(log, "open http://", process)
+        wait_for_line(log, f"cannot reach the broker at {broker.url}/lab; retrying", process)
         broker.start()
         listener = Listener(broker.port)
         listener.wait_for("lab/available", b"online", timeout=40)
