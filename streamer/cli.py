@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from . import version_text
+from .aio import stop_tasks
 from .cluster import ClusterPipeline
 from .cluster_worker import WorkerSettings
 from .config import Config, StreamConfig, load_config
@@ -475,9 +476,7 @@ async def serve_live(args: argparse.Namespace, tracker: StreamingTracker | None)
     try:
         await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in ends:
-            task.cancel()
-        await asyncio.gather(*ends, return_exceptions=True)
+        await stop_tasks(*ends, what="serve")
         logger.info("shutting down")
         await server.stop()
         await pipeline.stop()

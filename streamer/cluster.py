@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .aio import event_set, stop_tasks, within
 from .config import ClusterConfig
 from .errors import BadSourceError, RemoteError, StreamerError, UnavailableError
 from .events import EventsConfig
@@ -138,7 +139,7 @@ async def _result(ref: Any, timeout: float | None = None) -> Any:
         _settle(loop, waiter, None if error is not None else done.result(), error)
 
     ref.future().add_done_callback(settled)
-    return await asyncio.wait_for(waiter, timeout)
+    return await within(waiter, timeout)
 
 
 @dataclass(eq=False)
@@ -282,8 +283,7 @@ class ClusterPipeline:
         stream = self.stream(name)
         del self.streams[name]
         if stream.placing is not None:
-            stream.placing.cancel()
-            await asyncio.gather(stream.placing, return_exceptions=True)
+            await stop_tasks(stream.placing, what=f"placing {name}")
         worker = stream.worker
         if worker is not None:
             worker.streams.discard(name)
@@ -322,10 +322,7 @@ class ClusterPipeline:
         """Stop supervising, close every worker's streams, leave the cluster. Safe to call twice."""
         tasks = [self._task, self._moving, *self._starting.values()]
         tasks += [s.placing for s in self.streams.values()] + [w.poller for w in self.workers.values()]
-        live = [t for t in tasks if t is not None]
-        for task in live:
-            task.cancel()
-        await asyncio.gather(*live, return_exceptions=True)
+        await stop_tasks(*tasks, what="cluster front")
         self._task = self._moving = None
         self._starting.clear()
         workers, self.workers = list(self.workers.values()), {}
@@ -383,8 +380,7 @@ class ClusterPipeline:
                 self._update_metrics()
             except Exception:  # a bug, or Ray's control plane away a moment: look again soon
                 logger.exception("cluster supervision failed; trying again")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), SUPERVISE_S)
+            await event_set(self._wake, SUPERVISE_S)
             self._wake.clear()
 
     async def _head_nodes(self) -> list[dict] | None:
@@ -432,6 +428,10 @@ class ClusterPipeline:
         for worker in list(self.workers.values()):
             if worker.node not in alive:
                 await self._lost(worker, "its node left the cluster")
+        prefixes = {node_id[:8] for node_id in alive}
+        for worker_id in [w for w in self._start_failed if w.split(":")[0] not in prefixes]:
+            logger.info("worker %s's node left the cluster: no longer retrying to start it", worker_id)
+            del self._start_failed[worker_id]
         gpus, slots = worker_slots(nodes, self.config.workers, self.config.cpus_per_worker)
         now = time.monotonic()
         for node_id, count in slots.items():
@@ -530,10 +530,8 @@ class ClusterPipeline:
         stream.placed(worker)
         for codec in set(stream.watched()) - set(codecs):  # a viewer came while it was being placed
             self.watch(stream, codec, True)
-        if stream.lost_at is not None:
-            self.cluster_metrics.failover_s.observe(time.monotonic() - stream.lost_at)
+        if stream.lost_at is not None:  # its outage ends with the new worker's first report of it
             self.cluster_metrics.failovers.inc()
-            stream.lost_at = None
         objects = sorted(restore or {})
         logger.info("stream %s runs on worker %s%s", stream.name, worker.id, f", objects {objects}" if objects else "")
         return True
@@ -594,10 +592,12 @@ class ClusterPipeline:
         for packet in report.packets:
             stream = mine.get(packet.stream)
             if stream is not None:
+                self._back(stream)
                 await stream.receive_packet(packet)
         for compact in report.tracked:
             stream = mine.get(compact.stream)
             if stream is not None:
+                self._back(stream)
                 stream.last_tracked = compact
                 self.outputs.offer(compact.tracked())
         for entry in report.streams:
@@ -609,6 +609,13 @@ class ClusterPipeline:
             if name in mine and self.on_error is not None:
                 self.on_error(name, code, message)
 
+    def _back(self, stream: RemoteStream) -> None:
+        """Video or masks of a moved stream again: its outage, as its viewers and subscribers saw it,
+        ran from the lost worker's last report to now."""
+        if stream.lost_at is not None:
+            self.cluster_metrics.failover_s.observe(time.monotonic() - stream.lost_at)
+            stream.lost_at = None
+
     async def _lost(self, worker: WorkerHandle, reason: str) -> None:
         """A worker is gone: its streams move to the others (or wait for room)."""
         if worker.dead:
@@ -618,11 +625,14 @@ class ClusterPipeline:
         names = sorted(worker.streams)
         logger.warning("worker %s on %s lost (%s); moving its streams %s", worker.id, worker.address, reason, names)
         now = time.monotonic()
+        last_report = worker.last_reply or now
+        self.cluster_metrics.failover_detection_s.observe(now - last_report)
         for name in names:
             stream = self.streams.get(name)
             if stream is not None and stream.worker is worker:
                 stream.unplaced("moving", f"its worker {worker.id} was lost ({reason}); moving to another worker")
-                stream.lost_at = now
+                if stream.lost_at is None:  # lost again before it came back: the outage goes on
+                    stream.lost_at = last_report
         worker.streams.clear()
         self.cluster_metrics.forget(worker.id)
         if worker.poller is not None and worker.poller is not asyncio.current_task():
@@ -637,7 +647,7 @@ class ClusterPipeline:
 
     async def _kill(self, actor: Any) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(_on_own_thread(lambda: self._ray.kill(actor, no_restart=True)), KILL_TIMEOUT_S)
+            await within(_on_own_thread(lambda: self._ray.kill(actor, no_restart=True)), KILL_TIMEOUT_S)
 
     def _update_metrics(self) -> None:
         metrics = self.cluster_metrics
@@ -646,7 +656,7 @@ class ClusterPipeline:
         for worker in self.workers.values():
             metrics.worker_streams.labels(worker.id).set(len(worker.streams))
             metrics.worker_busy.labels(worker.id).set(worker.busy)
-            metrics.worker_round_ms.labels(worker.id).set(worker.round_ms)
+            metrics.worker_round_s.labels(worker.id).set(worker.round_ms / 1000)
 
 
 class _NoSigtermWarning(logging.Filter):

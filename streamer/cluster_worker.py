@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .aio import event_set, stop_tasks, within
 from .config import ModelConfig, TrackerConfig
 from .display import DisplayConfig
 from .errors import NoFrameError, StreamerError
@@ -159,9 +160,7 @@ class StreamWorker:
 
     async def stop(self) -> None:
         """Close every stream and the model's thread."""
-        for task in [*self._relays.values(), *self._restores.values()]:
-            task.cancel()
-        await asyncio.gather(*self._relays.values(), *self._restores.values(), return_exceptions=True)
+        await stop_tasks(*self._relays.values(), *self._restores.values(), what="worker's relays")
         self._relays.clear()
         self._restores.clear()
         if self._pipeline is not None:
@@ -190,7 +189,7 @@ class StreamWorker:
         if restore:
             task = self._restores[name] = asyncio.create_task(self._restore(stream, restore), name=f"restore {name}")
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), RESTORE_WAIT_S)
+                await within(asyncio.shield(task), RESTORE_WAIT_S)
         return ("ok", None)
 
     async def remove_stream(self, name: str) -> Reply:
@@ -198,13 +197,10 @@ class StreamWorker:
         if name not in pipeline.streams:
             return ("ok", None)
         for key in [key for key in self._relays if key[0] == name]:
-            task = self._relays.pop(key)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await stop_tasks(self._relays.pop(key), what=f"relay {key}")
         restore = self._restores.pop(name, None)
         if restore is not None:
-            restore.cancel()
-            await asyncio.gather(restore, return_exceptions=True)
+            await stop_tasks(restore, what=f"restoring {name}")
         await pipeline.remove_stream(name)
         self._outbox = [p for p in self._outbox if p.stream != name]
         self._queued = {key: n for key, n in self._queued.items() if key[0] != name}
@@ -246,7 +242,7 @@ class StreamWorker:
         """Objects back under their ids, once the camera has shown a frame here."""
         for _ in range(RESTORE_TRIES):
             try:
-                await asyncio.wait_for(stream.next_output(-1), stream.source.open_timeout)
+                await within(stream.next_output(-1), stream.source.open_timeout)
                 obj_ids = await stream.restore(masks)
                 logger.info("%s: restored objects %s", stream.name, obj_ids)
                 return
@@ -303,8 +299,7 @@ class StreamWorker:
         assert wake is not None and self._outputs is not None
         due = self._status_at + STATUS_INTERVAL_S - time.monotonic()
         if due > 0 and not self._outbox:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(wake.wait(), due)
+            await event_set(wake, due)
         wake.clear()
         packets, self._outbox, self._queued = self._outbox, [], {}
         tracked = self._outputs.take(set(wanted))

@@ -40,6 +40,7 @@ from aiortc import MediaStreamTrack, RTCRtpSender
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from av.video.frame import PictureType
 
+from .aio import stop_tasks
 from .display import Output
 from .preprocess import scaled_size
 from .results import wall_clock
@@ -193,8 +194,7 @@ class StreamEncoder:
         """Stop encoding (nobody watches): wait for the encode in flight, then drop the codec."""
         if self._task is not None:
             task, self._task = self._task, None
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await stop_tasks(task, what="encoder")
         await self._thread.drain()
         if self._task is None:  # nobody subscribed meanwhile
             self._codec = None

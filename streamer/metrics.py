@@ -19,12 +19,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-_MS_BUCKETS = (5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000)
+# Base units, as Prometheus names them (promtool rejects "_ms"): durations are in seconds.
+_SECONDS_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5)
 TAPPED = {  # what a worker's pipeline updates, by kind
     "frames_processed": "counter",
     "frames_displayed": "counter",
-    "mask_age_ms": "histogram",
-    "inference_ms": "histogram",
+    "mask_age_s": "histogram",
+    "inference_s": "histogram",
     "frames_captured": "gauge",
     "frames_dropped": "gauge",
     "reconnects": "gauge",
@@ -77,13 +78,13 @@ class StreamMetrics:
     frames_displayed: Counter
     video_fps: Gauge
     mask_fps: Gauge
-    mask_age_ms: Histogram
-    inference_ms: Histogram
-    latency_ms: Histogram
+    mask_age_s: Histogram
+    inference_s: Histogram
+    latency_s: Histogram
     viewers: Gauge
     results_frames: Counter
     results_skipped: Counter
-    results_ms: Histogram
+    results_s: Histogram
     errors_by_kind: Counter
     prompts_by_result: Counter
     events_by_type: Counter
@@ -160,25 +161,25 @@ class Metrics:
                 "streamer_video_fps", "Frames published for the viewers per second", by_stream, registry=r
             ),
             "mask_fps": Gauge("streamer_mask_fps", "New masks from the tracker per second", by_stream, registry=r),
-            "mask_age_ms": Histogram(
-                "streamer_mask_age_ms",
+            "mask_age_s": Histogram(
+                "streamer_mask_age_seconds",
                 "Capture time of a published frame minus that of the frame its masks were computed on",
                 by_stream,
-                buckets=_MS_BUCKETS,
+                buckets=_SECONDS_BUCKETS,
                 registry=r,
             ),
-            "inference_ms": Histogram(
-                "streamer_inference_ms",
+            "inference_s": Histogram(
+                "streamer_inference_seconds",
                 "Inference round time (all streams of the round together)",
                 by_stream,
-                buckets=_MS_BUCKETS,
+                buckets=_SECONDS_BUCKETS,
                 registry=r,
             ),
-            "latency_ms": Histogram(
-                "streamer_latency_ms",
+            "latency_s": Histogram(
+                "streamer_latency_seconds",
                 "Capture to frame encoded for the viewers",
                 by_stream,
-                buckets=_MS_BUCKETS,
+                buckets=_SECONDS_BUCKETS,
                 registry=r,
             ),
             "viewers": Gauge("streamer_viewers", "Connected WebRTC viewers", by_stream, registry=r),
@@ -194,11 +195,11 @@ class Metrics:
                 by_stream,
                 registry=r,
             ),
-            "results_ms": Histogram(
-                "streamer_results_ms",
+            "results_s": Histogram(
+                "streamer_results_seconds",
                 "Measuring one tracked frame's results and events (every mask format asked for)",
                 by_stream,
-                buckets=(0.5, 1, 2, 5, 10, 20, 50, 100, 200),
+                buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2),
                 registry=r,
             ),
             "errors": Counter("streamer_errors", "Errors by kind", ["stream", "kind"], registry=r),
@@ -255,8 +256,8 @@ class ClusterMetrics:
         self.worker_busy = Gauge(
             "streamer_worker_busy", "Fraction of recent time the worker's model was busy", by_worker, registry=registry
         )
-        self.worker_round_ms = Gauge(
-            "streamer_worker_round_ms", "The worker's last inference round", by_worker, registry=registry
+        self.worker_round_s = Gauge(
+            "streamer_worker_round_seconds", "The worker's last inference round", by_worker, registry=registry
         )
         self.worker_bytes = Counter(
             "streamer_worker_bytes", "Bytes the front received from each worker", by_worker, registry=registry
@@ -267,15 +268,23 @@ class ClusterMetrics:
         self.failovers = Counter(
             "streamer_failovers", "Streams restarted on another worker after theirs was lost", registry=registry
         )
+        failover_buckets = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60)
         self.failover_s = Histogram(
             "streamer_failover_seconds",
-            "From losing a stream's worker to the stream running on another one",
-            buckets=(0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60),
+            "A moved stream's outage as its clients see it: from its lost worker's last report to the first "
+            "video or masks from the next worker",
+            buckets=failover_buckets,
+            registry=registry,
+        )
+        self.failover_detection_s = Histogram(
+            "streamer_failover_detection_seconds",
+            "From a lost worker's last report to the front declaring it lost (part of each outage)",
+            buckets=failover_buckets,
             registry=registry,
         )
         self.moves = Counter("streamer_rebalanced", "Streams moved to a worker that joined", registry=registry)
 
     def forget(self, worker: str) -> None:
-        for family in (self.worker_streams, self.worker_busy, self.worker_round_ms, self.worker_bytes):
+        for family in (self.worker_streams, self.worker_busy, self.worker_round_s, self.worker_bytes):
             if (worker,) in family._metrics:  # noqa: SLF001 - prometheus_client has no public listing
                 family.remove(worker)

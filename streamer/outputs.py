@@ -22,6 +22,7 @@ from typing import Protocol
 
 from websockets.exceptions import ConnectionClosed
 
+from .aio import event_set, stop_tasks
 from .events import Event, EventDetector, EventsConfig
 from .metrics import Metrics, StreamMetrics
 from .results import Tracked, check_mask_format
@@ -137,8 +138,7 @@ class Outputs:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_tasks(self._task, what="outputs")
             self._task = None
         await self._thread.close(timeout=1.0)
 
@@ -170,7 +170,7 @@ class Outputs:
         events = await self._thread.run(_measure, tracked, {masks for _, masks in takers}, detector)
         metrics = self._stream_metrics.get(stream)
         if metrics is not None:
-            metrics.results_ms.observe(1000 * (time.perf_counter() - started))
+            metrics.results_s.observe(time.perf_counter() - started)
             metrics.results_frames.inc()
             for event in events:
                 metrics.event(event.type)
@@ -250,8 +250,7 @@ class QueuedSink:
     async def close(self, flush: bool = False) -> None:
         """Stop sending; ``flush``: first send what is queued (whatever the rate), if ``ready``."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_tasks(self._task, what=f"the {self.kind} sink")
             self._task = None
         if flush:
             await self._send_events()
@@ -273,8 +272,7 @@ class QueuedSink:
                 logger.exception("%s output failed to send; going on", self.kind)
                 due = 1.0
             if due is not None:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), due)
+                await event_set(self._wake, due)
                 self._wake.set()
 
     async def _send_events(self) -> None:

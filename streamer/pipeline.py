@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from .aio import stop_tasks
 from .display import Display, DisplayConfig, Output
 from .encoder import StreamEncoder
 from .engine import Change, Engine, Outcome, Track, Tracker
@@ -175,7 +176,7 @@ class Stream:
     def record_sent(self, output: Output) -> None:
         """The encoder took ``output``: record capture-to-sent latency."""
         latency = 1000 * (time.monotonic() - output.captured_at)
-        self.metrics.latency_ms.observe(latency)
+        self.metrics.latency_s.observe(latency / 1000)
         self.state.record_latency(latency)
 
     # -- prompts --------------------------------------------------------------------------------
@@ -215,8 +216,7 @@ class Stream:
 
     async def stop(self) -> None:
         if self._feeder is not None:
-            self._feeder.cancel()
-            await asyncio.gather(self._feeder, return_exceptions=True)
+            await stop_tasks(self._feeder, what=f"stream {self.name}")
             self._feeder = None
         for encoder in self.encoders.values():
             await encoder.close()
@@ -264,7 +264,7 @@ class Stream:
         self.state.mask_age_ms = output.mask_age_ms
         self.metrics.frames_displayed.inc()
         if output.mask_age_ms is not None:
-            self.metrics.mask_age_ms.observe(output.mask_age_ms)
+            self.metrics.mask_age_s.observe(output.mask_age_ms / 1000)
         async with self._changed:
             self._latest = dataclasses.replace(output, seq=self._seq)
             self._seq += 1
@@ -283,7 +283,7 @@ class Stream:
         result, frame = outcome.result, outcome.frame
         if result is None:
             return
-        self.metrics.inference_ms.observe(outcome.elapsed_ms)
+        self.metrics.inference_s.observe(outcome.elapsed_ms / 1000)
         self.metrics.frames_processed.inc()
         self.state.inference_ms = outcome.elapsed_ms
         if result.obj_ids:
@@ -383,8 +383,7 @@ class Pipeline:
     async def stop(self) -> None:
         """Stop the scheduler, close every source, then free the engine. Safe to call twice."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_tasks(self._task, what="scheduler")
             self._task = None
         await asyncio.gather(*(stream.stop() for stream in self.streams.values()))
         # Let a round in flight finish, but do not hold Ctrl-C hostage to a slow CPU frame.

@@ -125,22 +125,8 @@ TYPES = (
 
 def parse_message(raw: str | bytes) -> Message:
     """Validate one raw websocket message; raise ProtocolError saying what is wrong."""
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise ProtocolError("too_large", f"message is larger than {MAX_MESSAGE_BYTES} bytes")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError("bad_json", "message is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ProtocolError("bad_message", "message must be a JSON object")
-    msg_id = data.get("id")
-    if msg_id is not None and not (
-        (isinstance(msg_id, str) and len(msg_id) <= MAX_CLIENT_ID_CHARS)
-        or (isinstance(msg_id, int) and not isinstance(msg_id, bool))
-    ):
-        raise ProtocolError(
-            "bad_field", f"id must be a string of at most {MAX_CLIENT_ID_CHARS} characters or an integer"
-        )
+    data = _object(raw)
+    msg_id = _message_id(data)
     kind = data.get("type")
     if kind not in TYPES:
         raise ProtocolError("unknown_type", f"type must be one of {', '.join(TYPES)}", msg_id)
@@ -149,6 +135,39 @@ def parse_message(raw: str | bytes) -> Message:
     except ProtocolError as exc:
         exc.msg_id = msg_id
         raise
+
+
+def message_id(raw: str | bytes) -> str | int | None:
+    """The client's id of a raw message that will not be parsed (a refused one), so that its
+    error reply carries it as every reply does; None where the message has no valid id."""
+    try:
+        return _message_id(_object(raw))
+    except ProtocolError:
+        return None
+
+
+def _object(raw: str | bytes) -> dict[str, Any]:
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("too_large", f"message is larger than {MAX_MESSAGE_BYTES} bytes")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("bad_json", "message is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("bad_message", "message must be a JSON object")
+    return data
+
+
+def _message_id(data: dict[str, Any]) -> str | int | None:
+    msg_id = data.get("id")
+    if msg_id is not None and not (
+        (isinstance(msg_id, str) and len(msg_id) <= MAX_CLIENT_ID_CHARS)
+        or (isinstance(msg_id, int) and not isinstance(msg_id, bool))
+    ):
+        raise ProtocolError(
+            "bad_field", f"id must be a string of at most {MAX_CLIENT_ID_CHARS} characters or an integer"
+        )
+    return msg_id
 
 
 def _field(data: dict[str, Any], name: str) -> Any:

@@ -199,7 +199,7 @@ class RemoteStream:
         if packet.source != self._last_source:  # once per frame, whatever the number of codecs
             self._last_source = packet.source
             latency = 1000 * max(0.0, time.time() - packet.captured)
-            self.metrics.latency_ms.observe(latency)
+            self.metrics.latency_s.observe(latency / 1000)
             self.state.record_latency(latency)
         video = self.videos.get(packet.codec)
         if video is not None and video.subscribers > 0:

@@ -30,6 +30,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from .aio import stop_tasks
 from .assets import WEB_DIR
 from .errors import StreamerError
 from .ice import IceConfig
@@ -49,6 +50,7 @@ from .protocol import (
     Unsubscribe,
     encode,
     error_reply,
+    message_id,
     parse_message,
 )
 from .protocol import Reset as ResetMessage
@@ -314,7 +316,9 @@ class StreamServer:
             )
             async for raw in ws:
                 if not bucket.take():
-                    await ws.send(encode("error", id=None, code="rate_limited", message="too many messages; slow down"))
+                    await ws.send(
+                        encode("error", id=message_id(raw), code="rate_limited", message="too many messages; slow down")
+                    )
                     continue
                 await ws.send(await self._reply(raw, client))
                 if client.subscription is not None:
@@ -322,8 +326,7 @@ class StreamServer:
         except ConnectionClosed:
             pass
         finally:
-            pusher.cancel()
-            await asyncio.gather(pusher, return_exceptions=True)
+            await stop_tasks(pusher, what="state pusher")
             await self._unsubscribe(client)
             for peer in client.peers:
                 await self.viewers.close(peer)

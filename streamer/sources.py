@@ -25,6 +25,7 @@ import av
 import cv2
 import numpy as np
 
+from .aio import within
 from .errors import StreamerError
 
 logger = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class FrameSource:
             if frame is None and math.isfinite(self.open_timeout):
                 timeout = max(0.0, self._started_at + self.open_timeout - time.monotonic())
             try:
-                await asyncio.wait_for(waiter, timeout)
+                await within(waiter, timeout)
             except asyncio.TimeoutError:  # not the builtin on Python 3.10
                 self._started_at = time.monotonic()  # the next wait gets a full timeout again
                 raise SourceTimeoutError(

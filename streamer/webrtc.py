@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from .aio import stop_tasks
 from .encoder import CODECS, EncodedTrack, codec_preferences, offered_codec
 from .errors import StreamerError
 from .ice import IceConfig
@@ -135,8 +136,7 @@ class Viewers:
             return
         self._update_gauge(entry.stream)
         if entry.camera_task is not None:
-            entry.camera_task.cancel()
-            await asyncio.gather(entry.camera_task, return_exceptions=True)
+            await stop_tasks(entry.camera_task, what="browser camera")
         await peer.close()
         if entry.track is not None:
             await entry.video.unsubscribe()

@@ -20,6 +20,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .aio import within
+
 T = TypeVar("T")
 
 # Encoder threads (drawing and VP8, the bulk of the video's CPU) run this much below normal
@@ -49,7 +51,7 @@ class WorkerThread:
         if last is None or last.done():
             return True
         with contextlib.suppress(Exception):  # its own failure is its caller's business
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(last)), timeout)
+            await within(asyncio.shield(asyncio.wrap_future(last)), timeout)
         return last.done()
 
     async def close(self, timeout: float | None = None) -> bool:

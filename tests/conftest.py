@@ -1,4 +1,4 @@
-"""Shared fixtures: real clip frames from ../shared/media and tiny-resolution SAM 2 models."""
+"""Shared fixtures: frames of the clips the tests make (tests/clips.py) and helpers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
+from .clips import DEFAULT_CLIP, clip_path
+
 # Ray (the cluster tests) finds a node's address by asking the kernel for a route to a public
 # address (no packet is sent), which here is the machine's outward interface. Ray's own switch
 # (named for clusters on macOS and Windows, where it is off by default) keeps every Ray process
@@ -20,15 +22,7 @@ import pytest
 RAY_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 os.environ.update(RAY_LOOPBACK)
 
-MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 IMAGE_SIZE = 256  # the official predictor runs ~0.2 s/frame here at this size
-
-
-def clip_path(name: str = "bedroom.mp4") -> Path:
-    path = MEDIA / name
-    if not path.is_file():
-        pytest.fail(f"test clip {path} is missing: the tests expect ../shared/media beside the repo")
-    return path
 
 
 def wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -40,9 +34,9 @@ def wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], timeou
         time.sleep(0.1)
 
 
-def read_frames(count: int, name: str = "bedroom.mp4", step: int = 1) -> list[np.ndarray]:
-    """The first ``count`` frames (every ``step``-th) of a shared clip, as RGB uint8."""
-    capture = cv2.VideoCapture(str(clip_path(name)))
+def read_frames(count: int, name: str = DEFAULT_CLIP, step: int = 1, path: Path | None = None) -> list[np.ndarray]:
+    """The first ``count`` frames (every ``step``-th) of a test clip (or of the file ``path``), as RGB uint8."""
+    capture = cv2.VideoCapture(str(path or clip_path(name)))
     frames: list[np.ndarray] = []
     index = 0
     while len(frames) < count:

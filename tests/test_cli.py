@@ -14,7 +14,7 @@ from streamer.cli import main
 from streamer.config import CONFIG_DIR, ConfigError, load_config
 from streamer.overlay import color_for
 
-from .conftest import clip_path
+from .clips import clip_path
 
 ROOT = Path(__file__).resolve().parents[1]
 

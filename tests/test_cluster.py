@@ -250,6 +250,12 @@ def test_streams_spread_rebalance_and_fail_over_with_their_objects(cluster) -> N
             metrics = (await get(server, "/metrics"))[2].decode()
             assert "streamer_failovers_total 2.0" in metrics and 'streamer_worker_streams{worker="' in metrics
             assert all(f'streamer_frames_processed_total{{stream="{name}"}}' in metrics for name in names)
+            # Both outages, as clients saw them, from the lost worker's last report: each longer than
+            # the noticing alone (one worker lost, observed once), the stranded one by far.
+            series = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines() if line[:1] != "#"}
+            assert series["streamer_failover_seconds_count"] == 2
+            assert series["streamer_failover_detection_seconds_count"] == 1
+            assert series["streamer_failover_seconds_sum"] > 2 * series["streamer_failover_detection_seconds_sum"]
 
     asyncio.run(main())
 
@@ -421,7 +427,7 @@ def test_a_worker_that_cannot_start_says_why_in_healthz(cluster) -> None:
     the stream waiting, and /healthz says which worker did not start and why."""
 
     async def main() -> None:
-        cluster.add_node()
+        node = cluster.add_node()
         model = ModelConfig(checkpoint="/no/such/sam2.pt", image_size=128, device="cpu")
         settings = WorkerSettings(model, TrackerConfig(), DisplayConfig())
         async with front(cluster, {"cam": shapes(5)}, settings=settings) as server:
@@ -433,6 +439,9 @@ def test_a_worker_that_cannot_start_says_why_in_healthz(cluster) -> None:
             assert "CheckpointError" in reason and "/no/such/sam2.pt" in reason, reason
             assert report["streams"]["cam"]["placement"] == "waiting" and not report["ok"]
             assert "/no/such/sam2.pt" in report["streams"]["cam"]["last_error"]
+            # Its node gone, there is nothing left to retry on: the entry goes.
+            await asyncio.to_thread(cluster.kill_node, node)
+            await until(lambda: not pipeline.describe()["cluster"]["failed_starts"], 60, "the failed start forgotten")
 
     asyncio.run(main())
 

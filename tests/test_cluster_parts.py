@@ -72,19 +72,19 @@ def test_worker_metrics_reach_the_front_as_deltas() -> None:
     there, here = worker.stream("cam"), front.stream("cam")
     there.frames_processed.inc()
     there.frames_processed.inc(2)
-    there.inference_ms.observe(40.0)
-    there.inference_ms.observe(60.0)
+    there.inference_s.observe(0.04)
+    there.inference_s.observe(0.06)
     there.frames_captured.set(90)
     there.error("camera")
     delta = there.take()
-    assert delta.counters == {"frames_processed": 3.0} and delta.observations == {"inference_ms": [40.0, 60.0]}
+    assert delta.counters == {"frames_processed": 3.0} and delta.observations == {"inference_s": [0.04, 0.06]}
     assert delta.gauges == {"frames_captured": 90} and delta.errors == {"camera": 1}
     assert there.take().counters == {} and there.take().errors == {}
     here.apply(delta)
     here.apply(delta)
     text = front.render().decode()
     assert 'streamer_frames_processed_total{stream="cam"} 6.0' in text
-    assert 'streamer_inference_ms_count{stream="cam"} 4.0' in text
+    assert 'streamer_inference_seconds_count{stream="cam"} 4.0' in text
     assert 'streamer_frames_captured{stream="cam"} 90.0' in text
     assert 'streamer_errors_total{kind="camera",stream="cam"} 2.0' in text
     with pytest.raises(TypeError, match="tap=True"):

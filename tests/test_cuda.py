@@ -12,6 +12,7 @@ from streamer import StreamingTracker
 from streamer.preprocess import HostStager
 from streamer.tracker import step_streams
 
+from .clips import natural_clip
 from .conftest import read_frames
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -37,7 +38,7 @@ def _session(tracker: StreamingTracker, frames: list[np.ndarray]) -> list[np.nda
 
 def test_pinned_uploads_are_exact_and_reuse_buffers() -> None:
     stager = HostStager(torch.device("cuda"))
-    frames = read_frames(6, step=3)
+    frames = read_frames(6, step=3, path=natural_clip("bedroom.mp4"))
     uploaded = [stager(frame) for frame in frames]
     torch.cuda.synchronize()
     for frame, tensor in zip(frames, uploaded):
@@ -51,7 +52,7 @@ def test_pinned_uploads_are_exact_and_reuse_buffers() -> None:
 
 def test_cuda_float32_matches_cpu() -> None:
     """Same weights, same frames: the CUDA tracker in fp32 gives the CPU tracker's masks."""
-    frames = read_frames(12, "02_cups.mp4", step=2)
+    frames = read_frames(12, step=2, path=natural_clip("02_cups.mp4"))
     cpu = StreamingTracker.build(random_init=True, image_size=IMAGE_SIZE, device="cpu")
     gpu = StreamingTracker.build(
         random_init=True, image_size=IMAGE_SIZE, device="cuda", precision="float32", resize="pil"
@@ -61,7 +62,7 @@ def test_cuda_float32_matches_cpu() -> None:
 
 
 def test_cuda_bfloat16_masks_match_float32() -> None:
-    frames = read_frames(12, "02_cups.mp4", step=2)
+    frames = read_frames(12, step=2, path=natural_clip("02_cups.mp4"))
     exact = StreamingTracker.build(random_init=True, image_size=IMAGE_SIZE, device="cuda", precision="float32")
     fast = StreamingTracker.build(random_init=True, image_size=IMAGE_SIZE, device="cuda")
     assert fast.precision == "bfloat16"
@@ -73,7 +74,7 @@ def test_small_masks_on_the_gpu_match_full_size() -> None:
     """The display asks for masks at a small width: on CUDA they are scaled on the device and come
     back small, matching the full-size masks scaled down."""
     tracker = StreamingTracker.build(random_init=True, image_size=IMAGE_SIZE, device="cuda")
-    frames = read_frames(3)
+    frames = read_frames(3, path=natural_clip("bedroom.mp4"))
     _session(tracker, frames[:2])
     (small,) = step_streams([tracker], [frames[2]], mask_width=240)
     full = tracker.add_prompt(3, box=[10, 10, 200, 200])
@@ -87,7 +88,7 @@ def test_small_masks_on_the_gpu_match_full_size() -> None:
 def test_compiled_tracker_matches_eager() -> None:
     """torch.compile (as vos_optimized, without CUDA graphs) keeps masks faithful, across
     changing batch sizes (one, then two streams)."""
-    frames = read_frames(10, "02_cups.mp4", step=2)
+    frames = read_frames(10, step=2, path=natural_clip("02_cups.mp4"))
     eager = StreamingTracker.build(random_init=True, image_size=IMAGE_SIZE, device="cuda")
     compiled = StreamingTracker.build(random_init=True, image_size=IMAGE_SIZE, device="cuda", compile=True)
     for a, b in zip(_session(eager, frames), _session(compiled, frames)):

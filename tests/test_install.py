@@ -19,7 +19,7 @@ import pytest
 from .install import Dist, build_dist, find_python, install, serve, supported_pythons
 from .webrtc_scenarios import free_port
 
-pytestmark = pytest.mark.install
+pytestmark = [pytest.mark.install, pytest.mark.timeout(1800)]
 
 SHIPPED = [
     "streamer/__main__.py",

@@ -26,7 +26,7 @@ from streamer.results import FrameResults, ObjectResult, Tracked, schema
 from streamer.results_file import JsonLines, ResultsFile, ResultsFileConfig
 from streamer.shapes import ShapesScene, ShapesSource
 
-from .conftest import clip_path
+from .clips import clip_path
 from .oracle_server import click_shape, oracle_server, shapes_of
 from .test_server import get
 
@@ -458,7 +458,7 @@ def test_out_mode_writes_results_for_every_frame(tmp_path) -> None:
     results = [m for m in messages if m["type"] == "results"]
     assert [m["frame_index"] for m in results] == [0, 1, 2, 3]
     assert [m["source_frame"] for m in results] == [0, 1, 2, 3]
-    assert all(m["stream"] == "bedroom" and (m["width"], m["height"]) == (960, 540) for m in results)
+    assert all(m["stream"] == "scene_540p" and (m["width"], m["height"]) == (960, 540) for m in results)
     assert np.allclose(np.diff([m["time"] for m in results]), 1 / 30, atol=2e-3)
     assert [o["obj_id"] for o in results[0]["objects"]] == [1]
     assert messages[1] == {"type": "event", "event": {**messages[1]["event"], "type": "added", "obj_id": 1}}

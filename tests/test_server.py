@@ -7,6 +7,8 @@ import contextlib
 import http.client
 import json
 import random
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,11 +18,12 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from streamer import StreamerError, StreamingTracker
 from streamer.landing import PromptRequest
+from streamer.metrics import ClusterMetrics, Metrics
 from streamer.pipeline import Pipeline, Stream
 from streamer.server import ServerConfig, StreamServer
 from streamer.sources import BrowserSource, open_source
 
-from .conftest import clip_path
+from .clips import clip_path
 from .rtsp import RtspServer
 
 
@@ -104,9 +107,41 @@ def test_page_health_and_metrics(tracker) -> None:
             status, _, body = await get(server, "/metrics")
             text = body.decode()
             assert status == 200 and 'streamer_frames_processed_total{stream="main"}' in text
-            assert "streamer_inference_ms_bucket" in text and 'streamer_viewers{stream="main"} 0.0' in text
+            assert "streamer_inference_seconds_bucket" in text and 'streamer_viewers{stream="main"} 0.0' in text
 
     asyncio.run(main())
+
+
+def _promtool_check(text: str) -> None:
+    """Prometheus's own linter (Debian's ``prometheus`` package) on an exposition."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not found: apt-get install prometheus (it lints /metrics)")
+    run = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_metrics_pass_promtool(tracker) -> None:
+    """A live server's /metrics, with an object tracked and results measured, and a cluster
+    front's own series, pass ``promtool check metrics`` (base units, no abbreviations)."""
+
+    async def main() -> str:
+        async with running(tracker) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            await ws.recv()
+            add = {"type": "add_box", "id": 1, "obj_id": 1, "box": [0.2, 0.2, 0.7, 0.7]}
+            assert (await reply(ws, add))["type"] == "ack"
+            assert (await reply(ws, {"type": "subscribe", "id": 2}))["type"] == "ack"
+            await asyncio.sleep(1.5)
+            return (await get(server, "/metrics"))[2].decode()
+
+    text = asyncio.run(main())
+    assert 'streamer_inference_seconds_count{stream="main"}' in text and "streamer_results_seconds" in text
+    _promtool_check(text)
+    metrics = Metrics()
+    cluster = ClusterMetrics(metrics.registry)
+    cluster.worker_round_s.labels("w1").set(0.2)
+    cluster.failover_s.observe(2.0)
+    _promtool_check(metrics.render().decode())
 
 
 @pytest.mark.parametrize(
@@ -229,19 +264,22 @@ def test_oversized_message_closes_only_that_connection(tracker) -> None:
 
 
 def test_flood_is_rate_limited(tracker) -> None:
-    """A burst beyond the per-connection rate gets rate_limited errors, each answered."""
+    """A burst beyond the per-connection rate gets rate_limited errors, each answered and each
+    carrying the id of the message it refused (a client matches replies by id)."""
 
     async def main() -> None:
         async with running(tracker, rate=5, burst=5) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
             await ws.recv()
             for i in range(30):
                 await ws.send(json.dumps({"type": "teleport", "id": i}))
-            codes = []
+            codes, ids = [], []
             while len(codes) < 30:
                 answer = json.loads(await ws.recv())
                 if answer["type"] == "error":
                     codes.append(answer["code"])
+                    ids.append(answer["id"])
             assert codes.count("rate_limited") >= 20 and "unknown_type" in codes
+            assert ids == list(range(30)), ids
 
     asyncio.run(main())
 
@@ -292,7 +330,7 @@ def test_fuzzed_messages_all_answered_while_streaming(tracker) -> None:
 def test_camera_outage_shows_reconnecting_then_recovers(tracker) -> None:
     """An RTSP camera that dies mid-stream shows as reconnecting in /healthz and state pushes,
     and the stream resumes by itself when the camera is back."""
-    camera = RtspServer(clip_path("02_cups.mp4"))
+    camera = RtspServer(clip_path("scene_720p.mp4"))
     camera.start()
 
     async def health(server: StreamServer) -> dict:
@@ -415,7 +453,7 @@ def test_streams_are_separate_and_named_everywhere(tracker) -> None:
     /healthz and /metrics all carry stream names; an unknown stream is a coded error."""
 
     async def main() -> None:
-        streams = {"front": "synthetic", "clip": str(clip_path("02_cups.mp4"))}
+        streams = {"front": "synthetic", "clip": str(clip_path("scene_720p.mp4"))}
         async with running(tracker, streams) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
             hello = json.loads(await ws.recv())
             assert [s["name"] for s in hello["streams"]] == ["front", "clip"]
@@ -608,7 +646,7 @@ def test_state_health_and_metrics_tell_video_and_masks_apart(tracker) -> None:
             health = json.loads((await get(server, "/healthz"))[2])["streams"]["main"]
             assert {"video_fps", "mask_fps", "mask_age_ms"} <= health.keys()
             text = (await get(server, "/metrics"))[2].decode()
-            for series in ("streamer_video_fps", "streamer_mask_fps", "streamer_mask_age_ms_count"):
+            for series in ("streamer_video_fps", "streamer_mask_fps", "streamer_mask_age_seconds_count"):
                 line = next(x for x in text.splitlines() if x.startswith(series + '{stream="main"}'))
                 assert float(line.split()[-1]) > 0, line
 

@@ -18,7 +18,7 @@ IMAGE_SIZE = 128
 @pytest.fixture(scope="module")
 def clips() -> list[list[np.ndarray]]:
     """Three different streams: two real clips (different sizes) and a third offset in time."""
-    return [read_frames(12, "bedroom.mp4"), read_frames(12, "02_cups.mp4", step=2), read_frames(12, step=3)]
+    return [read_frames(12, "scene_540p.mp4"), read_frames(12, "scene_720p.mp4", step=2), read_frames(12, step=3)]
 
 
 def _tracker() -> StreamingTracker:

@@ -15,7 +15,7 @@ IMAGE_SIZE = 128  # behaviour, not numbers: the cheapest size the model runs at
 
 @pytest.fixture(scope="module")
 def frames() -> list[np.ndarray]:
-    return read_frames(40, "02_cups.mp4", step=2)
+    return read_frames(40, "scene_720p.mp4", step=2)
 
 
 @pytest.fixture(scope="module")

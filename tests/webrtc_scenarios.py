@@ -33,8 +33,9 @@ from streamer.pipeline import Pipeline  # noqa: E402
 from streamer.results import wall_clock  # noqa: E402
 from streamer.server import ServerConfig, StreamServer  # noqa: E402
 from streamer.sources import open_source  # noqa: E402
+from tests.clips import clip_path  # noqa: E402
 
-CLIP = ROOT.parent / "shared" / "media" / "bedroom.mp4"
+CLIP = clip_path()  # made by the test that runs this (tests/test_webrtc.py), found through its environment
 HOST = "10.123.0.2"  # the namespace's second address: a server on the network, not on loopback
 TOKEN = "tls-test-token"
 TURN_HOST, TURN_USER, TURN_PASSWORD = "10.123.0.1", "viewer", "turn-s3cret-pass"
@@ -597,7 +598,7 @@ def browser_cluster() -> dict:
     server = start_server(str(CLIP), port, 128, ["--cluster", cluster.address])
     result: dict = {}
     try:
-        _until(lambda: _health(port)["streams"]["bedroom"]["placement"] == "running", 90, "the stream placed")
+        _until(lambda: _health(port)["streams"]["scene_540p"]["placement"] == "running", 90, "the stream placed")
         with sync_playwright() as p:
             chrome = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = chrome.new_page(viewport={"width": 1280, "height": 720})
@@ -614,20 +615,20 @@ def browser_cluster() -> dict:
             page.wait_for_timeout(4000)
             result["with_object"] = page.evaluate(_TINT_JS, spot)
 
-            worker = _health(port)["streams"]["bedroom"]["worker"]
+            worker = _health(port)["streams"]["scene_540p"]["worker"]
             node = next(w["node"] for w in _health(port)["cluster"]["workers"] if w["id"] == worker)
             played = page.evaluate("document.getElementById('video').currentTime")
             killed = time.monotonic()
             cluster.kill_node(cluster.node_of(node))
 
             def moved() -> bool:
-                stream = _health(port)["streams"]["bedroom"]
+                stream = _health(port)["streams"]["scene_540p"]
                 return stream["placement"] == "running" and stream["worker"] != worker and stream["objects"] == [1]
 
             with contextlib.suppress(TimeoutError):  # the test says what a slow failover means
                 _until(moved, 30, "the stream on the other worker")
             result["failover_s"] = time.monotonic() - killed
-            result["new_worker"] = _health(port)["streams"]["bedroom"]["worker"]
+            result["new_worker"] = _health(port)["streams"]["scene_540p"]["worker"]
             result["old_worker"] = worker
             page.wait_for_function(
                 "(t) => document.getElementById('video').currentTime > t + 3", arg=played, timeout=30000
