@@ -31,13 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.machine import describe, publish  # noqa: E402
 from streamer import motion  # noqa: E402
-from streamer.display import Display, DisplayConfig, Masks  # noqa: E402
-from streamer.landing import PromptRequest  # noqa: E402
-from streamer.oracle import OracleTracker  # noqa: E402
-from streamer.pipeline import Pipeline  # noqa: E402
-from streamer.preprocess import scaled_size  # noqa: E402
-from streamer.shapes import ShapesScene, ShapesSource  # noqa: E402
+from streamer.config import DisplayConfig  # noqa: E402
+from streamer.live.display import Display, Masks  # noqa: E402
+from streamer.live.landing import PromptRequest  # noqa: E402
+from streamer.live.pipeline import Pipeline  # noqa: E402
+from streamer.model.preprocess import scaled_size  # noqa: E402
 from streamer.sources import Frame  # noqa: E402
+from streamer.sources.shapes import ShapesScene, ShapesSource  # noqa: E402
+from tests.oracle import OracleTracker  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30.0
 

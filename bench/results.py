@@ -25,10 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.machine import describe  # noqa: E402
 from bench.stats import percentile  # noqa: E402
-from streamer.events import EventDetector, EventsConfig  # noqa: E402
-from streamer.oracle import OracleTracker  # noqa: E402
-from streamer.results import MASK_FORMATS, Tracked  # noqa: E402
-from streamer.shapes import ShapesSource  # noqa: E402
+from streamer.config import MASK_FORMATS, EventsConfig  # noqa: E402
+from streamer.outputs.events import EventDetector  # noqa: E402
+from streamer.outputs.results import Tracked  # noqa: E402
+from streamer.sources.shapes import ShapesSource  # noqa: E402
+from tests.oracle import OracleTracker  # noqa: E402
 
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 ZONES = {"cam": {"lower": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]], "left": [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}}

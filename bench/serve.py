@@ -31,10 +31,10 @@ from bench.machine import describe, publish  # noqa: E402
 from bench.stats import p50_p90  # noqa: E402
 from bench.tracker import CLIP, clip_frames, official, read_jpegs, summary, time_official, write_jpegs  # noqa: E402
 from streamer import StreamingTracker  # noqa: E402
-from streamer.landing import PromptRequest  # noqa: E402
-from streamer.pipeline import Pipeline  # noqa: E402
+from streamer.live.landing import PromptRequest  # noqa: E402
+from streamer.live.pipeline import Pipeline  # noqa: E402
+from streamer.model.tracker import step_streams  # noqa: E402
 from streamer.sources import open_source  # noqa: E402
-from streamer.tracker import step_streams  # noqa: E402
 
 
 async def phase(lead: StreamingTracker, n: int, args: argparse.Namespace) -> dict:

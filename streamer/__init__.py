@@ -23,7 +23,7 @@ def __getattr__(name: str) -> object:
     """The tracker is imported on first use, so that ``sam2-stream doctor`` and ``--version`` work
     (and can say what is wrong) even where torch cannot be imported."""
     if name in ("FrameResult", "StreamingTracker"):
-        from . import tracker
+        from .model import tracker
 
         return getattr(tracker, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,40 +10,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import itertools
 import json
 import logging
 import re
-import signal
 import sys
-import time
 import urllib.parse
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TypeVar
 
-import cv2
-import numpy as np
-
 from . import version_text
-from .aio import stop_tasks
-from .cluster import ClusterPipeline
-from .cluster_worker import WorkerSettings
-from .config import Config, StreamConfig, load_config
+from .app import App
+from .config import MASK_FORMATS, Config, StreamConfig, load_config
+from .config.values import parse_ice_url
 from .errors import StreamerError
-from .ice import ice_config, parse_ice_url
-from .mqtt import MqttPublisher
-from .outputs import QueuedSink
-from .overlay import draw_masks
-from .pipeline import STREAM_NAME, Pipeline
-from .results import MASK_FORMATS, Tracked, wall_clock
-from .results_file import OfflineResultsFile, ResultsFile
-from .served import Serving
-from .server import ServerConfig, StreamServer
-from .sources import open_source
-from .tls import local_names, self_signed
-from .tracker import StreamingTracker
-from .weights import MODELS
+from .live.stream import STREAM_NAME
+from .model.tracker import StreamingTracker
+from .model.weights import MODELS
+from .offline import OfflineJob, track_offline
 
 logger = logging.getLogger("streamer")
 T = TypeVar("T")
@@ -202,7 +185,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if config.cluster.address and args.out:
         parser.error("--out tracks a file in this process; leave out --cluster")
     if config.cluster.address:
-        from .cluster import ClusterError, check_cluster_source
+        from .cluster.front import ClusterError, check_cluster_source
 
         try:
             for stream in args.streams:
@@ -210,18 +193,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         except ClusterError as exc:
             parser.error(str(exc))
     server = config.server
-    server.tls_cert, server.tls_key = args.tls_cert or server.tls_cert, args.tls_key or server.tls_key
-    server.tls_self_signed = args.tls_self_signed or server.tls_self_signed
-    if (server.tls_cert is None) != (server.tls_key is None):
-        parser.error("TLS needs both --tls-cert and --tls-key (or server.tls_cert and server.tls_key)")
-    if server.tls_cert and server.tls_self_signed:
-        parser.error("--tls-self-signed makes its own certificate: leave out --tls-cert and --tls-key")
-    server.ice_servers = [*server.ice_servers, *(parse_ice_url(url) for url in args.ice_server or [])]
-    server.ice_transport_policy = args.ice_transport_policy or server.ice_transport_policy
-    try:
-        args.ice = ice_config(server.ice_servers, server.ice_transport_policy)
-    except ValueError as exc:
-        parser.error(f"server.ice_servers / --ice-server: {exc}")
+    ice_servers = [*server.ice_servers, *(parse_ice_url(url) for url in args.ice_server or [])]
+    config.server = _flags_over(
+        parser,
+        server,
+        "server: ",
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        insecure=args.insecure or None,
+        stream_control=args.stream_control or None,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_self_signed=args.tls_self_signed or None,
+        ice_servers=ice_servers,
+        ice_transport_policy=args.ice_transport_policy,
+        base_path=args.base_path,
+        trust_proxy=args.trust_proxy or None,
+    )
     return args
 
 
@@ -284,74 +273,6 @@ def build_tracker(config: Config) -> StreamingTracker:
     return StreamingTracker.build(**config.model.build_options(config.tracker))
 
 
-async def _file_frames(capture: cv2.VideoCapture, fps: float) -> AsyncIterator[tuple[np.ndarray, float]]:
-    """Every frame of an opened video file, in order (offline tracking wants them all), with its
-    time: the start of tracking plus its position in the video."""
-    started = time.time()
-    try:
-        for n in itertools.count():
-            ok, bgr = await asyncio.to_thread(capture.read)
-            if not ok:
-                return
-            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), started + n / fps
-    finally:
-        capture.release()
-
-
-async def _live_frames(spec: str) -> AsyncIterator[tuple[np.ndarray, float]]:
-    async with open_source(spec) as source:
-        async for frame in source:
-            yield frame.image, wall_clock(frame.captured_at)
-
-
-async def track(args: argparse.Namespace, tracker: StreamingTracker) -> int:
-    """Track through ``args.source`` into ``args.out`` (and ``--results``); return the number of
-    frames written."""
-    fps = 30.0
-    if Path(args.source).is_file():
-        capture = cv2.VideoCapture(args.source)
-        if not capture.isOpened():
-            raise StreamerError(f"cannot open video {args.source!r}: is it a video file?")
-        fps = capture.get(cv2.CAP_PROP_FPS) or fps
-        frames = _file_frames(capture, fps)
-    else:
-        frames = _live_frames(args.source)
-    config = args.config_data
-    results = None
-    if config.results.path:
-        results = OfflineResultsFile(args.streams[0].name, config.results, config.events)
-    writer = None
-    count, started = 0, time.perf_counter()
-    try:
-        async for rgb, captured in frames:
-            result = await asyncio.to_thread(tracker.step, rgb)
-            if writer is None:
-                h, w = rgb.shape[:2]
-                for obj_id, (x, y) in enumerate(args.point, start=1):
-                    result = tracker.add_prompt(obj_id, points=[[x * w, y * h]], labels=[1])
-                for obj_id, box in enumerate(args.box, start=len(args.point) + 1):
-                    result = tracker.add_prompt(obj_id, box=[box[0] * w, box[1] * h, box[2] * w, box[3] * h])
-                writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-            drawn = draw_masks(rgb, result.masks, result.obj_ids, labels=True)
-            writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-            if results is not None:
-                tracked = Tracked.of(args.streams[0].name, result, count, captured, rgb.shape[:2])
-                await asyncio.to_thread(results.write, tracked)
-            count += 1
-            if count % 30 == 0:
-                rate = count / (time.perf_counter() - started)
-                logger.info("frame %d, %.1f fps, objects %s", count, rate, result.obj_ids)
-            if args.max_frames and count >= args.max_frames:
-                break
-    finally:
-        await frames.aclose()
-        if writer is not None:
-            writer.release()
-        if results is not None:
-            results.close()
-    return count
-
-
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log collectors."""
 
@@ -381,13 +302,16 @@ def setup_logging(kind: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_format)
+    config: Config = args.config_data
     try:
-        tracker = None if args.config_data.cluster.address else build_tracker(args.config_data)
+        tracker = None if config.cluster.address else build_tracker(config)
         if args.out:
-            count = asyncio.run(track(args, tracker))
+            assert tracker is not None  # --out refuses --cluster
+            job = OfflineJob(args.streams[0], args.out, args.point, args.box, args.max_frames)
+            count = asyncio.run(track_offline(job, config, tracker))
             logger.info("tracked %d frames into %s", count, args.out)
         else:
-            asyncio.run(serve_live(args, tracker))
+            asyncio.run(serve(config, args.streams, tracker))
     except (StreamerError, ValueError) as exc:
         logger.error("%s", exc)
         return 2
@@ -396,93 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-async def serve_live(args: argparse.Namespace, tracker: StreamingTracker | None) -> None:
-    """Serve until SIGINT/SIGTERM, then shut down in order: viewers, worker and source, tracker.
-    Without a tracker, the streams are tracked on the cluster the config names."""
-    section = args.config_data.server
-    host = args.host or section.host
-    cert, key = section.tls_cert, section.tls_key
-    if section.tls_self_signed:
-        made = await asyncio.to_thread(self_signed, local_names(host))
-        cert, key = str(made.cert), str(made.key)
-        logger.info("self-signed TLS certificate %s, SHA-256 fingerprint %s", made.cert, made.fingerprint)
-    config = ServerConfig(
-        host=host,
-        port=section.port if args.port is None else args.port,
-        token=args.token or section.token,
-        insecure=args.insecure,
-        max_peers=section.max_peers,
-        stream_control=args.stream_control or section.stream_control,
-        max_streams=section.max_streams,
-        tls_cert=cert,
-        tls_key=key,
-        ice=args.ice,
-        base_path=args.base_path or section.base_path,
-        trust_proxy=args.trust_proxy or section.trust_proxy,
-    )
-    if args.ice.servers:
-        logger.info("ICE servers: %s", args.ice.describe())
-    settings = args.config_data
-    pipeline: Serving
-    cluster: ClusterPipeline | None = None
-    if tracker is None:
-        worker = WorkerSettings(settings.model, settings.tracker, settings.display)
-        pipeline = cluster = ClusterPipeline(settings.cluster, worker, events=settings.events)
-    else:
-        pipeline = Pipeline(display=settings.display, events=settings.events, max_batch=settings.model.max_batch)
-    sinks: list[QueuedSink] = []
-    try:
-        if isinstance(pipeline, Pipeline):
-            for i, stream in enumerate(args.streams):
-                try:
-                    source = open_source(stream.source, **stream.options)
-                except TypeError as exc:  # an option the source does not take
-                    raise ValueError(f"stream {stream.name}: bad options {stream.options}: {exc}") from None
-                pipeline.add_stream(stream.name, source, tracker if i == 0 else None)
-        elif cluster is not None:
-            await cluster.connect()
-            for stream in args.streams:
-                cluster.add_stream(stream.name, stream.source, stream.options)
-        for name in settings.events.zones:
-            if name not in pipeline.streams:
-                served = ", ".join(pipeline.streams)
-                logger.warning("events.zones names stream %r, which is not served (streams: %s)", name, served)
-        if settings.results.path:
-            try:
-                sinks.append(ResultsFile(settings.results, pipeline.metrics))
-            except OSError as exc:
-                raise StreamerError(f"cannot write results to {settings.results.path}: {exc}") from None
-        if settings.mqtt.url:
-            sinks.append(MqttPublisher(settings.mqtt, pipeline.metrics))
-        server = StreamServer(pipeline, config)
-        await server.start()
-    except BaseException:
-        await pipeline.stop()
-        await asyncio.gather(*(sink.close() for sink in sinks))
-        raise
-    pipeline.start()
-    for sink in sinks:
-        sink.start()
-        pipeline.outputs.add(sink)
-    names = ", ".join(f"{s.name} ({s.status().source})" for s in pipeline.streams.values())
-    logger.info("serving %s: open %s in a browser (Ctrl-C to stop)", names, server.url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    ends = [asyncio.create_task(stop.wait(), name="signal")]
-    if cluster is not None:  # a cluster's front also ends when the cluster's head is gone
-        ends.append(asyncio.create_task(cluster.gone.wait(), name="cluster gone"))
-    try:
-        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        await stop_tasks(*ends, what="serve")
-        logger.info("shutting down")
-        await server.stop()
-        await pipeline.stop()
-        await asyncio.gather(*(sink.close() for sink in sinks))  # what they hold goes out first
-    if cluster is not None and cluster.gone_reason is not None:
-        raise cluster.gone_reason
+async def serve(config: Config, streams: list[StreamConfig], tracker: StreamingTracker | None) -> None:
+    """Serve ``streams`` until SIGINT/SIGTERM (``App``); without a tracker, on the cluster the
+    config names."""
+    app = await App.build(config, streams, tracker)
+    await app.serve()
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .assets import CONFIG_DIR, PACKAGE_DIR, WEB_DIR
-from .weights import MODELS, cache_dir, is_cached, model_spec
+from .assets import CONFIG_DIR, PACKAGE_DIR, RESULTS_SCHEMA, WEB_DIR
+from .model.weights import MODELS, cache_dir, is_cached, model_spec
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 TEST_PACKAGES = (
@@ -69,7 +69,7 @@ def check_python(_: DoctorConfig) -> list[Finding]:
 def check_package(_: DoctorConfig) -> list[Finding]:
     """The viewer page and the configs must be inside the installed package (package data)."""
     root = PACKAGE_DIR
-    shipped = (WEB_DIR / "index.html", WEB_DIR / "app.js", WEB_DIR / "style.css", PACKAGE_DIR / "results.schema.json")
+    shipped = (WEB_DIR / "index.html", WEB_DIR / "app.js", WEB_DIR / "style.css", RESULTS_SCHEMA)
     missing = [p for p in shipped if not p.is_file()]
     configs = sorted(CONFIG_DIR.glob("*.yaml"))
     detail = f"sam2-streamer {__version__} at {root}"
@@ -334,14 +334,15 @@ def check_outputs(config: DoctorConfig) -> list[Finding]:
 
 
 def _check_broker(url: str) -> Finding:
-    from .mqtt import CREDENTIALS_FIX, parse_broker
+    from .config.values import parse_broker
+    from .outputs.mqtt import CREDENTIALS_FIX, paho_client
 
     try:
         broker = parse_broker(url)
     except ValueError as exc:
         return Finding("mqtt", FAIL, str(exc), "fix --mqtt or mqtt.url")
     answer: dict[str, Any] = {}
-    client = broker.client(f"sam2-stream-doctor-{os.getpid()}")
+    client = paho_client(broker, f"sam2-stream-doctor-{os.getpid()}")
     client.on_connect = lambda _client, _data, _flags, reason, _props: answer.setdefault("reason", reason)
     fix = "start the broker, or fix the host and port in --mqtt or mqtt.url"
     try:
@@ -373,7 +374,7 @@ def check_cluster(config: DoctorConfig) -> list[Finding]:
         return [Finding("cluster", OK, f"Ray not installed: only --cluster needs it ({install})")]
     if not config.cluster:
         return [Finding("cluster", OK, f"ray {ray.__version__} (for --cluster)")]
-    from .placement import worker_slots
+    from .cluster.placement import worker_slots
 
     nodes = _cluster_nodes(ray, config.cluster)
     if isinstance(nodes, str):
@@ -391,7 +392,7 @@ def check_cluster(config: DoctorConfig) -> list[Finding]:
 
 def _cluster_nodes(ray: Any, address: str, timeout: float = 20.0) -> list[dict] | str:
     """The cluster's nodes, or why they could not be listed."""
-    from .ray_join import join_ray
+    from .cluster.join import join_ray
 
     try:
         join_ray(ray, address, timeout, logging_level="ERROR")

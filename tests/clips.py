@@ -1,7 +1,7 @@
 """Test clips made here: real H.264 MP4 files of a synthetic scene, so a fresh clone needs nothing
 beside it.
 
-The scene is ``streamer.shapes.ShapesScene`` (textured shapes gliding over a textured background),
+The scene is ``streamer.sources.shapes.ShapesScene`` (textured shapes gliding over a textured background),
 encoded by PyAV's libx264 the way cameras and phones write files (yuv420p, a keyframe a second).
 Each clip is made once per test session, into the folder named by ``STREAMER_TEST_CLIPS`` (set
 here on first use, so subprocesses the tests start find the same files). Natural video (the
@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import pytest
 
-from streamer.shapes import ShapesScene
+from streamer.sources.shapes import ShapesScene
 
 CLIPS_ENV = "STREAMER_TEST_CLIPS"
 MEDIA_ENV = "STREAMER_TEST_MEDIA"

@@ -7,13 +7,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from streamer.events import EventsConfig
-from streamer.landing import PromptRequest
-from streamer.oracle import OracleTracker
-from streamer.outputs import QueuedSink
-from streamer.pipeline import Pipeline
-from streamer.server import ServerConfig, StreamServer
-from streamer.shapes import ShapesSource
+from streamer.config import EventsConfig, ServerConfig
+from streamer.live.landing import PromptRequest
+from streamer.live.pipeline import Pipeline
+from streamer.outputs.hub import QueuedSink
+from streamer.serve.server import StreamServer
+from streamer.sources.shapes import ShapesSource
+from tests.oracle import OracleTracker
 
 
 @contextlib.asynccontextmanager

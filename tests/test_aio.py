@@ -16,9 +16,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from streamer.aio import event_set, stop_tasks, within
+from streamer.concurrency.waits import event_set, stop_tasks, within
 from streamer.metrics import Metrics
-from streamer.outputs import QueuedSink
+from streamer.outputs.hub import QueuedSink
 
 CYCLES = 300
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
+from streamer.assets import CONFIG_DIR
 from streamer.cli import main
-from streamer.config import CONFIG_DIR, ConfigError, load_config
-from streamer.overlay import color_for
+from streamer.config import Config, ConfigError, ModelConfig, load_config
+from streamer.config.files import DEFAULTS_FILE
+from streamer.video.overlay import color_for
 
 from .clips import clip_path
 
@@ -68,13 +71,19 @@ def test_bad_point_is_rejected_by_the_parser(capsys: pytest.CaptureFixture[str])
 
 
 def test_config_files_load_and_reject_unknown_keys(tmp_path: Path) -> None:
-    """Every shipped config loads, by path or by name; a misspelt key is named in the error."""
-    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+    """Every shipped config loads, by path or by name; defaults.yaml says exactly the dataclasses'
+    defaults (so the file to copy never lies), and each model's file differs from it only in the
+    model; a misspelt key is named in the error."""
+    assert load_config(DEFAULTS_FILE) == Config() == load_config("defaults")
+    models = sorted(CONFIG_DIR.glob("sam2.1_hiera_*.yaml"))
+    assert len(models) == 4
+    for path in models:
         config = load_config(path)
         assert config.model.name == path.stem
+        assert config == dataclasses.replace(Config(), model=ModelConfig(name=path.stem))
     assert load_config("small").model.name == "sam2.1_hiera_small"  # shipped, by name
     assert load_config("sam2.1_hiera_large").model.name == "sam2.1_hiera_large"
-    with pytest.raises(ConfigError, match="shipped: base_plus, large, small, tiny"):
+    with pytest.raises(ConfigError, match="shipped: base_plus, large, small, tiny, defaults"):
         load_config("huge")
     bad = tmp_path / "bad.yaml"
     bad.write_text("tracker:\n  histroy: 4\n")
@@ -214,8 +223,9 @@ def test_random_weights_from_a_config_show_the_banner(tmp_path: Path) -> None:
     from websockets.asyncio.client import connect
 
     from streamer.cli import build_tracker, parse_args
-    from streamer.pipeline import Pipeline
-    from streamer.server import ServerConfig, StreamServer
+    from streamer.config import ServerConfig
+    from streamer.live.pipeline import Pipeline
+    from streamer.serve.server import StreamServer
     from streamer.sources import open_source
 
     config = tmp_path / "random.yaml"

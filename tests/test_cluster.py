@@ -23,14 +23,12 @@ pytest.importorskip("ray", reason="the cluster tests need Ray: pip install -e '.
 from pycocotools import mask as coco_mask  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
-from streamer.cluster import ClusterPipeline  # noqa: E402
-from streamer.cluster_worker import WorkerSettings  # noqa: E402
-from streamer.config import ClusterConfig, ModelConfig, TrackerConfig  # noqa: E402
-from streamer.display import DisplayConfig  # noqa: E402
+from streamer.cluster.front import ClusterPipeline  # noqa: E402
+from streamer.cluster.remote_stream import RemoteStream  # noqa: E402
+from streamer.config import ClusterConfig, DisplayConfig, ModelConfig, ServerConfig, TrackerConfig, WorkerSettings  # noqa: E402
 from streamer.errors import RemoteError  # noqa: E402
-from streamer.landing import PromptRequest  # noqa: E402
-from streamer.remote_stream import RemoteStream  # noqa: E402
-from streamer.server import ServerConfig, StreamServer  # noqa: E402
+from streamer.live.landing import PromptRequest  # noqa: E402
+from streamer.serve.server import StreamServer
 
 from .conftest import wait_for_line  # noqa: E402
 from .ray_cluster import LocalCluster  # noqa: E402

@@ -11,18 +11,25 @@ import av
 import numpy as np
 import pytest
 
-from streamer.cluster import ClusterError, ClusterPipeline
-from streamer.cluster_worker import WorkerSettings
-from streamer.config import ClusterConfig, ConfigError, ModelConfig, TrackerConfig, load_config
-from streamer.display import DisplayConfig
+from streamer.cluster.front import ClusterError, ClusterPipeline
+from streamer.cluster.placement import Load, choose, rebalance
+from streamer.cluster.remote_stream import RemoteStream
+from streamer.cluster.reports import CompactTracked, Packet, WorkerReport
+from streamer.config import (
+    ClusterConfig,
+    ConfigError,
+    DisplayConfig,
+    ModelConfig,
+    ServerConfig,
+    TrackerConfig,
+    WorkerSettings,
+    load_config,
+)
 from streamer.errors import UnavailableError
-from streamer.landing import PromptRequest
+from streamer.live.landing import PromptRequest
 from streamer.metrics import Metrics
-from streamer.placement import Load, choose, rebalance
-from streamer.remote_stream import RemoteStream
-from streamer.reports import CompactTracked, Packet, WorkerReport
-from streamer.results import Tracked
-from streamer.server import ServerConfig, StreamServer
+from streamer.outputs.results import Tracked
+from streamer.serve.server import StreamServer
 
 SETTINGS = WorkerSettings(ModelConfig(random_weights=True), TrackerConfig(), DisplayConfig())
 
@@ -201,7 +208,7 @@ def test_cluster_settings_errors_and_a_missing_ray_are_said_plainly(monkeypatch,
 def test_workers_go_one_per_gpu_or_one_per_cpu_node() -> None:
     """On a cluster with GPUs every GPU gets a worker (a CPU-only head none); on a CPU cluster every
     node with enough CPUs gets one; dead nodes none."""
-    from streamer.placement import worker_slots
+    from streamer.cluster.placement import worker_slots
 
     nodes = [
         {"NodeID": "head", "Alive": True, "Resources": {"CPU": 8}},

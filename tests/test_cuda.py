@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from streamer import StreamingTracker
-from streamer.preprocess import HostStager
-from streamer.tracker import step_streams
+from streamer.model.preprocess import HostStager
+from streamer.model.tracker import step_streams
 
 from .clips import natural_clip
 from .conftest import read_frames

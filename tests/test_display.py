@@ -14,14 +14,14 @@ import cv2
 import numpy as np
 import pytest
 
-from streamer.config import ConfigError, load_config
-from streamer.display import Display, DisplayConfig, Masks
-from streamer.landing import PromptRequest
-from streamer.oracle import OracleTracker
-from streamer.pipeline import Pipeline
-from streamer.preprocess import scaled_size
-from streamer.shapes import ShapesScene, ShapesSource
+from streamer.config import ConfigError, DisplayConfig, load_config
+from streamer.live.display import Display, Masks
+from streamer.live.landing import PromptRequest
+from streamer.live.pipeline import Pipeline
+from streamer.model.preprocess import scaled_size
 from streamer.sources import Frame
+from streamer.sources.shapes import ShapesScene, ShapesSource
+from tests.oracle import OracleTracker
 
 FPS = 30.0
 
@@ -250,7 +250,7 @@ def test_restored_objects_keep_their_ids_on_the_shapes_they_covered() -> None:
     """A stream that moved (a cluster worker was lost) gets its objects back under their ids from
     their last masks, sent compactly: on the newest frame shown, each selects the shape its mask
     covered, though the shapes have moved since."""
-    from streamer.reports import CompactTracked
+    from streamer.cluster.reports import CompactTracked
 
     before, after = _Driver(speed=5), _Driver(speed=5)
 

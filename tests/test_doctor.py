@@ -13,7 +13,7 @@ import pytest
 
 from streamer import doctor
 from streamer.doctor import FAIL, OK, WARN, DoctorConfig, Finding, diagnose
-from streamer.weights import MODELS
+from streamer.model.weights import MODELS
 
 from .webrtc_scenarios import free_port
 

@@ -15,9 +15,11 @@ import psutil
 import pytest
 
 from streamer import StreamingTracker
-from streamer.encoder import HISTORY, KEYFRAME_MIN_GAP_S, EncodedTrack, StreamEncoder
-from streamer.pipeline import Pipeline
+from streamer.live.pipeline import Pipeline
 from streamer.sources import open_source
+from streamer.video.encoder import KEYFRAME_MIN_GAP_S, StreamEncoder
+from streamer.video.packets import HISTORY
+from streamer.video.track import EncodedTrack
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +144,9 @@ def test_a_failed_encode_is_counted_and_the_video_comes_back(tracker) -> None:
             encoder._encode = failing_once  # type: ignore[method-assign]
             after = await _frames(track, 5)
             assert failures and any(_is_keyframe(p) for p in after)  # the fresh codec starts on one
-            metrics = encoder.stream.pipeline.metrics.render().decode()
-            assert 'streamer_errors_total{kind="encode",stream="cam"} 1.0' in metrics
+            errors = encoder.stream.metrics.errors_by_kind.collect()[0].samples
+            counted = {s.labels["kind"]: s.value for s in errors if s.name == "streamer_errors_total"}
+            assert counted.get("encode") == 1.0, counted
 
     asyncio.run(main())
 
@@ -180,7 +183,7 @@ def test_h264_bitstream_is_shared_and_starts_on_idr_frames(tracker) -> None:
 
 
 def test_codec_is_chosen_from_the_offer() -> None:
-    from streamer.encoder import offered_codec
+    from streamer.video.codecs import offered_codec
 
     vp8_and_h264 = "m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n"
     h264_only = "m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n"
@@ -232,7 +235,7 @@ def test_packet_timestamps_count_capture_time_at_90_khz(tracker) -> None:
 
 
 def test_display_settings_for_the_video_are_checked() -> None:
-    from streamer.display import DisplayConfig
+    from streamer.config import DisplayConfig
 
     with pytest.raises(ValueError, match="max_width must be 32 to 8192"):
         DisplayConfig(max_width=8)

@@ -11,8 +11,9 @@ import pytest
 from websockets.asyncio.client import connect
 
 from streamer.cli import parse_args
-from streamer.ice import ice_config, parse_ice_url
-from streamer.server import ServerConfig
+from streamer.config import ServerConfig
+from streamer.config.values import ice_config, parse_ice_url
+from streamer.serve.webrtc import rtc_configuration
 
 from .oracle_server import oracle_server
 
@@ -35,7 +36,7 @@ def test_command_line_turn_url_becomes_an_ice_server() -> None:
         "ice_transport_policy": "relay",
     }
     assert "p:ss" not in ice.describe() and "user cam@home" in ice.describe()
-    configuration = ice.rtc_configuration()
+    configuration = rtc_configuration(ice)
     assert configuration.iceServers[0].username == "cam@home"
 
 
@@ -62,7 +63,7 @@ def test_yaml_and_flags_are_one_list(tmp_path, capsys) -> None:
         "server:\n  ice_servers:\n    - {urls: 'stun:stun.example.net:3478'}\n  ice_transport_policy: all\n"
     )
     args = parse_args(["--config", str(path), "--source", "synthetic", "--ice-server", TURN])
-    assert [s.urls for s in args.ice.servers] == [
+    assert [s.urls for s in args.config_data.server.ice.servers] == [
         ("stun:stun.example.net:3478",),
         ("turn:turn.example.net:3478?transport=udp",),
     ]
@@ -72,13 +73,15 @@ def test_yaml_and_flags_are_one_list(tmp_path, capsys) -> None:
 
 
 def test_the_page_gets_the_ice_servers_in_hello() -> None:
-    ice = ice_config([parse_ice_url(TURN)], "relay")
-
     async def main() -> dict:
-        async with oracle_server(ice=ice) as server, connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+        async with (
+            oracle_server(ice_servers=[parse_ice_url(TURN)], ice_transport_policy="relay") as server,
+            connect(f"ws://127.0.0.1:{server.port}/ws") as ws,
+        ):
             return json.loads(await ws.recv())
 
     hello = asyncio.run(main())
     assert hello["ice_transport_policy"] == "relay"
-    assert hello["ice_servers"] == ice.for_page()["ice_servers"]
+    relay = ice_config([parse_ice_url(TURN)], "relay")
+    assert hello["ice_servers"] == relay.for_page()["ice_servers"]
     assert ServerConfig().ice.for_page() == {"ice_servers": [], "ice_transport_policy": "all"}

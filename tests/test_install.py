@@ -26,7 +26,8 @@ SHIPPED = [
     "streamer/web/index.html",
     "streamer/web/app.js",
     "streamer/web/style.css",
-    "streamer/results.schema.json",
+    "streamer/outputs/results.schema.json",
+    "streamer/configs/defaults.yaml",
     *(f"streamer/configs/sam2.1_hiera_{size}.yaml" for size in ("tiny", "small", "base_plus", "large")),
 ]
 

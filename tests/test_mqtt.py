@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from streamer.config import MqttConfig
+from streamer.config.values import parse_broker
 from streamer.doctor import FAIL, OK, WARN, _check_broker
-from streamer.events import Event
 from streamer.metrics import Metrics
-from streamer.mqtt import MqttConfig, MqttPublisher, parse_broker
+from streamer.outputs.events import Event
+from streamer.outputs.mqtt import MqttPublisher
 
 from .conftest import wait_for_line
 from .mosquitto import Listener, Mosquitto

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from streamer.overlay import color_for, draw_masks, masks_at
+from streamer.video.overlay import color_for, draw_masks, masks_at
 
 from .conftest import read_frames
 

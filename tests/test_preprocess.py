@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from sam2.utils.misc import load_video_frames_from_jpg_images
 
-from streamer.preprocess import IMG_STD, FramePreprocessor
+from streamer.model.preprocess import IMG_STD, FramePreprocessor
 
 
 def test_pil_path_is_bit_exact(jpeg_clip) -> None:

@@ -12,8 +12,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from streamer.pipeline import Pipeline
-from streamer.server import ServerConfig, StreamServer
+from streamer.config import ServerConfig
+from streamer.live.pipeline import Pipeline
+from streamer.serve.server import StreamServer
 
 from .nginx import Nginx
 from .oracle_server import oracle_server

@@ -16,15 +16,15 @@ from pycocotools import mask as coco_mask
 from websockets.asyncio.client import connect
 
 from streamer.cli import main as cli_main
-from streamer.config import ConfigError, load_config
-from streamer.events import EventDetector, EventsConfig
+from streamer.config import ConfigError, EventsConfig, ResultsFileConfig, load_config
 from streamer.metrics import Metrics
-from streamer.oracle import OracleTracker
-from streamer.outputs import Outputs, QueuedSink
-from streamer.overlay import masks_at
-from streamer.results import FrameResults, ObjectResult, Tracked, schema
-from streamer.results_file import JsonLines, ResultsFile, ResultsFileConfig
-from streamer.shapes import ShapesScene, ShapesSource
+from streamer.outputs.events import EventDetector
+from streamer.outputs.hub import Outputs, QueuedSink
+from streamer.outputs.jsonl import JsonLines, ResultsFile
+from streamer.outputs.results import FrameResults, ObjectResult, Tracked, schema
+from streamer.sources.shapes import ShapesScene, ShapesSource
+from streamer.video.overlay import masks_at
+from tests.oracle import OracleTracker
 
 from .clips import clip_path
 from .oracle_server import click_shape, oracle_server, shapes_of
@@ -112,7 +112,7 @@ def test_an_object_out_of_sight_has_no_box_and_full_size_logits_work() -> None:
 
 def test_results_are_measured_once_and_only_for_a_consumer(monkeypatch) -> None:
     """Every consumer of a frame gets the same measurement; with no consumer none is made."""
-    import streamer.results as results
+    import streamer.outputs.results as results
 
     calls = []
     real = results.measure
@@ -168,7 +168,7 @@ def test_a_slow_consumer_gets_the_newest_results_and_a_bounded_queue_of_events()
     """While a consumer's sends are stuck, 100 frames and 1000 events arrive: it then gets the
     newest frame of each stream, not a backlog, and the newest events up to its queue's size;
     the events it lost are counted in /metrics."""
-    from streamer.events import Event
+    from streamer.outputs.events import Event
 
     async def main() -> tuple[list, Metrics, Tracked]:
         metrics = Metrics()

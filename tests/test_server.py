@@ -17,10 +17,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from streamer import StreamerError, StreamingTracker
-from streamer.landing import PromptRequest
+from streamer.config import ServerConfig
+from streamer.live.landing import PromptRequest
+from streamer.live.pipeline import Pipeline, Stream
 from streamer.metrics import ClusterMetrics, Metrics
-from streamer.pipeline import Pipeline, Stream
-from streamer.server import ServerConfig, StreamServer
+from streamer.serve.server import StreamServer
 from streamer.sources import BrowserSource, open_source
 
 from .clips import clip_path
@@ -380,9 +381,9 @@ def test_camera_outage_shows_reconnecting_then_recovers(tracker) -> None:
 def test_inference_failure_is_reported_and_stream_goes_on(tracker, monkeypatch) -> None:
     """A GPU out-of-memory in one round reaches viewers as an error with advice; the video goes on,
     without masks until a round succeeds again, and then with them."""
-    import streamer.tracker
+    import streamer.model.tracker
 
-    original, failed = streamer.tracker.step_streams, []
+    original, failed = streamer.model.tracker.step_streams, []
 
     def flaky_step(trackers, frames, **options):
         if not failed:
@@ -402,7 +403,7 @@ def test_inference_failure_is_reported_and_stream_goes_on(tracker, monkeypatch) 
                 await publish(output)
 
             monkeypatch.setattr(main_stream(server), "publish", recording)
-            monkeypatch.setattr(streamer.tracker, "step_streams", flaky_step)
+            monkeypatch.setattr(streamer.model.tracker, "step_streams", flaky_step)
             while (message := json.loads(await ws.recv()))["type"] != "error":
                 pass
             assert message["code"] == "out_of_memory" and "smaller --image-size" in message["message"]
@@ -559,9 +560,9 @@ def test_streams_added_and_removed_at_run_time(tracker) -> None:
 def test_out_of_memory_with_several_streams_shrinks_the_rounds(tracker, monkeypatch) -> None:
     """A round of two streams that runs out of GPU memory (simulated: any round of more than one)
     halves the batch limit; both streams go on being tracked, one per round."""
-    import streamer.tracker
+    import streamer.model.tracker
 
-    original = streamer.tracker.step_streams
+    original = streamer.model.tracker.step_streams
 
     def small_gpu(trackers, frames, **options):
         if len(trackers) > 1:
@@ -573,7 +574,7 @@ def test_out_of_memory_with_several_streams_shrinks_the_rounds(tracker, monkeypa
             a, b = server.pipeline.streams["a"], server.pipeline.streams["b"]
             await a.prompt(PromptRequest(1, box=(0.2, 0.2, 0.6, 0.6)))
             await b.prompt(PromptRequest(1, box=(0.2, 0.2, 0.6, 0.6)))
-            monkeypatch.setattr(streamer.tracker, "step_streams", small_gpu)
+            monkeypatch.setattr(streamer.model.tracker, "step_streams", small_gpu)
             deadline = asyncio.get_running_loop().time() + 20
             while server.pipeline.batch_limit > 1:
                 assert asyncio.get_running_loop().time() < deadline, "no round of two ever ran"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from streamer import StreamingTracker
-from streamer.tracker import step_streams
+from streamer.model.tracker import step_streams
 
 from .conftest import read_frames
 

@@ -23,10 +23,11 @@ from websockets.asyncio.client import connect
 
 from streamer.cli import main as cli_main
 from streamer.cli import parse_args
-from streamer.pipeline import Pipeline
-from streamer.server import ServerConfig, StreamServer
+from streamer.config import ServerConfig
+from streamer.live.pipeline import Pipeline
+from streamer.serve.server import StreamServer
+from streamer.serve.tls import TlsError, fingerprint, local_names, self_signed
 from streamer.sources import open_source
-from streamer.tls import TlsError, fingerprint, local_names, self_signed
 
 from .oracle_server import oracle_server
 
@@ -149,8 +150,8 @@ def test_bad_tls_settings_are_clear_errors(issued, tmp_path, ca, caplog) -> None
         StreamServer(pipeline, ServerConfig(tls_cert=str(tmp_path / "nope.pem"), tls_key=key))
     with pytest.raises(TlsError, match="do they match"):
         StreamServer(pipeline, ServerConfig(tls_cert=cert, tls_key=str(other_key)))
-    with pytest.raises(TlsError, match="needs both"):
-        StreamServer(pipeline, ServerConfig(tls_cert=cert))
+    with pytest.raises(ValueError, match="needs both"):
+        ServerConfig(tls_cert=cert)
     with pytest.raises(SystemExit):
         parse_args(["--source", "synthetic", "--tls-cert", cert])
     with pytest.raises(SystemExit):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from streamer import CheckpointError, DownloadError, StreamingTracker
-from streamer.weights import MODELS, cache_dir, ensure_checkpoint, model_spec
+from streamer.model.weights import MODELS, cache_dir, ensure_checkpoint, model_spec
 
 PAYLOAD = os.urandom(300_000)  # a made-up "checkpoint": larger than one read chunk would be nice
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from streamer.worker import WorkerThread
+from streamer.concurrency.thread import WorkerThread
 
 
 def test_calls_run_in_order_on_one_thread() -> None:

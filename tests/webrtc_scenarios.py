@@ -29,9 +29,10 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCSessi
 from websockets.asyncio.client import connect  # noqa: E402
 
 from streamer import StreamingTracker  # noqa: E402
-from streamer.pipeline import Pipeline  # noqa: E402
-from streamer.results import wall_clock  # noqa: E402
-from streamer.server import ServerConfig, StreamServer  # noqa: E402
+from streamer.config import ServerConfig  # noqa: E402
+from streamer.live.pipeline import Pipeline  # noqa: E402
+from streamer.outputs.results import wall_clock  # noqa: E402
+from streamer.serve.server import StreamServer  # noqa: E402
 from streamer.sources import open_source  # noqa: E402
 from tests.clips import clip_path  # noqa: E402
 

@@ -1,0 +1,159 @@
+"""Every stream of a server, and the scheduler that feeds their frames to the engine.
+
+Each ``Stream`` (``stream.py``) shows every frame its camera delivers and leaves the newest in
+``pending``, a one-frame slot for the tracker. The ``Pipeline``'s scheduler wakes when any
+stream has one, takes the newest frame of every stream that has one and hands them to the engine
+as one round: one model, one batch, so N cameras cost much less than N times one. A stalled
+camera simply has no frame to offer and holds nobody back; when more streams are ready than the
+engine's batch limit, the ones served longest ago go first, so none starves. What a round or a
+prompt gives is published: the stream's state, its metrics, and its results to the outputs. The
+tracking itself (trackers, their thread, the out-of-memory policy) is the engine's
+(``engine.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from ..concurrency.waits import stop_tasks
+from ..config import DisplayConfig, EventsConfig
+from ..metrics import Metrics
+from ..outputs.hub import Outputs, TrackedOutputs
+from ..sources import (
+    FrameSource,
+)
+from .engine import Engine, Tracker
+from .serving import stream_named
+from .stream import Stream, check_stream_name, open_camera
+
+logger = logging.getLogger(__name__)
+
+
+class Pipeline:
+    """Every stream of the server, and the scheduler that feeds their frames to the engine."""
+
+    def __init__(
+        self,
+        metrics: Metrics | None = None,
+        *,
+        display: DisplayConfig | None = None,
+        events: EventsConfig | None = None,
+        max_batch: int = 16,
+        on_error: Callable[[str, str, str], None] | None = None,
+        outputs: TrackedOutputs | None = None,
+        model: Tracker | None = None,
+    ) -> None:
+        self.metrics = metrics or Metrics()
+        self.display = display or DisplayConfig()
+        self.engine = Engine(self.display.mask_width, max_batch=max_batch, on_error=self._round_failed, model=model)
+        self.on_error = on_error  # (stream, code, message) -> None, e.g. broadcast to viewers
+        self.streams: dict[str, Stream] = {}
+        self.outputs = outputs or Outputs(self.metrics, events)  # results and events, for whoever listens
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def random_weights(self) -> bool:
+        """Whether the model runs on seeded random weights (the page then says so)."""
+        return self.engine.random_weights
+
+    @property
+    def batch_limit(self) -> int:
+        return self.engine.batch_limit
+
+    def add_stream(self, name: str, source: FrameSource, tracker: Tracker | None = None) -> Stream:
+        """Add a camera. The first stream's tracker holds the model; later ones are its siblings
+        unless given their own (which must then share the model)."""
+        self.check_new_name(name)
+        stream = Stream(name, source, self.engine, self.outputs, self.metrics.stream(name), self.display, tracker)
+        self.streams[name] = stream
+        self.outputs.register(name, stream.metrics)
+        if self._task is not None:
+            stream.start(self._wake)
+        return stream
+
+    async def open_stream(self, name: str, spec: str, options: dict | None = None) -> Stream:
+        """Open camera ``spec`` and add it as stream ``name`` (stream control at run time)."""
+        self.check_new_name(name)
+        source = await open_camera(spec, options)
+        try:
+            return self.add_stream(name, source)
+        except BaseException:
+            await source.close()
+            raise
+
+    def check_new_name(self, name: str) -> None:
+        """Raise unless ``name`` is valid and free (callers check before opening a camera)."""
+        check_stream_name(name, self.streams)
+
+    async def remove_stream(self, name: str) -> None:
+        stream = self.stream(name)
+        del self.streams[name]
+        await stream.stop()  # its feeder and display thread first: nothing shows a frame after
+        await self.engine.remove(stream.track)
+        stream.metrics.removed = True
+        self.outputs.forget(name)
+        self.metrics.forget(name)
+
+    def stream(self, name: str | None) -> Stream:
+        """The named stream, or the first one when ``name`` is None."""
+        return stream_named(self.streams, name)
+
+    def describe(self) -> dict:
+        """What /healthz adds about where streams run (nothing: they all run here)."""
+        return {}
+
+    def start(self) -> None:
+        for stream in self.streams.values():
+            stream.start(self._wake)
+        self.outputs.start()
+        self._task = asyncio.create_task(self._run(), name="scheduler")
+
+    async def stop(self) -> None:
+        """Stop the scheduler, close every source, then free the engine. Safe to call twice."""
+        if self._task is not None:
+            await stop_tasks(self._task, what="scheduler")
+            self._task = None
+        await asyncio.gather(*(stream.stop() for stream in self.streams.values()))
+        # Let a round in flight finish, but do not hold Ctrl-C hostage to a slow CPU frame.
+        if not await self.engine.close(timeout=1.5):
+            logger.warning("a tracker step is still running; it will finish in the background")
+        await self.outputs.stop()
+
+    def ready(self) -> list[Stream]:
+        """Streams with a new frame, longest-unserved first, at most the engine's batch limit."""
+        waiting = [s for s in self.streams.values() if s.pending is not None]
+        return sorted(waiting, key=lambda s: s.served_at)[: self.engine.batch_limit]
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch = self.ready()
+            if not batch:
+                continue
+            frames = [stream.take() for stream in batch]
+            if any(s.pending is not None for s in self.streams.values()):
+                self._wake.set()  # streams left out of a full batch go next
+            try:
+                outcomes = await self.engine.round([(s.track, f) for s, f in zip(batch, frames)])
+                self.metrics.batch_size.observe(len(batch))
+                for stream, outcome in zip(batch, outcomes):
+                    stream.finish(outcome)
+            except Exception:  # a bug in a stream's bookkeeping, say: never let it stop every stream
+                logger.exception("round of %s failed after tracking", [s.name for s in batch])
+
+    def _round_failed(self, name: str, kind: str, message: str) -> None:
+        """On the inference thread: a round failed for stream ``name``."""
+        stream = self.streams.get(name)
+        if stream is None:
+            return
+        stream.metrics.error(kind)
+        stream.state.last_error = message
+        if self.on_error is not None:
+            self.on_error(name, kind, message)
+
+
+__all__ = ["Pipeline", "Stream", "Tracker"]

@@ -1,0 +1,487 @@
+"""One server, one port: the viewer page and its files, /healthz, /metrics, /results, and the
+websocket that carries prompts, state, results and the WebRTC offer/answer.
+
+The ``websockets`` server answers plain HTTP GETs through its ``process_request`` hook, so no second
+web framework is needed. Secure by default: loopback unless told otherwise, https and wss when given
+a certificate (``tls.py``), a token on everything when one is set (query ``?token=`` or the cookie
+the page sets), websocket ``Origin`` checked against the served host, only files under ``web/``
+served, message size and rate capped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import http
+import ipaddress
+import json
+import logging
+import mimetypes
+import re
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from ..assets import WEB_DIR
+from ..concurrency.waits import stop_tasks
+from ..config import MASK_FORMATS, ServerConfig
+from ..errors import StreamerError
+from ..live.landing import PromptRequest
+from ..live.serving import ServedStream, Serving
+from ..outputs.hub import Subscription
+from .protocol import (
+    MAX_MESSAGE_BYTES,
+    AddBox,
+    AddPoints,
+    AddStream,
+    Message,
+    Offer,
+    ProtocolError,
+    RemoveObject,
+    RemoveStream,
+    Subscribe,
+    Unsubscribe,
+    encode,
+    error_reply,
+    message_id,
+    parse_message,
+)
+from .protocol import Reset as ResetMessage
+from .tls import server_context
+from .webrtc import Viewers
+
+if TYPE_CHECKING:
+    from aiortc import RTCPeerConnection
+
+logger = logging.getLogger(__name__)
+
+COOKIE = "streamer_token"
+CLOSE_TIMEOUT_S = 2.0
+MAX_PUBLIC_URLS = 8
+
+
+@dataclass
+class _Client:
+    """One websocket connection: its peer connections and its results subscription."""
+
+    ws: ServerConnection
+    peers: list[RTCPeerConnection] = field(default_factory=list)
+    subscription: Subscription | None = None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``: a flood gets errors, not the server's time."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.stamp = float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class StreamServer:
+    """Serves every stream of one pipeline (local, or a cluster's front) to any number of viewers."""
+
+    def __init__(self, pipeline: Serving, config: ServerConfig, web_dir: Path = WEB_DIR) -> None:
+        if not is_loopback(config.host) and not config.token and not config.insecure:
+            raise StreamerError(
+                f"refusing to listen on {config.host} without --token: anyone on the network could "
+                "watch and control the stream. Pass --token SECRET (or --insecure if you really mean it)."
+            )
+        self.tls = None
+        if config.tls_cert is not None and config.tls_key is not None:  # ServerConfig has both or neither
+            self.tls = server_context(config.tls_cert, config.tls_key)
+        self.base = "/" + config.base_path.strip("/") + "/" if config.base_path.strip("/") else "/"
+        if not re.fullmatch(r"/([A-Za-z0-9._~-]+/)*", self.base):
+            raise StreamerError(
+                f"base path {config.base_path!r} must be like /cams/ (letters, digits, '.', '_', '-', '~')"
+            )
+        self.pipeline, self.config, self.web_dir = pipeline, config, web_dir.resolve()
+        self._public: set[tuple[str, str]] = set()  # proxied addresses already logged
+        self.viewers = Viewers(pipeline, config.max_peers, config.ice)
+        self.connections: set[ServerConnection] = set()
+        self._server: Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        pipeline.on_error = self._broadcast_error
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
+        query = f"?token={urllib.parse.quote(self.config.token)}" if self.config.token else ""
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}{self.base}{query}"
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._process_request,
+            ssl=self.tls,
+            max_size=MAX_MESSAGE_BYTES,
+            compression=None,
+            # Also how long shutdown waits on a half-closed HTTP connection (Chromium keeps the one
+            # for a 404 favicon open): the default 10 s held Ctrl-C up.
+            close_timeout=CLOSE_TIMEOUT_S,
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting, close websockets and peers, in that order."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        await self.viewers.close_all()
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urllib.parse.urlsplit(request.path)
+        if url.path == self.base.rstrip("/") and self.base != "/":  # /cams: the page's URLs are relative
+            return _redirect(self.base + (f"?{url.query}" if url.query else ""))
+        if not url.path.startswith(self.base):
+            return _response(http.HTTPStatus.NOT_FOUND, f"not found: this server is at {self.base}\n")
+        path = "/" + url.path[len(self.base) :]
+        query = urllib.parse.parse_qs(url.query)
+        if not self._authorised(request.headers, query):
+            return _response(http.HTTPStatus.UNAUTHORIZED, "missing or wrong token: open the URL the server printed\n")
+        scheme, host = self._seen_as(request.headers)
+        if path == "/ws":
+            origin = request.headers.get("Origin")
+            if origin is not None and urllib.parse.urlsplit(origin)[:2] != (scheme, host):
+                return _response(http.HTTPStatus.FORBIDDEN, "websocket origin does not match this server\n")
+            return None  # go on with the websocket handshake
+        if path == "/healthz":
+            return _response(http.HTTPStatus.OK, json.dumps(self.health()), "application/json")
+        if path == "/metrics":
+            return _response(http.HTTPStatus.OK, self.pipeline.metrics.render(), "text/plain; version=0.0.4")
+        if path == "/results":
+            return await self._results(query)
+        response = self._static(path)
+        if response.status_code == 200 and path in ("/", "/index.html"):
+            self._note_public_url(scheme, host)
+            if self.config.token:
+                secure = "; Secure" if scheme == "https" else ""  # never sent back over plain http
+                cookie = f"{COOKIE}={self.config.token}; HttpOnly; SameSite=Strict; Path={self.base}{secure}"
+                response.headers["Set-Cookie"] = cookie
+        return response
+
+    def _note_public_url(self, scheme: str, host: str) -> None:
+        """Behind a proxy, say once per address where viewers actually reach the server (what
+        the startup line cannot know); at most a few, whatever clients claim."""
+        if self.config.trust_proxy and (scheme, host) not in self._public and len(self._public) < MAX_PUBLIC_URLS:
+            self._public.add((scheme, host))
+            logger.info("viewers reach this server at %s://%s%s", scheme, host, self.base)
+
+    def _seen_as(self, headers: Headers) -> tuple[str, str]:
+        """The scheme and host the browser used: this server's own, or, with ``trust_proxy``, what
+        the proxy says in X-Forwarded-Proto and X-Forwarded-Host (never trusted otherwise: anyone
+        could send them)."""
+        scheme, host = ("https" if self.tls else "http"), headers.get("Host", "")
+        if self.config.trust_proxy:
+            scheme = headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip().lower()
+            host = headers.get("X-Forwarded-Host", host).split(",")[0].strip()
+        return scheme, host
+
+    def _authorised(self, headers: Headers, query: dict[str, list[str]]) -> bool:
+        if not self.config.token:
+            return True
+        offered = query.get("token", [""])[0]
+        if not offered:
+            for part in headers.get("Cookie", "").split(";"):
+                name, _, value = part.strip().partition("=")
+                if name == COOKIE:
+                    offered = value
+        return hmac.compare_digest(offered.encode(), self.config.token.encode())
+
+    def _static(self, path: str) -> Response:
+        relative = urllib.parse.unquote(path).lstrip("/") or "index.html"
+        target = (self.web_dir / relative).resolve()
+        if not target.is_relative_to(self.web_dir) or not target.is_file():
+            return _response(http.HTTPStatus.NOT_FOUND, "not found\n")
+        kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        return _response(http.HTTPStatus.OK, target.read_bytes(), kind)
+
+    async def _results(self, query: dict[str, list[str]]) -> Response:
+        """The newest results of ``?stream=NAME`` (default: the first stream), ``&masks=rle|polygon``."""
+        masks = query.get("masks", ["none"])[0]
+        try:
+            if masks not in MASK_FORMATS:
+                raise ProtocolError("bad_field", f"masks must be one of {', '.join(MASK_FORMATS)}")
+            stream = self.pipeline.stream(query.get("stream", [None])[0])
+        except StreamerError as exc:
+            status = http.HTTPStatus.NOT_FOUND if exc.code == "unknown_stream" else http.HTTPStatus.BAD_REQUEST
+            return _response(status, error_reply(exc), "application/json")
+        text = await self.pipeline.outputs.snapshot(stream.name, masks)
+        if text is None:
+            missing = ProtocolError("no_frame", f"stream {stream.name!r} has no tracked frame yet")
+            return _response(http.HTTPStatus.NOT_FOUND, error_reply(missing), "application/json")
+        return _response(http.HTTPStatus.OK, text, "application/json")
+
+    def health(self) -> dict:
+        streams = {}
+        for name, stream in self.pipeline.streams.items():
+            status = stream.status()
+            streams[name] = {
+                "source_alive": status.source_alive,
+                "reconnecting": status.reconnecting,
+                "source": status.source,
+                "video_fps": round(status.video_fps, 2),
+                "mask_fps": round(status.mask_fps, 2),
+                "mask_age_ms": _rounded(status.mask_age_ms),
+                "source_fps": round(status.source_fps, 2),
+                "latency_ms": {"p50": status.latency_p50, "p90": status.latency_p90},
+                "viewers": self.viewers.count(name),
+                "objects": status.objects,
+                "last_error": status.last_error,
+                "placement": status.placement,
+                "worker": status.worker,
+            }
+        where = self.pipeline.describe()  # e.g. the cluster, which has an ok of its own
+        running = all(s["source_alive"] and s["placement"] in ("local", "running") for s in streams.values())
+        return {
+            "ok": running and all(part.get("ok", True) for part in where.values()),
+            "streams": streams,
+            "viewers": len(self.viewers.peers),
+            "connections": len(self.connections),
+            **where,
+        }
+
+    # -- websocket ----------------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        self.connections.add(ws)
+        bucket = TokenBucket(self.config.rate, self.config.burst)
+        client = _Client(ws)
+        pusher = asyncio.create_task(self._push_state(client), name="state pusher")
+        try:
+            await ws.send(
+                encode(
+                    "hello",
+                    random_weights=self.pipeline.random_weights,
+                    browser_camera=self.viewers.camera_streams(),
+                    stream_control=self.config.stream_control,
+                    **self.config.ice.for_page(),
+                    **self._state(),
+                )
+            )
+            async for raw in ws:
+                if not bucket.take():
+                    await ws.send(
+                        encode("error", id=message_id(raw), code="rate_limited", message="too many messages; slow down")
+                    )
+                    continue
+                await ws.send(await self._reply(raw, client))
+                if client.subscription is not None:
+                    client.subscription.start()  # after its ack (a no-op once running)
+        except ConnectionClosed:
+            pass
+        finally:
+            await stop_tasks(pusher, what="state pusher")
+            await self._unsubscribe(client)
+            for peer in client.peers:
+                await self.viewers.close(peer)
+            self.connections.discard(ws)
+
+    async def _reply(self, raw: str | bytes, client: _Client) -> str:
+        """Answer one message: an ack, an answer, or an error; never raise."""
+        msg_id, stream = None, None
+        try:
+            message = parse_message(raw)
+            msg_id = message.id
+            if isinstance(message, (AddStream, RemoveStream)):
+                return await self._control(message)
+            if isinstance(message, (Subscribe, Unsubscribe)):
+                return await self._subscribe(message, client)
+            stream = self.pipeline.stream(message.stream)
+            if isinstance(message, Offer):
+                peer, sdp = await self.viewers.answer(message.sdp, stream.name)
+                client.peers.append(peer)
+                return encode("answer", id=msg_id, stream=stream.name, sdp=sdp)
+            objects = await self._prompt(stream, message, client.peers)
+            stream.metrics.prompt("ok")
+            return encode("ack", id=msg_id, stream=stream.name, objects=objects)
+        except StreamerError as exc:  # ProtocolError, PromptError, UnknownObjectError, TooManyViewersError...
+            if stream is not None:
+                stream.metrics.prompt("rejected")
+            return error_reply(exc, msg_id)
+        except Exception as exc:  # a bug or a GPU failure: report it, keep serving
+            logger.exception("message failed")
+            if stream is not None:
+                stream.metrics.error("prompt")
+            return encode("error", id=msg_id, code="internal", message=f"the server failed on this message: {exc}")
+
+    async def _prompt(self, stream: ServedStream, message: Message, peers: list[RTCPeerConnection]) -> list[int]:
+        if isinstance(message, (AddPoints, AddBox)):
+            shown = None
+            if message.frame_rtp is not None:  # exact: the frame this viewer's browser had on screen
+                shown = self.viewers.shown_frame(peers, stream.name, message.frame_rtp)
+            return await stream.prompt(_request(message, shown))
+        if isinstance(message, RemoveObject):
+            return await stream.remove_object(message.obj_id)
+        assert isinstance(message, ResetMessage)
+        return await stream.reset()
+
+    async def _subscribe(self, message: Subscribe | Unsubscribe, client: _Client) -> str:
+        """Start (or replace) or end this connection's results subscription."""
+        await self._unsubscribe(client)
+        if isinstance(message, Unsubscribe):
+            return encode("ack", id=message.id, subscribed=False)
+        for name in message.streams or []:
+            self.pipeline.stream(name)  # an unknown stream is an error, before anything starts
+        subscription = Subscription(
+            client.ws.send,
+            self.pipeline.metrics,
+            masks=message.masks,
+            max_rate=message.max_rate,
+            streams=message.streams,
+            events=message.events,
+        )
+        # What is known now goes first, so a subscriber need not wait for the next tracked frame.
+        for name in message.streams or list(self.pipeline.streams):
+            latest = self.pipeline.outputs.latest(name)
+            if latest is not None:
+                await self.pipeline.outputs.snapshot(name, message.masks)
+                subscription.results(latest, message.masks)
+        client.subscription = subscription  # started once its ack is sent
+        self.pipeline.outputs.add(subscription)
+        return encode(
+            "ack",
+            id=message.id,
+            subscribed=True,
+            streams=message.streams,
+            masks=message.masks,
+            max_rate=message.max_rate,
+            events=message.events,
+        )
+
+    async def _unsubscribe(self, client: _Client) -> None:
+        if client.subscription is not None:
+            self.pipeline.outputs.discard(client.subscription)
+            await client.subscription.close()
+            client.subscription = None
+
+    async def _control(self, message: AddStream | RemoveStream) -> str:
+        """Add or remove a stream at run time, where the server allows it."""
+        if not self.config.stream_control:
+            raise ProtocolError(
+                "forbidden", "this server does not let viewers add or remove streams: start it with --stream-control"
+            )
+        if isinstance(message, RemoveStream):
+            self.pipeline.stream(message.stream)  # unknown names fail here, before anything closes
+            await self.viewers.close_stream(message.stream)
+            await self.pipeline.remove_stream(message.stream)
+        else:
+            if len(self.pipeline.streams) >= self.config.max_streams:
+                raise ProtocolError("too_many_streams", f"this server already has {self.config.max_streams} streams")
+            await self.pipeline.open_stream(message.stream, message.source)
+        logger.info("%s stream %s", "added" if isinstance(message, AddStream) else "removed", message.stream)
+        return encode("ack", id=message.id, stream=message.stream, streams=list(self.pipeline.streams))
+
+    def _state(self) -> dict:
+        streams = []
+        for name, stream in self.pipeline.streams.items():
+            status = stream.status()
+            streams.append(
+                {
+                    "name": name,
+                    "objects": status.objects,
+                    "video_fps": round(status.video_fps, 2),
+                    "mask_fps": round(status.mask_fps, 2),
+                    "mask_age_ms": _rounded(status.mask_age_ms),
+                    "latency_ms": round(status.latency_ms, 1),
+                    "inference_ms": round(status.inference_ms, 1),
+                    "frame_index": status.frame_index,
+                    "source_alive": status.source_alive,
+                    "reconnecting": status.reconnecting,
+                    "placement": status.placement,
+                    "viewers": self.viewers.count(name),
+                }
+            )
+        return {"streams": streams, "server_time_ms": time.time() * 1000, "viewers": len(self.viewers.peers)}
+
+    async def _push_state(self, client: _Client) -> None:
+        failed = False
+        while True:
+            await asyncio.sleep(self.config.state_interval)
+            try:
+                await client.ws.send(encode("state", **self._state(), video_clock=self.viewers.clocks(client.peers)))
+            except ConnectionClosed:
+                return
+            except Exception:  # a bug: said once per viewer; the next state may get through
+                if not failed:
+                    logger.exception("a viewer's state failed; trying again every %g s", self.config.state_interval)
+                failed = True
+
+    def _broadcast_error(self, stream: str, code: str, message: str) -> None:
+        """Called from the tracker thread: hand the message to the event loop."""
+        if self._loop is None:
+            return
+        text = encode("error", id=None, stream=stream, code=code, message=message)
+        for ws in list(self.connections):
+            asyncio.run_coroutine_threadsafe(_send_quietly(ws, text), self._loop)
+
+
+def _request(message: AddPoints | AddBox, shown: int | None) -> PromptRequest:
+    """A websocket prompt as the engine takes it (no protocol types past the server)."""
+    common = {"obj_id": message.obj_id, "frame_index": message.frame_index, "frame_ts": message.frame_ts}
+    if isinstance(message, AddPoints):
+        return PromptRequest(points=tuple(message.points), labels=tuple(message.labels), shown=shown, **common)
+    return PromptRequest(box=message.box, shown=shown, **common)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+async def _send_quietly(ws: ServerConnection, text: str) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(text)
+
+
+def _redirect(location: str) -> Response:
+    response = _response(http.HTTPStatus.MOVED_PERMANENTLY, f"moved to {location}\n")
+    response.headers["Location"] = location
+    return response
+
+
+def _response(status: http.HTTPStatus, body: str | bytes, content_type: str = "text/plain; charset=utf-8") -> Response:
+    data = body.encode() if isinstance(body, str) else body
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(data))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, data)
