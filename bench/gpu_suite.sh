@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU suite: what a CUDA machine must show, run in one go, results named with the device.
 #   bash bench/gpu_suite.sh            (from the repository root, in the project's venv)
-# tests/test_cuda.py (the slow compile test included) and the GPU worker of tests/test_cluster.py
+# tests/test_cuda.py (the slow compile test included) and the GPU worker of tests/cluster/test_cluster.py
 # (skipped where Ray is not installed), then at 1024 px in bfloat16: bench/tracker.py
 # (ours eager and compiled; the official predictor plain and --vos-optimized), bench/serve.py
 # (eager and --compile, the official side --vos-optimized), and bench/display.py. JSON goes to
@@ -23,7 +23,7 @@ run() {
 }
 status=0
 run python -m pytest tests/test_cuda.py -m "slow or not slow" -v || status=1
-run python -m pytest tests/test_cluster.py -k gpu -v -rs || status=1
+run python -m pytest tests/cluster/test_cluster.py -k gpu -v -rs || status=1
 common=(--device cuda --image-size 1024 --precision bfloat16 --long-frames 1000 --official-long-frames 300)
 run python bench/tracker.py "${common[@]}" --out "$out/tracker_${device}_1024.json" || status=1
 run python bench/tracker.py "${common[@]}" --compile --vos-optimized --long-frames 0 --official-long-frames 0 \

@@ -56,6 +56,7 @@ class App:
         self.sinks: list[QueuedSink] = list(sinks)
         self.server: StreamServer | None = None
         self._started = False
+        self._stopping = False
 
     @classmethod
     async def build(cls, config: Config, streams: Sequence[StreamConfig], tracker: Tracker | None = None) -> App:
@@ -113,33 +114,35 @@ class App:
         self.serving.start()
         for sink in self.sinks:
             sink.start()
-            self.serving.outputs.add(sink)
+            self.serving.hub.add(sink)
 
     async def stop(self) -> None:
         """Down in the fixed order (module docstring), each step bounded. Safe to call twice."""
+        self._stopping = True
         if self.server is not None:
             await self._step("stop accepting and close the viewers", self.server.stop())
         for sink in self.sinks:
-            self.serving.outputs.discard(sink)
+            self.serving.hub.discard(sink)
         if self.sinks:
             await self._step("flush the outputs", asyncio.gather(*(sink.close() for sink in self.sinks)))
         await self._step("stop the streams and the engine", self.serving.stop())
         _free_gpu()
 
     async def serve(self) -> None:
-        """Start, serve until a signal (or a cluster's lost head), then stop."""
-        await self.start()
-        names = ", ".join(f"{s.name} ({s.status().source})" for s in self.serving.streams.values())
-        logger.info("serving %s: open %s in a browser (Ctrl-C to stop)", names, self.url)
+        """Start, serve until a signal (or a cluster's lost head), then stop. The signals are
+        handled from the very start: one during startup stops as soon as startup is done."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, _on_signal, sig, stop)
+            loop.add_signal_handler(sig, self._on_signal, sig, stop)
         ends = [asyncio.create_task(stop.wait(), name="signal")]
         cluster = self.serving if isinstance(self.serving, ClusterPipeline) else None
         if cluster is not None:  # a cluster's front also ends when the cluster's head is gone
             ends.append(asyncio.create_task(cluster.gone.wait(), name="cluster gone"))
         try:
+            await self.start()
+            names = ", ".join(f"{s.name} ({s.status().source})" for s in self.serving.streams.values())
+            logger.info("serving %s: open %s in a browser (Ctrl-C to stop)", names, self.url)
             await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
         finally:
             await stop_tasks(*ends, what="serve")
@@ -186,6 +189,14 @@ class App:
                 served = ", ".join(self.serving.streams)
                 logger.warning("events.zones names stream %r, which is not served (streams: %s)", name, served)
 
+    def _on_signal(self, sig: int, stop: asyncio.Event) -> None:
+        """The first signal stops in order; another, once that is under way, ends the process now."""
+        if self._stopping or stop.is_set():
+            logger.error("%s again while shutting down: exiting now", signal.Signals(sig).name)
+            logging.shutdown()
+            os._exit(FORCED_EXIT)
+        stop.set()
+
     @staticmethod
     async def _step(what: str, awaitable: Awaitable[object]) -> None:
         """One shutdown step: at most ``STEP_TIMEOUT_S``; a failure or a hang is logged, and the
@@ -196,15 +207,6 @@ class App:
             logger.error("shutdown: %s took over %g s; going on without it", what, STEP_TIMEOUT_S)
         except Exception:
             logger.exception("shutdown: %s failed; going on", what)
-
-
-def _on_signal(sig: int, stop: asyncio.Event) -> None:
-    """The first signal stops in order; a second, during that, ends the process now."""
-    if stop.is_set():
-        logger.error("%s again while shutting down: exiting now", signal.Signals(sig).name)
-        logging.shutdown()
-        os._exit(FORCED_EXIT)
-    stop.set()
 
 
 def _free_gpu() -> None:

@@ -3,6 +3,9 @@
 Live (the default): open the printed URL, click objects, watch them tracked. With ``--out`` the
 prompts given on the command line are applied to the first frame and the tracked video is
 written with the masks drawn in: a video file frame by frame, a live source newest frame first.
+
+This module only parses: the flags go over the config file into the one ``Config`` (a value
+either refuses is a usage error), which ``App`` serves or ``offline`` tracks.
 """
 
 from __future__ import annotations
@@ -218,6 +221,7 @@ def _flags_over(parser: argparse.ArgumentParser, section: T, where: str = "", **
     """``section`` with the flags given (not None) over its values, checked again by its dataclass;
     a value it refuses is a usage error."""
     try:
+        # T is always a config section (a dataclass); TypeVar bounds cannot say "a dataclass".
         return dataclasses.replace(section, **{k: v for k, v in flags.items() if v is not None})  # type: ignore[type-var]
     except ValueError as exc:
         parser.error(f"{where}{exc}")

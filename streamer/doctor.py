@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from . import __version__
 from .assets import CONFIG_DIR, PACKAGE_DIR, RESULTS_SCHEMA, WEB_DIR
@@ -233,7 +233,7 @@ def check_codecs(_: DoctorConfig) -> list[Finding]:
     except Exception as exc:
         return [Finding("codecs", FAIL, f"cannot import PyAV: {exc}", "`pip install --force-reinstall av`")]
 
-    def has(name: str, mode: str) -> bool:
+    def has(name: str, mode: Literal["r", "w"]) -> bool:
         try:
             av.codec.Codec(name, mode)
         except Exception:  # UnknownCodecError

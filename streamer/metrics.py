@@ -222,8 +222,10 @@ class Metrics:
 
     def stream(self, name: str) -> StreamMetrics:
         families = dict(self._families)
-        errors, prompts, events = families.pop("errors"), families.pop("prompts"), families.pop("events")
-        children = {key: family.labels(name) for key, family in families.items()}
+        errors: Any = families.pop("errors")  # the labelled families, labelled per use
+        prompts: Any = families.pop("prompts")
+        events: Any = families.pop("events")
+        children: dict[str, Any] = {key: family.labels(name) for key, family in families.items()}
         if self.tap:
             children.update({key: _Tap(children[key]) for key in TAPPED})
         return StreamMetrics(

@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,7 +88,7 @@ def _prompt_first_frame(tracker: StreamingTracker, job: OfflineJob, h: int, w: i
     return result
 
 
-def _frames(spec: str) -> tuple[float, AsyncIterator[tuple[np.ndarray, float]]]:
+def _frames(spec: str) -> tuple[float, AsyncGenerator[tuple[np.ndarray, float], None]]:
     """A file's every frame at its own rate, or a live source's frames; each with its wall time."""
     if not Path(spec).is_file():
         return DEFAULT_FPS, _live_frames(spec)
@@ -99,7 +99,7 @@ def _frames(spec: str) -> tuple[float, AsyncIterator[tuple[np.ndarray, float]]]:
     return fps, _file_frames(capture, fps)
 
 
-async def _file_frames(capture: cv2.VideoCapture, fps: float) -> AsyncIterator[tuple[np.ndarray, float]]:
+async def _file_frames(capture: cv2.VideoCapture, fps: float) -> AsyncGenerator[tuple[np.ndarray, float], None]:
     """Every frame of an opened video file, in order, with its time: the start of tracking plus its
     position in the video."""
     started = time.time()
@@ -113,7 +113,7 @@ async def _file_frames(capture: cv2.VideoCapture, fps: float) -> AsyncIterator[t
         capture.release()
 
 
-async def _live_frames(spec: str) -> AsyncIterator[tuple[np.ndarray, float]]:
+async def _live_frames(spec: str) -> AsyncGenerator[tuple[np.ndarray, float], None]:
     async with open_source(spec) as source:
         async for frame in source:
             yield frame.image, wall_clock(frame.captured_at)

@@ -21,6 +21,7 @@ import numpy as np
 
 from streamer.errors import PromptError, UnknownObjectError
 from streamer.model.preprocess import scaled_size
+from streamer.model.prompts import FramePrompt, prompt_fields
 from streamer.model.tracker import FrameOrigin, FrameResult, TrackedFrame
 from streamer.sources import ShapesSource
 
@@ -89,6 +90,9 @@ class OracleTracker:
 
     def step(self, frame: np.ndarray, origin: FrameOrigin | None = None) -> FrameResult:
         return self.step_round([self], [frame], origins=None if origin is None else [origin])[0]
+
+    def prompt(self, obj_id: int, prompt: FramePrompt, frame_index: int | None = None) -> FrameResult:
+        return self.add_prompt(obj_id, frame_index=frame_index, **prompt_fields(prompt))
 
     def add_prompt(
         self,

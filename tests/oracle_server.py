@@ -7,13 +7,31 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from streamer.config import EventsConfig, ServerConfig
+from streamer.app import App
+from streamer.config import Config, EventsConfig, ServerConfig
 from streamer.live.landing import PromptRequest
 from streamer.live.pipeline import Pipeline
 from streamer.outputs.hub import QueuedSink
 from streamer.serve.server import StreamServer
 from streamer.sources.shapes import ShapesSource
 from tests.oracle import OracleTracker
+
+
+def oracle_pipeline(
+    streams: tuple[str, ...] = ("cam",),
+    *,
+    width: int = 640,
+    height: int = 360,
+    speed: float = 4.0,
+    delay: float = 0.03,
+    events: EventsConfig | None = None,
+) -> Pipeline:
+    """A pipeline (not started) of ``synthetic:shapes`` cameras, each tracked by the oracle."""
+    pipeline = Pipeline(events=events)
+    for i, name in enumerate(streams):
+        source = ShapesSource(width, height, fps=30, speed=speed, count=3, seed=i).start()
+        pipeline.add_stream(name, source, OracleTracker(source, delay=delay))
+    return pipeline
 
 
 @contextlib.asynccontextmanager
@@ -29,26 +47,14 @@ async def oracle_server(
     **server_options: object,
 ) -> AsyncIterator[StreamServer]:
     """A started server on 127.0.0.1 (any port), each stream showing frames; ``sinks`` are
-    started and closed with it (closed last, as the command line does)."""
-    pipeline = Pipeline(events=events)
-    for i, name in enumerate(streams):
-        source = ShapesSource(width, height, fps=30, speed=speed, count=3, seed=i).start()
-        pipeline.add_stream(name, source, OracleTracker(source, delay=delay))
-    server = StreamServer(pipeline, ServerConfig(port=0, **server_options))  # type: ignore[arg-type]
-    await server.start()
-    pipeline.start()
-    for sink in sinks:
-        sink.start()
-        pipeline.outputs.add(sink)
-    try:
+    started and closed with it, in the ``App``'s order (as the command line does)."""
+    pipeline = oracle_pipeline(streams, width=width, height=height, speed=speed, delay=delay, events=events)
+    config = Config(server=ServerConfig(port=0, **server_options), events=events or EventsConfig())  # type: ignore[arg-type]
+    async with App(config, pipeline, sinks=sinks) as app:
         for stream in pipeline.streams.values():
             await stream.next_output(-1)
-        yield server
-    finally:
-        await server.stop()
-        await pipeline.stop()
-        for sink in sinks:
-            await sink.close()
+        assert app.server is not None
+        yield app.server
 
 
 def shapes_of(server: StreamServer, stream: str = "cam") -> ShapesSource:

@@ -222,10 +222,10 @@ def test_random_weights_from_a_config_show_the_banner(tmp_path: Path) -> None:
 
     from websockets.asyncio.client import connect
 
+    from streamer.app import App
     from streamer.cli import build_tracker, parse_args
-    from streamer.config import ServerConfig
+    from streamer.config import Config, ServerConfig
     from streamer.live.pipeline import Pipeline
-    from streamer.serve.server import StreamServer
     from streamer.sources import open_source
 
     config = tmp_path / "random.yaml"
@@ -236,14 +236,10 @@ def test_random_weights_from_a_config_show_the_banner(tmp_path: Path) -> None:
     async def hello() -> dict:
         pipeline = Pipeline()
         pipeline.add_stream("main", open_source("synthetic", width=64, height=48), tracker)
-        server = StreamServer(pipeline, ServerConfig(port=0))
-        await server.start()
-        try:
-            async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+        async with App(Config(server=ServerConfig(port=0)), pipeline) as app:
+            assert app.server is not None
+            async with connect(f"ws://127.0.0.1:{app.server.port}/ws") as ws:
                 return json.loads(await ws.recv())
-        finally:
-            await server.stop()
-            await pipeline.stop()
 
     assert asyncio.run(hello())["random_weights"] is True
     tracker.random_weights = False  # as a real checkpoint's tracker

@@ -29,7 +29,8 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCSessi
 from websockets.asyncio.client import connect  # noqa: E402
 
 from streamer import StreamingTracker  # noqa: E402
-from streamer.config import ServerConfig  # noqa: E402
+from streamer.app import App  # noqa: E402
+from streamer.config import Config, ServerConfig  # noqa: E402
 from streamer.live.pipeline import Pipeline  # noqa: E402
 from streamer.outputs.results import wall_clock  # noqa: E402
 from streamer.serve.server import StreamServer  # noqa: E402
@@ -147,10 +148,9 @@ async def viewers() -> dict:
     pipeline = Pipeline()
     main = pipeline.add_stream("main", open_source("synthetic", width=320, height=240), tracker)
     pipeline.add_stream("small", open_source("synthetic", width=192, height=144))
-    server = StreamServer(pipeline, ServerConfig(port=0))
-    await server.start()
-    pipeline.start()
-    try:
+    async with App(Config(server=ServerConfig(port=0)), pipeline) as app:
+        server = app.server
+        assert server is not None
         await main.next_output(-1)
         seq_before = main.latest.seq
         three = await asyncio.gather(view(server.port, 20), view(server.port, 20), view(server.port, 20, "main"))
@@ -182,9 +182,6 @@ async def viewers() -> dict:
             "before": before,
             "after": after,
         }
-    finally:
-        await server.stop()
-        await pipeline.stop()
 
 
 # How strongly the overlay colours a region: mean of (blue - green) over it. Object 1's colour

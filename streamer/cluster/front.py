@@ -182,12 +182,18 @@ class ClusterPipeline:
 
     # -- connecting -----------------------------------------------------------------------------
 
+    @property
+    def hub(self) -> Outputs:
+        """Where sinks take every stream's results (measured here, from what the workers send)."""
+        return self.outputs
+
     async def connect(self) -> None:
         """Join the cluster as a driver (off the event loop: it may take seconds)."""
         ray = self._ray = _ray()
         from .worker import StreamWorker
 
         address = self.config.address
+        assert address is not None  # checked when made
         # Ray cannot set its SIGTERM handler from the joining thread, and says so; the server
         # handles SIGTERM itself (and leaves the cluster on it).
         logging.getLogger("ray._private.worker").addFilter(_NoSigtermWarning())

@@ -66,7 +66,7 @@ class RemoteVideo:
         self.subscribers += 1
         if self.subscribers == 1:
             self.stream.cluster.watch(self.stream, self.codec, True)
-        return EncodedTrack(self)  # type: ignore[arg-type]
+        return EncodedTrack(self)
 
     async def unsubscribe(self) -> None:
         self.subscribers -= 1

@@ -73,7 +73,7 @@ class CompactTracked:
             tracked.width,
             tuple(tracked.obj_ids),
             tuple(float(s) for s in np.asarray(tracked.scores).reshape(-1)),
-            tuple(logits.shape),  # type: ignore[arg-type]
+            tuple(logits.shape),
             data,
         )
 

@@ -22,7 +22,8 @@ import os
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -220,7 +221,7 @@ class StreamWorker:
         if stream is not None and codec in stream.encoders:
             stream.encoders[codec].request_keyframe()
 
-    async def _call(self, name: str, fn) -> Reply:  # type: ignore[no-untyped-def]
+    async def _call(self, name: str, fn: Callable[[Stream], Awaitable[Any]]) -> Reply:
         try:
             stream = self._ready().stream(name)
             return ("ok", await fn(stream))
@@ -270,11 +271,13 @@ class StreamWorker:
                     continue
                 skipping = False
                 packet = frame.packet
+                assert packet.pts is not None  # the encoder dates every packet
                 self._outbox.append(
                     Packet(stream.name, codec, bytes(packet), packet.pts, frame.keyframe, frame.source, frame.captured)
                 )
                 self._queued[key] = self._queued.get(key, 0) + 1
-                self._wake.set()  # type: ignore[union-attr]
+                assert self._wake is not None  # made by start(), before any relay
+                self._wake.set()
         finally:
             self._queued.pop(key, None)
             await encoder.unsubscribe()

@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import os
 import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .waits import within
+from .waits import CLOSE_TIMEOUT_S, within
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -45,16 +48,19 @@ class WorkerThread:
         self._last = future
         return await asyncio.wrap_future(future)
 
-    async def drain(self, timeout: float | None = None) -> bool:
-        """Wait until the calls submitted so far are done (False: still running after ``timeout``)."""
+    async def drain(self, timeout: float = CLOSE_TIMEOUT_S) -> bool:
+        """Wait until the calls submitted so far are done; False (and a log line) if one is still
+        running after ``timeout``: whoever frees the context must then leave it to the thread."""
         last = self._last
         if last is None or last.done():
             return True
         with contextlib.suppress(Exception):  # its own failure is its caller's business
             await within(asyncio.shield(asyncio.wrap_future(last)), timeout)
+        if not last.done():
+            logger.warning("%s: a call is still running after %g s; going on without it", self.name, timeout)
         return last.done()
 
-    async def close(self, timeout: float | None = None) -> bool:
+    async def close(self, timeout: float = CLOSE_TIMEOUT_S) -> bool:
         """Drop calls not started yet, wait for the one in flight, let the thread go. Safe twice;
         False if a call was still running after ``timeout`` (it finishes in the background)."""
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -26,8 +26,10 @@ import numpy as np
 import torch
 
 from ..concurrency.thread import WorkerThread
+from ..concurrency.waits import CLOSE_TIMEOUT_S
 from ..errors import NoFrameError
 from ..model.preprocess import scaled_size
+from ..model.prompts import FramePrompt, Mask
 from ..model.tracker import FrameOrigin, FrameResult, TrackedFrame
 from ..sources import Frame
 from ..video.frame import Masks
@@ -55,7 +57,7 @@ class Tracker(Protocol):
 
     def step(self, frame: np.ndarray, origin: FrameOrigin | None = None) -> FrameResult: ...
 
-    def add_prompt(self, obj_id: int, **prompt: Any) -> FrameResult: ...
+    def prompt(self, obj_id: int, prompt: FramePrompt, frame_index: int | None = None) -> FrameResult: ...
 
     def remove_object(self, obj_id: int) -> None: ...
 
@@ -171,7 +173,7 @@ class Engine:
         self.tracks.pop(track.name, None)
         await self._thread.run(track.tracker.reset)
 
-    async def close(self, timeout: float | None = None) -> bool:
+    async def close(self, timeout: float = CLOSE_TIMEOUT_S) -> bool:
         """Let a round in flight finish (trackers never run on two threads), then free the
         thread; False if it was still running after ``timeout`` (it ends in the background)."""
         return await self._thread.close(timeout)
@@ -184,7 +186,8 @@ class Engine:
 
     async def round(self, batch: Sequence[tuple[Track, Frame]]) -> list[Outcome]:
         """Track one frame of each stream in ``batch`` together."""
-        return await self._thread.run(self._timed, lambda: self._round(batch))  # type: ignore[return-value]
+        outcomes = await self._thread.run(self._timed, lambda: self._round(batch))
+        return outcomes  # type: ignore[return-value]  # _timed returns what it ran
 
     def _round(self, batch: Sequence[tuple[Track, Frame]]) -> list[Outcome]:
         started = time.perf_counter()
@@ -270,7 +273,8 @@ class Engine:
             track.display.drop_object(obj_id)
             return track.tracker.obj_ids
 
-        return await self._change(track, remove)  # type: ignore[return-value]
+        obj_ids: list[int] = await self._change(track, remove)
+        return obj_ids
 
     async def reset(self, track: Track) -> list[int]:
         def reset() -> list[int]:
@@ -278,7 +282,8 @@ class Engine:
             track.display.set_masks(None)
             return track.tracker.obj_ids
 
-        return await self._change(track, reset)  # type: ignore[return-value]
+        obj_ids: list[int] = await self._change(track, reset)
+        return obj_ids
 
     async def _change(self, track: Track, fn: Callable[[], Any]) -> Any:
         """Run a tracker change on the inference thread; snapshots the object ids."""
@@ -294,7 +299,7 @@ class Engine:
     def _prompt(self, track: Track, request: PromptRequest) -> Change:
         stepped: list[Landed] = []
         target, prompt = land(request, track.tracker.tracked_frames, track.display, self._stepper(track, stepped))
-        result = track.tracker.add_prompt(request.obj_id, frame_index=target.index, **prompt)
+        result = track.tracker.prompt(request.obj_id, prompt, target.index)
         return self._shown(track, result, len(stepped))
 
     def _restore(self, track: Track, masks: dict[int, np.ndarray]) -> Change:
@@ -312,7 +317,7 @@ class Engine:
         result = None
         for obj_id, mask in masks.items():
             full = cv2.resize(mask.astype(np.uint8), (target.width, target.height), interpolation=cv2.INTER_NEAREST)
-            result = track.tracker.add_prompt(obj_id, mask=full.astype(bool), frame_index=target.index)
+            result = track.tracker.prompt(obj_id, Mask(full.astype(bool)), target.index)
         if result is None:
             raise ValueError("restore needs at least one object's mask")
         return self._shown(track, result, len(stepped))

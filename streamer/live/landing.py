@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from ..errors import NoFrameError, StaleFrameError
+from ..model.prompts import Box, FramePrompt, Points
 from ..model.tracker import FrameOrigin, TrackedFrame
 from .display import Display
 
@@ -72,9 +72,9 @@ def land(
     frames: Sequence[TrackedFrame],
     display: Display,
     step: Callable[[FrameOrigin, np.ndarray], Landed],
-) -> tuple[Landed, dict[str, Any]]:
-    """The tracked frame ``request`` goes on, and its prompt in that frame's pixels (``points``
-    and ``labels``, or ``box``). ``frames``: the tracker's; ``step(origin, image)`` hands a newer
+) -> tuple[Landed, FramePrompt]:
+    """The tracked frame ``request`` goes on, and its prompt in that frame's pixels (``Points``
+    or a ``Box``). ``frames``: the tracker's; ``step(origin, image)`` hands a newer
     camera frame to the tracker and returns it tracked."""
     target, seen = _target(request, landed_frames(frames), display, step)
     if request.box is None:
@@ -87,9 +87,9 @@ def land(
         carried = display.carry(points, seen, target.source, box=request.box is not None)
         points = carried or points  # the frame seen is forgotten: the click as it was
     if request.box is None:
-        return target, {"points": [list(p) for p in points], "labels": list(request.labels or ())}
+        return target, Points(tuple(points), tuple(request.labels or ()))
     (xa, ya), (xb, yb) = points
-    return target, {"box": [min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb)]}
+    return target, Box((min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb)))
 
 
 def _target(

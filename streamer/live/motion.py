@@ -38,7 +38,8 @@ def forward_flow(previous: np.ndarray, gray: np.ndarray) -> np.ndarray:
     input, where an object a few dozen pixels wide blurs into its background and its motion
     comes out a quarter too slow; at full scale it is within a few percent (bench/display.py).
     """
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)  # not thread-safe; cheap to make
+    # Not thread-safe, cheap to make. (OpenCV has it; its type stubs do not.)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)  # type: ignore[attr-defined]
     dis.setFinestScale(0)
     return dis.calc(previous, gray, None)
 

@@ -60,6 +60,13 @@ class Pipeline:
         return self.engine.random_weights
 
     @property
+    def hub(self) -> Outputs:
+        """Where sinks take this pipeline's results (a served one's; a cluster worker's go to its front)."""
+        if not isinstance(self.outputs, Outputs):
+            raise TypeError("this pipeline hands its results to a cluster front, not to sinks here")
+        return self.outputs
+
+    @property
     def batch_limit(self) -> int:
         return self.engine.batch_limit
 

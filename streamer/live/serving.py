@@ -25,7 +25,7 @@ def stream_named(streams: Mapping[str, S], name: str | None) -> S:
     ``stream`` is about)."""
     if name is None and streams:
         return next(iter(streams.values()))
-    if name not in streams:
+    if name is None or name not in streams:
         raise UnknownStreamError(f"no stream named {name!r}; streams are {list(streams)}")
     return streams[name]
 
@@ -67,7 +67,6 @@ class ServedStream(Protocol):
 
 class Serving(Protocol):
     metrics: Metrics
-    outputs: Outputs
     on_error: Callable[[str, str, str], None] | None
 
     @property
@@ -75,6 +74,11 @@ class Serving(Protocol):
 
     @property
     def random_weights(self) -> bool: ...
+
+    @property
+    def hub(self) -> Outputs:
+        """Where results and events reach their sinks (subscriptions, the results file, MQTT)."""
+        ...
 
     def stream(self, name: str | None) -> ServedStream: ...
 

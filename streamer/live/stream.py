@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 
 import numpy as np
 
@@ -40,13 +40,13 @@ STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 FEED_RETRY_S = (0.1, 5.0)  # backoff after an unexpected error in a camera's loop
 
 
-def check_stream_name(name: str, taken: object) -> None:
+def check_stream_name(name: str, taken: Container[str]) -> None:
     """Raise unless ``name`` is valid and not in ``taken``."""
     if not STREAM_NAME.fullmatch(name):
         raise StreamNameError(
             f"stream name {name!r} must be 1-32 letters, digits, '_', '.' or '-', starting with a letter or digit"
         )
-    if name in taken:  # type: ignore[operator]
+    if name in taken:
         raise StreamExistsError(f"there is already a stream named {name!r}")
 
 
@@ -157,7 +157,8 @@ class Stream:
         """The newest output with a ``seq`` above ``after`` (waits for one)."""
         async with self._changed:
             await self._changed.wait_for(lambda: self._latest is not None and self._latest.seq > after)
-            return self._latest  # type: ignore[return-value]
+            assert self._latest is not None  # what it waited for
+            return self._latest
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[None]:

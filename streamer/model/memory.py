@@ -70,7 +70,7 @@ class MemoryReader:
         reader = getattr(model, "_streamer_memory_reader", None)
         if reader is None:
             reader = cls(model)
-            model._streamer_memory_reader = reader  # type: ignore[assignment]
+            model._streamer_memory_reader = reader
         return reader
 
     def __init__(self, model: SAM2Base) -> None:
@@ -116,6 +116,7 @@ class MemoryReader:
         assert self.spatial_pos is not None, "no memory has been encoded yet"
         batch = len(layouts)
         feats = [
+            # Spatial memories are laid out only from frames whose memory was encoded.
             torch.cat([out.maskmem.flatten(2).permute(2, 0, 1) for _, out in layout.spatial], dim=0)  # type: ignore[union-attr]
             for layout in layouts
         ]

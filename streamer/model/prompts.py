@@ -1,4 +1,5 @@
-"""Validating user prompts (points, box, mask in frame pixels) and converting them to model inputs.
+"""User prompts: typed (``Points``, ``Box``, ``Mask``: the ``FramePrompt`` a tracker takes), checked,
+and converted to model inputs.
 
 Conversion follows ``SAM2VideoPredictor.add_new_points_or_box`` / ``add_new_mask`` operation for
 operation, so the same click gives the same tensor; validation turns the mistakes people make
@@ -8,12 +9,50 @@ operation, so the same click gives the same tensor; validation turns the mistake
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import PromptError
+
+
+@dataclass(frozen=True)
+class Points:
+    """Clicks in pixels of a frame: label 1 adds what is under the point, 0 excludes it."""
+
+    points: tuple[tuple[float, float], ...]
+    labels: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Box:
+    """A box in pixels of a frame, ``(x0, y0, x1, y1)``, and optionally clicks inside it."""
+
+    box: tuple[float, float, float, float]
+    clicks: Points | None = None
+
+
+@dataclass(frozen=True)
+class Mask:
+    """An object's mask at the frame's size (bool ``[H, W]``)."""
+
+    mask: np.ndarray
+
+
+FramePrompt = Points | Box | Mask  # what a tracker takes for one object on one frame
+
+
+def prompt_fields(prompt: FramePrompt) -> dict[str, Any]:
+    """``prompt`` as ``StreamingTracker.add_prompt``'s keyword arguments."""
+    if isinstance(prompt, Mask):
+        return {"mask": prompt.mask}
+    if isinstance(prompt, Box):
+        clicks = prompt.clicks
+        extra = {} if clicks is None else {"points": [list(p) for p in clicks.points], "labels": list(clicks.labels)}
+        return {"box": list(prompt.box), **extra}
+    return {"points": [list(p) for p in prompt.points], "labels": list(prompt.labels)}
 
 
 @dataclass(frozen=True)

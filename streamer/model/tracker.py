@@ -30,7 +30,7 @@ from ..errors import PromptError, UnknownObjectError
 from .build import build_model, compile_model
 from .memory import UNBOUNDED_FRAMES, FrameOutput, Layout, MemoryReader, ObjectMemory
 from .preprocess import FramePreprocessor, Resize, check_frame, scaled_size
-from .prompts import Prompt, make_prompt
+from .prompts import FramePrompt, Prompt, make_prompt, prompt_fields
 from .weights import model_spec
 
 logger = logging.getLogger(__name__)
@@ -265,6 +265,10 @@ class StreamingTracker:
                 self._repropagate(obj, record.index)
             return self._result(newest)
 
+    def prompt(self, obj_id: int, prompt: FramePrompt, frame_index: int | None = None) -> FrameResult:
+        """``add_prompt`` with a typed prompt (what the live engine and its stand-ins use)."""
+        return self.add_prompt(obj_id, frame_index=frame_index, **prompt_fields(prompt))
+
     def memory_bytes(self) -> int:
         """Bytes of tensors the tracker holds (frame features and object memories)."""
         seen: set[int] = set()
@@ -336,6 +340,7 @@ class StreamingTracker:
         todo = list({id(r): r for r in records if r.backbone is None}.values())
         if not todo:
             return
+        # Only frames still holding their image are waiting to be encoded.
         batch = torch.cat([self.preprocess(r.image) for r in todo])  # type: ignore[arg-type]
         backbone = self.model.forward_image(batch)
         for i, record in enumerate(todo):
@@ -345,7 +350,7 @@ class StreamingTracker:
     def _features(self, records: Sequence[_Frame]) -> _Features:
         """One batch row of features per entry of ``records`` (one per object, possibly of several
         streams); a single frame is expanded without copying, as the official predictor does."""
-        self._encode_images(records)
+        self._encode_images(records)  # every record has its backbone from here on (hence the ignores below)
         first = records[0]
         if all(r is first for r in records):
             backbone = {key: [x.expand(len(records), -1, -1, -1) for x in xs] for key, xs in first.backbone.items()}  # type: ignore[union-attr]
@@ -408,7 +413,7 @@ class StreamingTracker:
                     object_score_logits=scores[j : j + 1],
                     maskmem=maskmem[j : j + 1],
                 )
-        return outputs  # type: ignore[return-value]
+        return outputs  # type: ignore[return-value]  # every slot was filled above
 
     def _apply_prompt(self, obj: ObjectMemory, record: _Frame, prompt: Prompt) -> None:
         """Run one prompt on one frame, as ``add_new_points_or_box`` / ``add_new_mask`` do."""
@@ -521,9 +526,10 @@ class StreamingTracker:
             empty = np.zeros((0, *size), dtype=np.float32)
             return FrameResult(record.index, [], empty.astype(bool), empty, np.zeros(0, np.float32))
         outs = [obj.output(record.index) for obj in objects]
-        low_res = torch.cat([out.pred_masks for out in outs])  # type: ignore[union-attr]
+        # Every object has an output, with masks, on a frame it was tracked on.
+        low_res = torch.cat([out.pred_masks for out in outs])  # type: ignore[union-attr,misc]
         logits = F.interpolate(low_res.float(), size=size, mode="bilinear", align_corners=False)[:, 0]
-        scores = torch.cat([out.object_score_logits for out in outs]).float().reshape(-1)  # type: ignore[union-attr]
+        scores = torch.cat([out.object_score_logits for out in outs]).float().reshape(-1)  # type: ignore[union-attr]  # as above
         logits_np = logits.cpu().numpy()
         return FrameResult(
             frame_index=record.index,
@@ -568,7 +574,7 @@ def step_streams(
     with lead._autocast():
         for tracker in trackers:
             tracker._encode_pending()
-        where = origins or [None] * len(images)
+        where: Sequence[FrameOrigin | None] = origins or [None] * len(images)
         records = [tracker._ingest(image, origin) for tracker, image, origin in zip(trackers, images, where)]
         jobs = [(obj, record) for tracker, record in zip(trackers, records) for obj in tracker._objects.values()]
         for (obj, record), out in zip(jobs, lead._track(jobs)):

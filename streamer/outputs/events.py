@@ -79,10 +79,10 @@ class EventDetector:
 
         current = {o.obj_id: o for o in results.objects}
         for obj_id in [i for i in self._objects if i not in current]:
-            followed = self._objects.pop(obj_id)
-            for zone in sorted(followed.zones):
-                emit("left", obj_id, followed.bbox, zone)
-            emit("removed", obj_id, followed.bbox)
+            gone = self._objects.pop(obj_id)
+            for zone in sorted(gone.zones):
+                emit("left", obj_id, gone.bbox, zone)
+            emit("removed", obj_id, gone.bbox)
         for obj_id, obj in current.items():
             followed = self._objects.get(obj_id)
             if followed is None:

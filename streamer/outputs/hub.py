@@ -304,7 +304,7 @@ class Subscription(QueuedSink):
     kind = "websocket"
 
     def __init__(self, send: Callable[[str], Awaitable[None]], metrics: Metrics, **options: object) -> None:
-        super().__init__(metrics, **options)  # type: ignore[arg-type]
+        super().__init__(metrics, **options)  # type: ignore[arg-type]  # the subscribe message's checked options
         self._send = send
 
     async def send_results(self, tracked: Tracked) -> None:

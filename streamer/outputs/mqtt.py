@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
 from ..config import MqttConfig
 from ..config.values import Broker, parse_broker
@@ -48,7 +49,7 @@ IN_FLIGHT = 100  # QoS 1 messages paho may hold unacknowledged, beyond ``buffer`
 
 def paho_client(broker: Broker, client_id: str) -> paho.Client:
     """A paho client with ``broker``'s credentials (not connected)."""
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
     if broker.username:
         client.username_pw_set(broker.username, broker.password)
     return client
@@ -70,7 +71,7 @@ class MqttPublisher(QueuedSink):
         client_id = config.client_id or f"sam2-stream-{socket.gethostname()}-{os.getpid()}"
         self._client = paho_client(self.broker, client_id)
         self._client.will_set(self.available_topic, "offline", qos=1, retain=True)
-        self._client.reconnect_delay_set(*RECONNECT_S)
+        self._client.reconnect_delay_set(*RECONNECT_S)  # type: ignore[arg-type]  # paho's stub says int; it sleeps floats
         # Messages handed to paho wait there for the broker's acknowledgement (and across a
         # reconnection): room for those beside the buffer, and ``online``.
         self._client.max_queued_messages_set(config.buffer + IN_FLIGHT)

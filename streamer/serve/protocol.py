@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,9 +199,13 @@ def _string(value: Any, name: str, limit: int) -> str:
     return value
 
 
-def _stream(data: dict[str, Any], required: bool = False) -> str | None:
-    value = _field(data, "stream") if required else data.get("stream")
+def _stream(data: dict[str, Any]) -> str | None:
+    value = data.get("stream")
     return None if value is None else _string(value, "stream", MAX_STREAM_NAME_CHARS)
+
+
+def _named_stream(data: dict[str, Any]) -> str:
+    return _string(_field(data, "stream"), "stream", MAX_STREAM_NAME_CHARS)
 
 
 def _frame_ref(data: dict[str, Any]) -> tuple[int | None, float | None, int | None]:
@@ -248,7 +253,7 @@ def _offer(data: dict[str, Any], msg_id: str | int | None) -> Offer:
 
 def _add_stream(data: dict[str, Any], msg_id: str | int | None) -> AddStream:
     source = _string(_field(data, "source"), "source", MAX_SOURCE_CHARS)
-    return AddStream(msg_id, _stream(data, required=True), source)  # type: ignore[arg-type]
+    return AddStream(msg_id, _named_stream(data), source)
 
 
 def _subscribe(data: dict[str, Any], msg_id: str | int | None) -> Subscribe:
@@ -267,14 +272,14 @@ def _subscribe(data: dict[str, Any], msg_id: str | int | None) -> Subscribe:
     return Subscribe(msg_id, streams, masks, rate, events)
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[dict[str, Any], str | int | None], Message]] = {
     "add_points": _add_points,
     "add_box": _add_box,
     "remove_object": _remove,
     "reset": lambda data, msg_id: Reset(msg_id, _stream(data)),
     "offer": _offer,
     "add_stream": _add_stream,
-    "remove_stream": lambda data, msg_id: RemoveStream(msg_id, _stream(data, required=True)),  # type: ignore[arg-type]
+    "remove_stream": lambda data, msg_id: RemoveStream(msg_id, _named_stream(data)),
     "subscribe": _subscribe,
     "unsubscribe": lambda data, msg_id: Unsubscribe(msg_id),
 }

@@ -19,9 +19,7 @@ import json
 import logging
 import mimetypes
 import re
-import time
 import urllib.parse
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,32 +32,19 @@ from ..assets import WEB_DIR
 from ..concurrency.waits import stop_tasks
 from ..config import MASK_FORMATS, ServerConfig
 from ..errors import StreamerError
-from ..live.landing import PromptRequest
-from ..live.serving import ServedStream, Serving
-from ..outputs.hub import Subscription
+from ..live.serving import Serving
 from .protocol import (
     MAX_MESSAGE_BYTES,
-    AddBox,
-    AddPoints,
-    AddStream,
-    Message,
-    Offer,
     ProtocolError,
-    RemoveObject,
-    RemoveStream,
-    Subscribe,
-    Unsubscribe,
     encode,
     error_reply,
-    message_id,
-    parse_message,
 )
-from .protocol import Reset as ResetMessage
+from .session import Session, rounded
 from .tls import server_context
 from .webrtc import Viewers
 
 if TYPE_CHECKING:
-    from aiortc import RTCPeerConnection
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -68,38 +53,12 @@ CLOSE_TIMEOUT_S = 2.0
 MAX_PUBLIC_URLS = 8
 
 
-@dataclass
-class _Client:
-    """One websocket connection: its peer connections and its results subscription."""
-
-    ws: ServerConnection
-    peers: list[RTCPeerConnection] = field(default_factory=list)
-    subscription: Subscription | None = None
-
-
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return False
-
-
-class TokenBucket:
-    """``rate`` tokens a second up to ``burst``: a flood gets errors, not the server's time."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens, self.stamp = float(burst), time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
         return False
 
 
@@ -241,7 +200,7 @@ class StreamServer:
         except StreamerError as exc:
             status = http.HTTPStatus.NOT_FOUND if exc.code == "unknown_stream" else http.HTTPStatus.BAD_REQUEST
             return _response(status, error_reply(exc), "application/json")
-        text = await self.pipeline.outputs.snapshot(stream.name, masks)
+        text = await self.pipeline.hub.snapshot(stream.name, masks)
         if text is None:
             missing = ProtocolError("no_frame", f"stream {stream.name!r} has no tracked frame yet")
             return _response(http.HTTPStatus.NOT_FOUND, error_reply(missing), "application/json")
@@ -257,7 +216,7 @@ class StreamServer:
                 "source": status.source,
                 "video_fps": round(status.video_fps, 2),
                 "mask_fps": round(status.mask_fps, 2),
-                "mask_age_ms": _rounded(status.mask_age_ms),
+                "mask_age_ms": rounded(status.mask_age_ms),
                 "source_fps": round(status.source_fps, 2),
                 "latency_ms": {"p50": status.latency_p50, "p90": status.latency_p90},
                 "viewers": self.viewers.count(name),
@@ -279,162 +238,28 @@ class StreamServer:
     # -- websocket ----------------------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
+        """One websocket: its session answers, this reads and writes the socket."""
         self.connections.add(ws)
-        bucket = TokenBucket(self.config.rate, self.config.burst)
-        client = _Client(ws)
-        pusher = asyncio.create_task(self._push_state(client), name="state pusher")
+        session = Session(self.pipeline, self.viewers, self.config, ws.send)
+        pusher = asyncio.create_task(self._push_state(ws, session), name="state pusher")
         try:
-            await ws.send(
-                encode(
-                    "hello",
-                    random_weights=self.pipeline.random_weights,
-                    browser_camera=self.viewers.camera_streams(),
-                    stream_control=self.config.stream_control,
-                    **self.config.ice.for_page(),
-                    **self._state(),
-                )
-            )
+            await ws.send(session.hello())
             async for raw in ws:
-                if not bucket.take():
-                    await ws.send(
-                        encode("error", id=message_id(raw), code="rate_limited", message="too many messages; slow down")
-                    )
-                    continue
-                await ws.send(await self._reply(raw, client))
-                if client.subscription is not None:
-                    client.subscription.start()  # after its ack (a no-op once running)
+                await ws.send(await session.reply(raw))
+                session.replied()
         except ConnectionClosed:
             pass
         finally:
             await stop_tasks(pusher, what="state pusher")
-            await self._unsubscribe(client)
-            for peer in client.peers:
-                await self.viewers.close(peer)
+            await session.close()
             self.connections.discard(ws)
 
-    async def _reply(self, raw: str | bytes, client: _Client) -> str:
-        """Answer one message: an ack, an answer, or an error; never raise."""
-        msg_id, stream = None, None
-        try:
-            message = parse_message(raw)
-            msg_id = message.id
-            if isinstance(message, (AddStream, RemoveStream)):
-                return await self._control(message)
-            if isinstance(message, (Subscribe, Unsubscribe)):
-                return await self._subscribe(message, client)
-            stream = self.pipeline.stream(message.stream)
-            if isinstance(message, Offer):
-                peer, sdp = await self.viewers.answer(message.sdp, stream.name)
-                client.peers.append(peer)
-                return encode("answer", id=msg_id, stream=stream.name, sdp=sdp)
-            objects = await self._prompt(stream, message, client.peers)
-            stream.metrics.prompt("ok")
-            return encode("ack", id=msg_id, stream=stream.name, objects=objects)
-        except StreamerError as exc:  # ProtocolError, PromptError, UnknownObjectError, TooManyViewersError...
-            if stream is not None:
-                stream.metrics.prompt("rejected")
-            return error_reply(exc, msg_id)
-        except Exception as exc:  # a bug or a GPU failure: report it, keep serving
-            logger.exception("message failed")
-            if stream is not None:
-                stream.metrics.error("prompt")
-            return encode("error", id=msg_id, code="internal", message=f"the server failed on this message: {exc}")
-
-    async def _prompt(self, stream: ServedStream, message: Message, peers: list[RTCPeerConnection]) -> list[int]:
-        if isinstance(message, (AddPoints, AddBox)):
-            shown = None
-            if message.frame_rtp is not None:  # exact: the frame this viewer's browser had on screen
-                shown = self.viewers.shown_frame(peers, stream.name, message.frame_rtp)
-            return await stream.prompt(_request(message, shown))
-        if isinstance(message, RemoveObject):
-            return await stream.remove_object(message.obj_id)
-        assert isinstance(message, ResetMessage)
-        return await stream.reset()
-
-    async def _subscribe(self, message: Subscribe | Unsubscribe, client: _Client) -> str:
-        """Start (or replace) or end this connection's results subscription."""
-        await self._unsubscribe(client)
-        if isinstance(message, Unsubscribe):
-            return encode("ack", id=message.id, subscribed=False)
-        for name in message.streams or []:
-            self.pipeline.stream(name)  # an unknown stream is an error, before anything starts
-        subscription = Subscription(
-            client.ws.send,
-            self.pipeline.metrics,
-            masks=message.masks,
-            max_rate=message.max_rate,
-            streams=message.streams,
-            events=message.events,
-        )
-        # What is known now goes first, so a subscriber need not wait for the next tracked frame.
-        for name in message.streams or list(self.pipeline.streams):
-            latest = self.pipeline.outputs.latest(name)
-            if latest is not None:
-                await self.pipeline.outputs.snapshot(name, message.masks)
-                subscription.results(latest, message.masks)
-        client.subscription = subscription  # started once its ack is sent
-        self.pipeline.outputs.add(subscription)
-        return encode(
-            "ack",
-            id=message.id,
-            subscribed=True,
-            streams=message.streams,
-            masks=message.masks,
-            max_rate=message.max_rate,
-            events=message.events,
-        )
-
-    async def _unsubscribe(self, client: _Client) -> None:
-        if client.subscription is not None:
-            self.pipeline.outputs.discard(client.subscription)
-            await client.subscription.close()
-            client.subscription = None
-
-    async def _control(self, message: AddStream | RemoveStream) -> str:
-        """Add or remove a stream at run time, where the server allows it."""
-        if not self.config.stream_control:
-            raise ProtocolError(
-                "forbidden", "this server does not let viewers add or remove streams: start it with --stream-control"
-            )
-        if isinstance(message, RemoveStream):
-            self.pipeline.stream(message.stream)  # unknown names fail here, before anything closes
-            await self.viewers.close_stream(message.stream)
-            await self.pipeline.remove_stream(message.stream)
-        else:
-            if len(self.pipeline.streams) >= self.config.max_streams:
-                raise ProtocolError("too_many_streams", f"this server already has {self.config.max_streams} streams")
-            await self.pipeline.open_stream(message.stream, message.source)
-        logger.info("%s stream %s", "added" if isinstance(message, AddStream) else "removed", message.stream)
-        return encode("ack", id=message.id, stream=message.stream, streams=list(self.pipeline.streams))
-
-    def _state(self) -> dict:
-        streams = []
-        for name, stream in self.pipeline.streams.items():
-            status = stream.status()
-            streams.append(
-                {
-                    "name": name,
-                    "objects": status.objects,
-                    "video_fps": round(status.video_fps, 2),
-                    "mask_fps": round(status.mask_fps, 2),
-                    "mask_age_ms": _rounded(status.mask_age_ms),
-                    "latency_ms": round(status.latency_ms, 1),
-                    "inference_ms": round(status.inference_ms, 1),
-                    "frame_index": status.frame_index,
-                    "source_alive": status.source_alive,
-                    "reconnecting": status.reconnecting,
-                    "placement": status.placement,
-                    "viewers": self.viewers.count(name),
-                }
-            )
-        return {"streams": streams, "server_time_ms": time.time() * 1000, "viewers": len(self.viewers.peers)}
-
-    async def _push_state(self, client: _Client) -> None:
+    async def _push_state(self, ws: ServerConnection, session: Session) -> None:
         failed = False
         while True:
             await asyncio.sleep(self.config.state_interval)
             try:
-                await client.ws.send(encode("state", **self._state(), video_clock=self.viewers.clocks(client.peers)))
+                await ws.send(session.status())
             except ConnectionClosed:
                 return
             except Exception:  # a bug: said once per viewer; the next state may get through
@@ -449,18 +274,6 @@ class StreamServer:
         text = encode("error", id=None, stream=stream, code=code, message=message)
         for ws in list(self.connections):
             asyncio.run_coroutine_threadsafe(_send_quietly(ws, text), self._loop)
-
-
-def _request(message: AddPoints | AddBox, shown: int | None) -> PromptRequest:
-    """A websocket prompt as the engine takes it (no protocol types past the server)."""
-    common = {"obj_id": message.obj_id, "frame_index": message.frame_index, "frame_ts": message.frame_ts}
-    if isinstance(message, AddPoints):
-        return PromptRequest(points=tuple(message.points), labels=tuple(message.labels), shown=shown, **common)
-    return PromptRequest(box=message.box, shown=shown, **common)
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
 
 
 async def _send_quietly(ws: ServerConnection, text: str) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+import av
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
@@ -33,7 +34,7 @@ def rtc_configuration(ice: IceConfig) -> RTCConfiguration:
     if ice.policy == "all":
         return RTCConfiguration(iceServers=servers)
     try:  # aiortc 1.16 and newer (Python 3.11+)
-        from aiortc import RTCIceTransportPolicy  # type: ignore[attr-defined]
+        from aiortc import RTCIceTransportPolicy
     except ImportError:
         if not _warned_relay:
             _warned_relay.append(True)
@@ -41,7 +42,7 @@ def rtc_configuration(ice: IceConfig) -> RTCConfiguration:
                            "viewers still use relays only")  # fmt: skip
         return RTCConfiguration(iceServers=servers)
     relay = RTCIceTransportPolicy.RELAY
-    return RTCConfiguration(iceServers=servers, iceTransportPolicy=relay)  # type: ignore[call-arg]
+    return RTCConfiguration(iceServers=servers, iceTransportPolicy=relay)
 
 
 _warned_relay: list[bool] = []  # said once per process
@@ -119,7 +120,7 @@ class Viewers:
             sender = peer.addTrack(entry.track)
             entry.track.sender = sender
             # A viewer's PLI/FIR reaches aiortc's sender, which has no encoder of its own here.
-            sender._send_keyframe = video.request_keyframe  # type: ignore[method-assign]
+            sender._send_keyframe = video.request_keyframe  # type: ignore[method-assign]  # aiortc's PLI hook, to our encoder
             transceiver = next(t for t in peer.getTransceivers() if t.sender is sender)
             transceiver.setCodecPreferences(codec_preferences(codec))
             await peer.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
@@ -178,6 +179,7 @@ class Viewers:
         try:
             while True:
                 frame = await track.recv()
+                assert isinstance(frame, av.VideoFrame)  # a video track's frames
                 image = await asyncio.to_thread(frame.to_ndarray, format="rgb24")
                 camera.push(image, None if frame.time is None else float(frame.time))
         except MediaStreamError:

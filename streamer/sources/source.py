@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..concurrency.waits import within
+from ..concurrency.waits import CLOSE_TIMEOUT_S, within
 from ..errors import StreamerError
 
 logger = logging.getLogger(__name__)
@@ -151,7 +151,9 @@ class FrameSource:
         self._stop.set()
         self._wake_all()
         if self._thread.is_alive():
-            await asyncio.shield(asyncio.to_thread(self._thread.join))
+            await asyncio.shield(asyncio.to_thread(self._thread.join, CLOSE_TIMEOUT_S))
+            if self._thread.is_alive():  # stuck in a native call: it ends when that returns
+                logger.warning("%s: the reader did not stop within %g s; going on", self.name, CLOSE_TIMEOUT_S)
 
     async def __aenter__(self) -> FrameSource:
         return self

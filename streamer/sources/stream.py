@@ -86,7 +86,8 @@ class AVSource(FrameSource):
                     if self.is_file and self.realtime and pts is not None:
                         if start is None:
                             start, first = time.monotonic(), pts
-                        wait = start + (pts - first) - time.monotonic()  # type: ignore[operator]
+                        assert first is not None  # set with start
+                        wait = start + (pts - first) - time.monotonic()
                         if wait > 0 and self._stop.wait(wait):
                             return True
                     self._publish(frame.to_ndarray(format="rgb24"), pts)

@@ -90,7 +90,8 @@ class StreamEncoder:
         if self._task is not None:
             task, self._task = self._task, None
             await stop_tasks(task, what="encoder")
-        await self._thread.drain()
+        if not await self._thread.drain():
+            return  # an encode still holds the codec: it stays the thread's (logged there)
         if self._task is None:  # nobody subscribed meanwhile
             self._codec = None
             self.history.clear()
@@ -176,4 +177,5 @@ def _yuv_frame(image: np.ndarray) -> av.VideoFrame:
     height, width = image.shape[:2]
     if height % 2 or width % 2:
         return av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
-    return av.VideoFrame.from_ndarray(cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+    yuv: np.ndarray = cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420)  # uint8, as the frame
+    return av.VideoFrame.from_ndarray(yuv, format="yuv420p")

@@ -52,6 +52,7 @@ class PacketHistory:
             self._next_seq += 1
             self._frames.append(frame)
             self._changed.notify_all()
+        assert packet.pts is not None  # the encoder dates every packet
         self._shown[packet.pts % RTP_WRAP] = source
         while len(self._shown) > SHOWN:
             self._shown.popitem(last=False)

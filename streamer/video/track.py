@@ -36,7 +36,7 @@ class EncodedTrack(MediaStreamTrack):
         self._last_captured = 0.0
         self._rtp_origin: int | None = None
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet:  # aiortc's senders take packets as well as frames
         self._learn_rtp_origin()
         frame = await self.encoder.next_frame(self._sent)
         self._sent = frame.seq

@@ -7,8 +7,8 @@ import pytest
 
 from streamer import StreamingTracker
 
-from .conftest import IMAGE_SIZE
-from .parity import Session, iou, run_session
+from ..conftest import IMAGE_SIZE
+from ..parity import Session, iou, run_session
 
 # Our logits differ from the official ones by ~3e-7 (float summation order). Dropping a single
 # memory frame or object pointer moves them by 2e-4 to 6e-3, so this bound catches such bugs.

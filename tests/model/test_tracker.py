@@ -8,7 +8,7 @@ import torch
 
 from streamer import FrameError, PromptError, StreamingTracker, UnknownObjectError
 
-from .conftest import read_frames
+from ..conftest import read_frames
 
 IMAGE_SIZE = 128  # behaviour, not numbers: the cheapest size the model runs at
 

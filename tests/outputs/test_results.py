@@ -26,9 +26,9 @@ from streamer.sources.shapes import ShapesScene, ShapesSource
 from streamer.video.overlay import masks_at
 from tests.oracle import OracleTracker
 
-from .clips import clip_path
-from .oracle_server import click_shape, oracle_server, shapes_of
-from .test_server import get
+from ..clips import clip_path
+from ..oracle_server import click_shape, oracle_server, shapes_of
+from ..serve.test_server import get
 
 
 def check(message: dict, kind: str | None = None) -> None:

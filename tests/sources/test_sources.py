@@ -24,8 +24,8 @@ from streamer.sources import (
     open_source,
 )
 
-from .clips import clip_path
-from .rtsp import RtspServer
+from ..clips import clip_path
+from ..rtsp import RtspServer
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from streamer.config import ServerConfig
 from streamer.config.values import ice_config, parse_ice_url
 from streamer.serve.webrtc import rtc_configuration
 
-from .oracle_server import oracle_server
+from ..oracle_server import oracle_server
 
 TURN = "turn:cam%40home:p%3Ass@turn.example.net:3478?transport=udp"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from .clips import clip_path
+from ..clips import clip_path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ISOLATED_NET = ROOT.parent / "shared" / "tools" / "isolated-net"
 
 

@@ -22,12 +22,12 @@ from streamer.metrics import Metrics
 from streamer.outputs.events import Event
 from streamer.outputs.mqtt import MqttPublisher
 
-from .conftest import wait_for_line
-from .mosquitto import Listener, Mosquitto
-from .oracle_server import click_shape, oracle_server
+from ..conftest import wait_for_line
+from ..mosquitto import Listener, Mosquitto
+from ..oracle_server import click_shape, oracle_server
 from .test_results import check
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def until(condition, timeout: float = 15.0, what: str = "condition") -> None:

@@ -10,7 +10,7 @@ import torch
 from streamer import StreamingTracker
 from streamer.model.tracker import step_streams
 
-from .conftest import read_frames
+from ..conftest import read_frames
 
 IMAGE_SIZE = 128
 

@@ -16,8 +16,8 @@ from streamer.config import ServerConfig
 from streamer.live.pipeline import Pipeline
 from streamer.serve.server import StreamServer
 
-from .nginx import Nginx
-from .oracle_server import oracle_server
+from ..nginx import Nginx
+from ..oracle_server import oracle_server
 from .test_server import _get as get
 
 

@@ -23,16 +23,25 @@ pytest.importorskip("ray", reason="the cluster tests need Ray: pip install -e '.
 from pycocotools import mask as coco_mask  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
+from streamer.app import App  # noqa: E402
 from streamer.cluster.front import ClusterPipeline  # noqa: E402
 from streamer.cluster.remote_stream import RemoteStream  # noqa: E402
-from streamer.config import ClusterConfig, DisplayConfig, ModelConfig, ServerConfig, TrackerConfig, WorkerSettings  # noqa: E402
+from streamer.config import (  # noqa: E402
+    ClusterConfig,
+    Config,
+    DisplayConfig,
+    ModelConfig,
+    ServerConfig,
+    TrackerConfig,
+    WorkerSettings,
+)
 from streamer.errors import RemoteError  # noqa: E402
 from streamer.live.landing import PromptRequest  # noqa: E402
 from streamer.serve.server import StreamServer
 
-from .conftest import wait_for_line  # noqa: E402
-from .ray_cluster import LocalCluster  # noqa: E402
-from .test_server import get  # noqa: E402
+from ..conftest import wait_for_line  # noqa: E402
+from ..ray_cluster import LocalCluster  # noqa: E402
+from ..serve.test_server import get  # noqa: E402
 
 MODEL = ModelConfig(random_weights=True, image_size=128, device="cpu")
 SETTINGS = WorkerSettings(MODEL, TrackerConfig(), DisplayConfig())
@@ -71,14 +80,9 @@ async def front(
     await pipeline.connect()
     for name, spec in streams.items():
         pipeline.add_stream(name, spec)
-    server = StreamServer(pipeline, ServerConfig(port=0, **(server_options or {})))
-    await server.start()
-    pipeline.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-        await pipeline.stop()
+    async with App(Config(server=ServerConfig(port=0, **(server_options or {}))), pipeline) as app:
+        assert app.server is not None
+        yield app.server
 
 
 class Viewer:

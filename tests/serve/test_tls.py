@@ -29,9 +29,9 @@ from streamer.serve.server import StreamServer
 from streamer.serve.tls import TlsError, fingerprint, local_names, self_signed
 from streamer.sources import open_source
 
-from .oracle_server import oracle_server
+from ..oracle_server import oracle_server
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

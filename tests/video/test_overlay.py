@@ -7,7 +7,7 @@ import numpy as np
 
 from streamer.video.overlay import color_for, draw_masks, masks_at
 
-from .conftest import read_frames
+from ..conftest import read_frames
 
 
 def _masks(h: int, w: int) -> np.ndarray:

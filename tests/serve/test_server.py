@@ -17,15 +17,16 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from streamer import StreamerError, StreamingTracker
-from streamer.config import ServerConfig
+from streamer.app import App
+from streamer.config import Config, ServerConfig
 from streamer.live.landing import PromptRequest
 from streamer.live.pipeline import Pipeline, Stream
 from streamer.metrics import ClusterMetrics, Metrics
 from streamer.serve.server import StreamServer
 from streamer.sources import BrowserSource, open_source
 
-from .clips import clip_path
-from .rtsp import RtspServer
+from ..clips import clip_path
+from ..rtsp import RtspServer
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +45,12 @@ async def running(
     for i, (name, spec) in enumerate((streams or {"main": "synthetic"}).items()):
         options_for = {"width": 160, "height": 120} if spec == "synthetic" else {}
         pipeline.add_stream(name, open_source(spec, **options_for), tracker if i == 0 else None)
-    server = StreamServer(pipeline, ServerConfig(port=0, **options))
-    await server.start()
-    pipeline.start()
-    try:
+    async with App(Config(server=ServerConfig(port=0, **options)), pipeline) as app:
         for stream in pipeline.streams.values():
             if not isinstance(stream.source, BrowserSource):
                 await stream.next_output(-1)
-        yield server
-    finally:
-        await server.stop()
-        await pipeline.stop()
+        assert app.server is not None
+        yield app.server
 
 
 def main_stream(server: StreamServer) -> Stream:
@@ -350,10 +346,9 @@ def test_camera_outage_shows_reconnecting_then_recovers(tracker) -> None:
         tracker.reset()
         pipeline = Pipeline()
         stream = pipeline.add_stream("cam", open_source(camera.url), tracker)
-        server = StreamServer(pipeline, ServerConfig(port=0))
-        await server.start()
-        pipeline.start()
-        try:
+        async with App(Config(server=ServerConfig(port=0)), pipeline) as app:
+            server = app.server
+            assert server is not None
             await stream.next_output(-1)
             assert (await health(server))["source_alive"]
             async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
@@ -368,9 +363,6 @@ def test_camera_outage_shows_reconnecting_then_recovers(tracker) -> None:
                 camera.start()
                 await wait_for(server, "source_alive")
                 await stream.next_output(before)
-        finally:
-            await server.stop()
-            await pipeline.stop()
 
     try:
         asyncio.run(main())
