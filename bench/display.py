@@ -30,8 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.machine import describe, publish  # noqa: E402
-from streamer import motion  # noqa: E402
 from streamer.config import DisplayConfig  # noqa: E402
+from streamer.live import motion  # noqa: E402
 from streamer.live.display import Display, Masks  # noqa: E402
 from streamer.live.landing import PromptRequest  # noqa: E402
 from streamer.live.pipeline import Pipeline  # noqa: E402

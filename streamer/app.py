@@ -117,7 +117,9 @@ class App:
             self.serving.hub.add(sink)
 
     async def stop(self) -> None:
-        """Down in the fixed order (module docstring), each step bounded. Safe to call twice."""
+        """Down in the fixed order (module docstring), each step bounded. Once: later calls return."""
+        if self._stopping:
+            return
         self._stopping = True
         if self.server is not None:
             await self._step("stop accepting and close the viewers", self.server.stop())
