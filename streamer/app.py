@@ -31,9 +31,9 @@ from .cluster.front import ClusterPipeline
 from .concurrency.waits import stop_tasks, within
 from .config import Config, ServerConfig, StreamConfig, WorkerSettings
 from .errors import StreamerError
-from .live.engine import Tracker
 from .live.pipeline import Pipeline
 from .live.serving import Serving
+from .model.interface import Tracker
 from .outputs.hub import QueuedSink
 from .outputs.jsonl import ResultsFile
 from .outputs.mqtt import MqttPublisher

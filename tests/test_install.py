@@ -23,9 +23,9 @@ pytestmark = [pytest.mark.install, pytest.mark.timeout(1800)]
 
 SHIPPED = [
     "streamer/__main__.py",
-    "streamer/web/index.html",
-    "streamer/web/app.js",
-    "streamer/web/style.css",
+    "streamer/serve/web/index.html",
+    "streamer/serve/web/app.js",
+    "streamer/serve/web/style.css",
     "streamer/outputs/results.schema.json",
     "streamer/configs/defaults.yaml",
     *(f"streamer/configs/sam2.1_hiera_{size}.yaml" for size in ("tiny", "small", "base_plus", "large")),

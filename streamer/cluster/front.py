@@ -1,9 +1,9 @@
 """Past one machine: streams placed on the workers of a Ray cluster, surviving a worker's loss.
 
 The front (this module, in the server's process) is the only public endpoint: viewers, the
-websocket, /healthz and /metrics are the same as a local server's (``served.py``). Each worker is
+websocket, /healthz and /metrics are the same as a local server's (``live/serving.py``). Each worker is
 a Ray actor holding one model (one per GPU, or one per node on a CPU cluster): it opens its
-streams' cameras itself, tracks, draws and encodes them (``cluster_worker.py``), and answers the
+streams' cameras itself, tracks, draws and encodes them (``worker.py``), and answers the
 front's long poll with encoded packets, status and tracked frames (``reports.py``). The front
 relays the packets to its viewers' peer connections, so a viewer's WebRTC session lives at the
 front and outlasts any worker (docs/cluster.md says why this beats a worker serving WebRTC).
@@ -39,7 +39,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..concurrency.waits import event_set, stop_tasks, within
-from ..config import ClusterConfig, EventsConfig
+from ..config import ClusterConfig, EventsConfig, WorkerSettings
 from ..errors import BadSourceError, RemoteError, StreamerError, UnavailableError
 from ..live.serving import stream_named
 from ..live.stream import check_stream_name
@@ -148,7 +148,7 @@ class ClusterPipeline:
     def __init__(
         self,
         config: ClusterConfig,
-        settings: Any,  # cluster_worker.WorkerSettings (its device is chosen per worker)
+        settings: WorkerSettings,  # its device is chosen per worker
         *,
         metrics: Metrics | None = None,
         events: EventsConfig | None = None,

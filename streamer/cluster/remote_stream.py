@@ -5,7 +5,7 @@ video as its worker sends it.
 report, with what the front measures itself and where the stream runs), its prompts (calls to its
 worker, through the front), and ``video(codec)``: a ``RemoteVideo`` that serves the worker's packets
 to the front's viewers from the same ``PacketHistory`` a local encoder uses. The front
-(``cluster.py``) places the stream and feeds it what the worker reports.
+(``front.py``) places the stream and feeds it what the worker reports.
 """
 
 from __future__ import annotations

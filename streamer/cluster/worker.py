@@ -1,7 +1,7 @@
 """A cluster worker: one model on one GPU (one per CPU worker in tests), and the streams the front
 placed on it, each tracked, drawn and encoded here, next to its camera.
 
-``cluster.py`` runs this class as a Ray actor (an async one: every method runs on the actor's
+``front.py`` runs this class as a Ray actor (an async one: every method runs on the actor's
 event loop, beside the local ``Pipeline`` it holds). The worker opens each camera itself, so raw
 frames never cross the network; what leaves is what the front needs to serve (``reports.py``):
 the encoded packets of the codecs its viewers watch, status and metrics, tracked frames. The
@@ -105,7 +105,7 @@ class ReportOutputs:
 
 
 class StreamWorker:
-    """One model and the streams placed on it (a Ray actor of ``cluster.py``)."""
+    """One model and the streams placed on it (a Ray actor of ``front.py``)."""
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings

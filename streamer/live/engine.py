@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
@@ -28,9 +28,10 @@ import torch
 from ..concurrency.thread import WorkerThread
 from ..concurrency.waits import CLOSE_TIMEOUT_S
 from ..errors import NoFrameError
+from ..model.interface import Tracker
 from ..model.preprocess import scaled_size
-from ..model.prompts import FramePrompt, Mask
-from ..model.tracker import FrameOrigin, FrameResult, TrackedFrame
+from ..model.prompts import Mask
+from ..model.tracker import FrameOrigin, FrameResult
 from ..sources import Frame
 from ..video.frame import Masks
 from .display import Display
@@ -39,42 +40,6 @@ from .landing import Landed, PromptRequest, land, landed_frames
 logger = logging.getLogger(__name__)
 
 GOOD_ROUNDS_TO_GROW = 100
-
-
-class Tracker(Protocol):
-    """What the engine needs of a tracker: ``StreamingTracker``, or a stand-in for tests."""
-
-    history: int
-
-    @property
-    def obj_ids(self) -> list[int]: ...
-
-    @property
-    def frame_index(self) -> int | None: ...
-
-    @property
-    def tracked_frames(self) -> list[TrackedFrame]: ...
-
-    def step(self, frame: np.ndarray, origin: FrameOrigin | None = None) -> FrameResult: ...
-
-    def prompt(self, obj_id: int, prompt: FramePrompt, frame_index: int | None = None) -> FrameResult: ...
-
-    def remove_object(self, obj_id: int) -> None: ...
-
-    def reset(self) -> None: ...
-
-    def sibling(self) -> Tracker: ...
-
-    def check_sibling(self, other: Any) -> None: ...
-
-    @staticmethod
-    def step_round(
-        trackers: Sequence[Any],
-        frames: Sequence[np.ndarray],
-        *,
-        mask_width: int | None = None,
-        origins: Sequence[FrameOrigin] | None = None,
-    ) -> list[FrameResult]: ...
 
 
 @dataclass(frozen=True)

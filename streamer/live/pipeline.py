@@ -20,11 +20,12 @@ from collections.abc import Callable
 from ..concurrency.waits import stop_tasks
 from ..config import DisplayConfig, EventsConfig
 from ..metrics import Metrics
+from ..model.interface import Tracker
 from ..outputs.hub import Outputs, TrackedOutputs
 from ..sources import (
     FrameSource,
 )
-from .engine import Engine, Tracker
+from .engine import Engine
 from .serving import stream_named
 from .stream import Stream, check_stream_name, open_camera
 
@@ -163,4 +164,4 @@ class Pipeline:
             self.on_error(name, kind, message)
 
 
-__all__ = ["Pipeline", "Stream", "Tracker"]
+__all__ = ["Pipeline"]

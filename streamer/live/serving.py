@@ -1,5 +1,5 @@
 """What the server serves, wherever streams run: the local ``Pipeline`` (streams tracked in this
-process) and a cluster's front (``cluster.py``: streams tracked on Ray workers) both look like
+process) and a cluster's front (``cluster/front.py``: streams tracked on Ray workers) both look like
 this to the server, its websocket and WebRTC, so viewers, /healthz, /metrics and the protocol
 are the same for both."""
 

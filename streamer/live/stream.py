@@ -24,13 +24,14 @@ from ..concurrency.waits import stop_tasks
 from ..config import DisplayConfig
 from ..errors import BadSourceError, StreamExistsError, StreamNameError
 from ..metrics import StreamMetrics
+from ..model.interface import Tracker
 from ..outputs.hub import TrackedOutputs, drop_objects
 from ..outputs.results import Tracked, wall_clock
 from ..sources import BrowserSource, Frame, FrameSource, SourceError, SourceTimeoutError, mask_credentials, open_source
 from ..video.encoder import StreamEncoder
 from ..video.frame import Output
 from .display import Display
-from .engine import Change, Engine, Outcome, Tracker
+from .engine import Change, Engine, Outcome
 from .landing import PromptRequest
 from .status import StreamState, StreamStatus
 

@@ -51,7 +51,7 @@ class Sink(Protocol):
 
 class TrackedOutputs(Protocol):
     """Where a pipeline hands its tracked frames: ``Outputs`` in a server, or on a cluster
-    worker what collects them for the front (``cluster_worker.ReportOutputs``)."""
+    worker what collects them for the front (``cluster.worker.ReportOutputs``)."""
 
     def register(self, stream: str, metrics: StreamMetrics) -> None: ...
 

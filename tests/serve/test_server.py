@@ -20,7 +20,8 @@ from streamer import StreamerError, StreamingTracker
 from streamer.app import App
 from streamer.config import Config, ServerConfig
 from streamer.live.landing import PromptRequest
-from streamer.live.pipeline import Pipeline, Stream
+from streamer.live.pipeline import Pipeline
+from streamer.live.stream import Stream
 from streamer.metrics import ClusterMetrics, Metrics
 from streamer.serve.server import StreamServer
 from streamer.sources import BrowserSource, open_source
@@ -144,12 +145,12 @@ def test_metrics_pass_promtool(tracker) -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        "/../server.py",  # web/ sits inside the package, beside its code and configs
-        "/%2e%2e/configs/sam2.1_hiera_tiny.yaml",
-        "/../../pyproject.toml",
-        "/%2e%2e/%2e%2e/pyproject.toml",
-        "/..%2fREADME.md",
-        "/static/../../streamer/server.py",
+        "/../server.py",  # web/ sits inside the package (streamer/serve/web/), beside the server's code
+        "/%2e%2e/%2e%2e/configs/sam2.1_hiera_tiny.yaml",
+        "/../../../pyproject.toml",
+        "/%2e%2e/%2e%2e/%2e%2e/pyproject.toml",
+        "/..%2f..%2f..%2fREADME.md",
+        "/static/../../../streamer/serve/server.py",
         "//etc/passwd",
     ],
 )
