@@ -41,6 +41,8 @@ CLICKS = [(0.45, 0.5), (0.75, 0.35), (0.2, 0.7)]
 def clip_frames(count: int) -> list[np.ndarray]:
     """``count`` RGB frames of the clip, looping it, as JPEG round trips (what the official reads)."""
     capture = cv2.VideoCapture(str(CLIP))
+    if not capture.isOpened():
+        raise SystemExit(f"cannot read {CLIP}: the benchmarks use the real clips of ../shared/media")
     frames: list[np.ndarray] = []
     while len(frames) < count:
         ok, bgr = capture.read()
