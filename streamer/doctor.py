@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from . import __version__
 from .assets import CONFIG_DIR, PACKAGE_DIR, RESULTS_SCHEMA, WEB_DIR
+from .config import ClusterConfig, ModelConfig, ServerConfig, load_config  # no implementation: safe without torch
 from .model.weights import MODELS, cache_dir, is_cached, model_spec
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -48,17 +49,18 @@ class Finding:
 
 @dataclass
 class DoctorConfig:
-    """What the checks look at: the address to serve on and the model to run."""
+    """What the checks look at: the address to serve on and the model to run (the server's own
+    defaults, from the config's dataclasses)."""
 
-    host: str = "127.0.0.1"
-    port: int = 8765
-    model: str = "sam2.1_hiera_tiny"
+    host: str = ServerConfig.host
+    port: int = ServerConfig.port
+    model: str = ModelConfig.name
     checkpoint: str | None = None
     mqtt: str | None = None  # the broker URL results go to
     results: str | None = None  # the JSON Lines file results go to
     cluster: str | None = None  # the Ray cluster streams are tracked on
-    cluster_workers: str = "auto"
-    cpus_per_worker: float = 1.0
+    cluster_workers: str = ClusterConfig.workers
+    cpus_per_worker: float = ClusterConfig.cpus_per_worker
 
 
 def check_python(_: DoctorConfig) -> list[Finding]:
@@ -488,8 +490,6 @@ def main(argv: list[str] | None = None) -> int:
     config, findings = DoctorConfig(), []
     if args.config:
         try:
-            from .config import load_config  # imports the server's modules: a broken install fails here
-
             loaded = load_config(args.config)
             config = DoctorConfig(
                 loaded.server.host,
