@@ -128,6 +128,12 @@ logging.basicConfig(level=logging.INFO)
 class SlowToFlush(QueuedSink):  # a stand-in for an output that takes a minute to let go
     kind = "slow"
 
+    async def send_results(self, tracked):
+        pass
+
+    async def send_event(self, event):
+        pass
+
     async def close(self, flush=False):
         await asyncio.sleep(600)
 

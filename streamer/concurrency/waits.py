@@ -62,8 +62,8 @@ async def stop_tasks(*tasks: asyncio.Task[Any] | None, what: str, timeout: float
     stuck = [task.get_name() for task in live if not task.done()]
     if stuck:
         logger.error("%s: %s did not stop within %g s of being cancelled; going on without", what, stuck, timeout)
-    for task in live - {t for t in live if not t.done()}:
-        if not task.cancelled() and task.exception() is not None:
+    for task in live:
+        if task.done() and not task.cancelled() and task.exception() is not None:
             logger.error("%s: %s failed while stopping", what, task.get_name(), exc_info=task.exception())
     return not stuck
 

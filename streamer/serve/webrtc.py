@@ -10,6 +10,7 @@ first viewer that sends video as its camera.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -36,16 +37,17 @@ def rtc_configuration(ice: IceConfig) -> RTCConfiguration:
     try:  # aiortc 1.16 and newer (Python 3.11+)
         from aiortc import RTCIceTransportPolicy
     except ImportError:
-        if not _warned_relay:
-            _warned_relay.append(True)
-            logger.warning("this aiortc cannot restrict the server's own candidates to relays (1.16+ can); "
-                           "viewers still use relays only")  # fmt: skip
+        _warn_no_relay_policy()
         return RTCConfiguration(iceServers=servers)
     relay = RTCIceTransportPolicy.RELAY
     return RTCConfiguration(iceServers=servers, iceTransportPolicy=relay)
 
 
-_warned_relay: list[bool] = []  # said once per process
+@functools.cache  # said once per process
+def _warn_no_relay_policy() -> None:
+    logger.warning(
+        "this aiortc cannot restrict the server's own candidates to relays (1.16+ can); viewers still use relays only"
+    )
 
 
 class TooManyViewersError(StreamerError):
