@@ -63,7 +63,7 @@ class App:
         """The app the command line runs: ``streams`` on a local pipeline whose first stream holds
         ``tracker`` (the model), or, with ``config.cluster.address``, on that cluster's workers."""
         if config.cluster.address:
-            worker = WorkerSettings(config.model, config.tracker, config.display)
+            worker = WorkerSettings(config.model, config.tracker, config.display, auto=config.auto)
             cluster = ClusterPipeline(config.cluster, worker, events=config.events)
             try:
                 await cluster.connect()
@@ -75,14 +75,17 @@ class App:
             return cls(config, cluster)
         if tracker is None:
             raise ValueError("a local server needs a tracker (the model): build one from config.model")
-        pipeline = Pipeline(display=config.display, events=config.events, max_batch=config.model.max_batch)
+        pipeline = Pipeline(
+            display=config.display, events=config.events, max_batch=config.model.max_batch, auto=config.auto
+        )
         try:
             for i, stream in enumerate(streams):
                 try:
                     source = await asyncio.to_thread(open_source, stream.source, **stream.options)
                 except TypeError as exc:  # an option the source does not take
                     raise ValueError(f"stream {stream.name}: bad options {stream.options}: {exc}") from None
-                pipeline.add_stream(stream.name, source, tracker if i == 0 else None)
+                auto = stream.auto_config(config.auto)
+                pipeline.add_stream(stream.name, source, tracker if i == 0 else None, auto)
         except BaseException:
             await pipeline.stop()
             raise

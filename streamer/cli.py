@@ -152,6 +152,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "belongs to) or HEAD:6379 (needs pip install 'sam2-streamer[cluster]'; docs/cluster.md)",
     )
     parser.add_argument("--max-streams-per-worker", type=int, help="with --cluster: streams one worker takes at most")
+    parser.add_argument(
+        "--auto",
+        metavar="LABELS",
+        help="track what a detector finds, with no click: person,car (COCO classes for the default rtdetr "
+        "detector; any words for owlv2); 'all' for every class it knows (needs pip install 'sam2-streamer[auto]')",
+    )
+    parser.add_argument(
+        "--auto-detector",
+        metavar="NAME",
+        help="rtdetr (default), owlv2, faces, or your own: package.module:function (frame -> boxes, labels, scores)",
+    )
+    parser.add_argument("--auto-every", type=int, metavar="N", help="run the detector on every Nth tracked frame (5)")
+    parser.add_argument("--auto-threshold", type=float, help="a detection's score to start an object (0.5)")
     parser.add_argument("--log-format", choices=["text", "json"], default="text", help="json: one object per line")
     args = parser.parse_args(argv)
     try:
@@ -181,6 +194,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.results_masks:
         config.results.masks = args.results_masks
     config.mqtt = _flags_over(parser, config.mqtt, url=args.mqtt)
+    auto: dict[str, object] = {
+        "detector": args.auto_detector,
+        "every_frames": args.auto_every,
+        "threshold": args.auto_threshold,
+    }
+    if args.auto is not None:
+        auto["enabled"] = True
+        auto["labels"] = [] if args.auto.strip() == "all" else args.auto
+    config.auto = _flags_over(parser, config.auto, "auto: ", **auto)
+    if args.out and config.auto.enabled:
+        parser.error("--auto tracks a live server's streams; with --out give --point or --box")
     if args.out and config.mqtt.url:
         parser.error("--mqtt publishes a live server's results; with --out use --results")
     flags = {"address": args.cluster, "max_streams_per_worker": args.max_streams_per_worker}

@@ -61,6 +61,7 @@ class DoctorConfig:
     cluster: str | None = None  # the Ray cluster streams are tracked on
     cluster_workers: str = ClusterConfig.workers
     cpus_per_worker: float = ClusterConfig.cpus_per_worker
+    auto_detector: str | None = None  # the detector automatic tracking runs (None: auto is off)
 
 
 def check_python(_: DoctorConfig) -> list[Finding]:
@@ -392,6 +393,28 @@ def check_cluster(config: DoctorConfig) -> list[Finding]:
     return [Finding("cluster", OK, f"{config.cluster}: {alive} node(s), room for {total} {kind} worker(s)")]
 
 
+def check_auto(config: DoctorConfig) -> list[Finding]:
+    """transformers, for --auto's built-in detectors; with a detector named, whether it can load."""
+    install = "`pip install 'sam2-streamer[auto]'`"
+    try:
+        transformers = importlib.import_module("transformers")
+    except ImportError:
+        if config.auto_detector in ("rtdetr", "owlv2"):
+            return [Finding("auto", FAIL, f"--auto with {config.auto_detector} needs transformers", install)]
+        return [Finding("auto", OK, f"transformers not installed: only --auto's rtdetr and owlv2 need it ({install})")]
+    found = [Finding("auto", OK, f"transformers {transformers.__version__} (for --auto)")]
+    if config.auto_detector is not None and ":" in config.auto_detector:
+        from .auto.detectors import import_callable
+        from .errors import DetectorError
+
+        try:
+            import_callable(config.auto_detector)
+        except DetectorError as exc:
+            return [Finding("auto", FAIL, str(exc), "check the import path package.module:function")]
+        found.append(Finding("auto", OK, f"detector {config.auto_detector} imports"))
+    return found
+
+
 def _cluster_nodes(ray: Any, address: str, timeout: float = 20.0) -> list[dict] | str:
     """The cluster's nodes, or why they could not be listed."""
     from .cluster.join import join_ray
@@ -446,6 +469,7 @@ CHECKS: tuple[Callable[[DoctorConfig], list[Finding]], ...] = (
     check_port,
     check_outputs,
     check_cluster,
+    check_auto,
     check_test_tools,
 )
 
@@ -501,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
                 loaded.cluster.address,
                 loaded.cluster.workers,
                 loaded.cluster.cpus_per_worker,
+                loaded.auto.detector if loaded.auto.enabled else None,
             )
         except Exception as exc:
             findings.append(Finding("config", FAIL, f"cannot use {args.config}: {exc}", "fix the file or its path"))

@@ -25,6 +25,13 @@ class DownloadError(CheckpointError):
     code = "download"
 
 
+class DetectorError(StreamerError):
+    """A detector cannot be loaded or run: its weights or library are missing, or a detector named
+    by import path is not there or returned something else than boxes, labels and scores."""
+
+    code = "detector"
+
+
 class PromptError(StreamerError, ValueError):
     """A prompt (points, box, mask, frame reference) cannot be applied as given."""
 

@@ -88,6 +88,7 @@ class StreamMetrics:
     errors_by_kind: Counter
     prompts_by_result: Counter
     events_by_type: Counter
+    objects_by_label: Gauge
     removed: bool = False  # the stream is gone: late events must not bring its series back
     tapped_errors: Tally[str] | None = None  # on a worker: errors since the last take()
 
@@ -137,6 +138,16 @@ class StreamMetrics:
     def event(self, kind: str) -> None:
         if not self.removed:
             self.events_by_type.labels(self.name, kind).inc()
+
+    def set_objects(self, by_label: dict[str, int]) -> None:
+        """Objects tracked now, by label ("" for none); labels no longer seen go to 0."""
+        if self.removed:
+            return
+        for labels in list(self.objects_by_label._metrics):  # noqa: SLF001 - no public listing
+            if labels[0] == self.name and labels[1] not in by_label:
+                self.objects_by_label.labels(*labels).set(0)
+        for label, count in by_label.items():
+            self.objects_by_label.labels(self.name, label).set(count)
 
 
 class Metrics:
@@ -205,6 +216,12 @@ class Metrics:
             "errors": Counter("streamer_errors", "Errors by kind", ["stream", "kind"], registry=r),
             "prompts": Counter("streamer_prompts", "Prompt messages by result", ["stream", "result"], registry=r),
             "events": Counter("streamer_events", "Object events by type", ["stream", "type"], registry=r),
+            "objects": Gauge(
+                "streamer_objects",
+                "Objects tracked now by label ('' for none; automatic ones once past probation)",
+                ["stream", "label"],
+                registry=r,
+            ),
         }
         self.batch_size = Histogram(
             "streamer_batch_streams", "Streams stepped together per round", buckets=(1, 2, 4, 8, 16, 32), registry=r
@@ -225,6 +242,7 @@ class Metrics:
         errors: Any = families.pop("errors")  # the labelled families, labelled per use
         prompts: Any = families.pop("prompts")
         events: Any = families.pop("events")
+        objects: Any = families.pop("objects")
         children: dict[str, Any] = {key: family.labels(name) for key, family in families.items()}
         if self.tap:
             children.update({key: _Tap(children[key]) for key in TAPPED})
@@ -233,6 +251,7 @@ class Metrics:
             errors_by_kind=errors,
             prompts_by_result=prompts,
             events_by_type=events,
+            objects_by_label=objects,
             tapped_errors=Tally() if self.tap else None,
             **children,
         )

@@ -4,8 +4,9 @@
 ``reset``, a round entry point) but no model: fed frames of a ``synthetic:shapes`` source, it
 returns the *true* masks of the frames it is handed, after a configurable ``delay`` that stands
 for inference time. A click or box selects the shape under it on the frame it names, exactly as
-a perfect segmenter would. So what the display and the click handling do with a slow tracker is
-measured against ground truth, with no model accuracy in the way.
+a perfect segmenter would; in a traffic scene it follows that one crossing of the shape (its
+instance), and its mask is empty once the shape has left. So what the display and the click
+handling do with a slow tracker is measured against ground truth, with no model accuracy in the way.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class OracleTracker:
         self.prompts: list[Prompted] = []
         self._frames: deque[tuple[TrackedFrame, int]] = deque(maxlen=history)  # with its scene frame
         self._objects: dict[int, int | None] = {}  # obj_id -> shape (None: the background)
+        self._instances: dict[int, int | None] = {}  # obj_id -> the shape's instance it follows
         self._next_index = 0
 
     @property
@@ -133,6 +135,7 @@ class OracleTracker:
                 shape = hit[0] if hit else None
         time.sleep(self.delay)
         self._objects[obj_id] = shape
+        self._instances[obj_id] = None if shape is None else self.source.scene.instances(scene_frame)[shape]
         index = self.frame_index if frame_index is None else frame_index
         as_list = None if box is None else [float(v) for v in box]
         self.prompts.append(
@@ -144,9 +147,11 @@ class OracleTracker:
         if obj_id not in self._objects:
             raise UnknownObjectError(f"unknown object id {obj_id!r}; tracked objects are {self.obj_ids}")
         del self._objects[obj_id]
+        self._instances.pop(obj_id, None)
 
     def reset(self) -> None:
         self._objects.clear()
+        self._instances.clear()
         self._frames.clear()
 
     def _ingest(self, frame: np.ndarray, mask_width: int | None, origin: FrameOrigin | None = None) -> FrameResult:
@@ -161,9 +166,10 @@ class OracleTracker:
         scene = self.source.scene
         h, w = scaled_size(scene.height, scene.width, mask_width)
         truth = scene.masks(scene_frame) if self._objects else None
+        present = scene.instances(scene_frame)
         layers = []
-        for shape in self._objects.values():
-            if shape is None or truth is None:
+        for obj_id, shape in self._objects.items():
+            if shape is None or truth is None or present[shape] != self._instances.get(obj_id):
                 layers.append(np.full((h, w), OUTSIDE, np.float32))
                 continue
             # Area-averaged coverage as logits: scaled back up, the edge lands where it should.

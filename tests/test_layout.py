@@ -16,6 +16,7 @@ LAYERS = [
     {"metrics", "concurrency"},
     {"config"},
     {"model"},
+    {"auto"},
     {"sources"},
     {"outputs"},
     {"video"},

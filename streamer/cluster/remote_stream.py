@@ -186,6 +186,13 @@ class RemoteStream:
         self._results_without(None)
         return obj_ids
 
+    async def auto_settings(self, changes: dict) -> dict:
+        settings: dict = await self.cluster.call(self, "auto_settings", changes)
+        return settings
+
+    async def text(self, labels: list[str]) -> None:
+        await self.cluster.call(self, "text", labels)
+
     async def _change(self, method: str, *args: Any) -> list[int]:
         self._obj_ids = list(await self.cluster.call(self, method, *args))
         return self.obj_ids

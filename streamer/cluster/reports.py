@@ -23,7 +23,7 @@ import numpy as np
 
 from ..live.status import StreamStatus
 from ..metrics import MetricsDelta
-from ..outputs.results import Tracked
+from ..outputs.results import ObjectLabel, Tracked
 
 LOGIT_STEP = 16  # int8 units per logit
 LOGIT_CLIP = 127 / LOGIT_STEP
@@ -56,6 +56,8 @@ class CompactTracked:
     scores: tuple[float, ...]
     shape: tuple[int, int, int]  # of the logits
     logits: bytes
+    labels: tuple[tuple[int, ObjectLabel], ...] = ()
+    ended: tuple[tuple[int, str], ...] = ()
 
     @classmethod
     def of(cls, tracked: Tracked) -> CompactTracked:
@@ -75,6 +77,8 @@ class CompactTracked:
             tuple(float(s) for s in np.asarray(tracked.scores).reshape(-1)),
             tuple(logits.shape),
             data,
+            tuple((obj_id, tracked.labels[obj_id]) for obj_id in tracked.obj_ids if obj_id in tracked.labels),
+            tuple(tracked.ended.items()),
         )
 
     def logit_array(self) -> np.ndarray:
@@ -93,6 +97,8 @@ class CompactTracked:
             self.obj_ids,
             self.logit_array(),
             np.asarray(self.scores, np.float32),
+            dict(self.labels),
+            dict(self.ended),
         )
 
     def masks(self) -> dict[int, np.ndarray]:

@@ -142,6 +142,7 @@ class StreamWorker:
             on_error=self._error,
             outputs=self._outputs,
             model=model,
+            auto=settings.auto,
         )
         self._pipeline.start()
         device = _device_name(model)
@@ -204,6 +205,12 @@ class StreamWorker:
 
     async def reset(self, name: str) -> Reply:
         return await self._call(name, lambda stream: stream.reset())
+
+    async def auto_settings(self, name: str, changes: dict) -> Reply:
+        return await self._call(name, lambda stream: stream.auto_settings(changes))
+
+    async def text(self, name: str, labels: list[str]) -> Reply:
+        return await self._call(name, lambda stream: stream.text(labels))
 
     async def watch(self, name: str, codec: str, on: bool) -> Reply:
         """Start (or stop) sending ``name``'s video in ``codec``: a viewer at the front wants it."""

@@ -4,6 +4,7 @@ needs only PyYAML, NumPy and OpenCV."""
 
 from .files import ConfigError, load_config, resolve_config, shipped_configs
 from .sections import (
+    AutoConfig,
     ClusterConfig,
     Config,
     DisplayConfig,
@@ -21,6 +22,7 @@ from .values import MASK_FORMATS, check_mask_format
 
 __all__ = [
     "MASK_FORMATS",
+    "AutoConfig",
     "ClusterConfig",
     "Config",
     "ConfigError",

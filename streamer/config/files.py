@@ -23,7 +23,8 @@ class ConfigError(StreamerError):
     code = "config"
 
 
-CHECKED_SECTIONS = ("server", "display", "events", "results", "mqtt", "cluster")  # their dataclasses check their values
+# Their dataclasses check their values.
+CHECKED_SECTIONS = ("server", "display", "events", "results", "mqtt", "cluster", "auto")
 
 
 DEFAULTS_FILE = CONFIG_DIR / "defaults.yaml"
@@ -73,6 +74,11 @@ def load_config(path: str | Path | None) -> Config:
             setattr(config, section, dataclasses.replace(getattr(config, section)))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"config {path}: {section}: {exc}") from None
+    for stream in config.streams:
+        try:
+            stream.auto_config(config.auto)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"config {path}: streams: {exc}") from None
     return config
 
 
@@ -87,6 +93,8 @@ def _streams(values: Any, where: str) -> list[StreamConfig]:
         _update(stream, entry, f"{where}[{i}]")
         if not isinstance(stream.options, dict):
             raise ConfigError(f"config {where}[{i}]: options must be a mapping")
+        if not isinstance(stream.auto, dict):
+            raise ConfigError(f"config {where}[{i}]: auto must be a mapping of auto settings")
         streams.append(stream)
     names = [s.name for s in streams]
     if len(set(names)) != len(names):

@@ -14,9 +14,11 @@ from .values import (
     MASK_MOTIONS,
     IceConfig,
     Zone,
+    check_detector_name,
     check_mask_format,
     ice_config,
     parse_broker,
+    parse_labels,
     parse_zones,
 )
 
@@ -73,6 +75,72 @@ class StreamConfig:
     name: str
     source: str
     options: dict[str, Any] = field(default_factory=dict)
+    auto: dict[str, Any] = field(default_factory=dict)  # this camera's ``auto`` settings over the global ones
+
+    def auto_config(self, base: AutoConfig) -> AutoConfig:
+        """This stream's ``auto`` settings: ``base`` (the file's ``auto:``) with its own over it."""
+        unknown = set(self.auto) - {f.name for f in dataclasses.fields(AutoConfig)}
+        if unknown:
+            raise ValueError(f"stream {self.name!r}: auto has no setting {', '.join(sorted(unknown))}")
+        return dataclasses.replace(base, **self.auto)
+
+
+@dataclass
+class AutoConfig:
+    """Tracks a detector starts and ends, with no click (``auto:``; ``--auto person,car``).
+
+    Every ``every_frames`` tracked frames (or ``every_s`` seconds), the detector looks at the frame
+    the tracker just processed; its detections are matched to the tracked objects (same label, box
+    IoU at least ``match_iou``). A confident unmatched one that the masks do not already cover
+    becomes an object, announced after ``probation`` detections; one whose mask drifted from its
+    detection (IoU below ``reseed_iou``) is re-prompted with the box, at most every
+    ``reseed_every`` runs; an automatic object undetected for ``end_after`` runs, or out of sight
+    for ``absent_s`` seconds, ends. Defaults: SAM 3's video model (new tracks from detections
+    scoring 0.5 and up on our detectors' calibration; probation of ~15 frames) and Grounded-SAM-2
+    (detections every few frames), tuned on the synthetic scene (bench/auto.py).
+    """
+
+    enabled: bool = False
+    detector: str = "rtdetr"  # rtdetr (COCO classes), owlv2 (any words), faces, or package.module:function
+    labels: list[str] = field(default_factory=list)  # what to track (empty: whatever the detector finds)
+    threshold: float = 0.5  # a detection's score to start an object
+    every_frames: int = 5  # run on every Nth tracked frame...
+    every_s: float | None = None  # ...or every this many seconds instead
+    max_objects: int = 20  # automatic objects per stream, at most
+    match_iou: float = 0.3  # a detection and an object's mask box overlap this much: the same thing
+    cover: float = 0.6  # a detection this much covered by tracked masks starts nothing
+    probation: int = 3  # detections (the first included) before a new object is announced
+    reseed_iou: float = 0.5  # a matched object's mask box below this IoU with its detection: re-prompt
+    reseed_every: int = 3  # detector runs between two re-prompts of one object, at least
+    end_after: int = 5  # detector runs without a match before an automatic object ends
+    absent_s: float = 3.0  # seconds out of sight (presence score) before an automatic object ends
+    merge_iou: float = 0.8  # two objects' masks overlapping this much are one: the newer ends
+    end_clicked: bool = False  # the detector may also end objects a person added (click, box, text)
+    device: str | None = None  # where detectors run (None: cuda when available, else cpu)
+    text_detector: str = "owlv2"  # the open-vocabulary detector a text prompt runs
+
+    def __post_init__(self) -> None:
+        check_detector_name(self.detector)
+        check_detector_name(self.text_detector)
+        self.labels = parse_labels(self.labels, "auto.labels")
+        for name in ("threshold", "match_iou", "cover", "reseed_iou", "merge_iou"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+                raise ValueError(f"auto.{name} must be 0 to 1, got {value!r}")
+        for name, low, high in (
+            ("every_frames", 1, 10_000),
+            ("max_objects", 1, 256),
+            ("probation", 1, 100),
+            ("reseed_every", 1, 10_000),
+            ("end_after", 1, 10_000),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"auto.{name} must be an integer from {low} to {high}, got {value!r}")
+        if self.every_s is not None and not 0.01 <= self.every_s <= 3600:
+            raise ValueError(f"auto.every_s must be 0.01 to 3600 seconds (or null), got {self.every_s!r}")
+        if not 0 < self.absent_s <= 3600:
+            raise ValueError(f"auto.absent_s must be more than 0 and at most 3600 seconds, got {self.absent_s!r}")
 
 
 @dataclass
@@ -239,6 +307,7 @@ class Config:
     results: ResultsFileConfig = field(default_factory=ResultsFileConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    auto: AutoConfig = field(default_factory=AutoConfig)
 
 
 @dataclass(frozen=True)
@@ -249,3 +318,4 @@ class WorkerSettings:
     tracker: TrackerConfig
     display: DisplayConfig
     device: str = "cpu"  # "cuda" on a GPU worker (the GPU Ray gave the actor)
+    auto: AutoConfig = field(default_factory=AutoConfig)  # every stream's automatic tracking

@@ -28,6 +28,7 @@ MASK_MOTIONS = ("flow", "hold")  # how the display carries masks between tracked
 ANCHORS = ("centroid", "bottom_center")  # the point of an object a zone holds
 MAX_ZONE_POINTS = 256
 CLUSTER_WORKERS = ("auto", "gpu", "cpu")
+AUTO_DETECTORS = ("rtdetr", "owlv2", "faces")  # built in; or package.module:function (auto/detectors.py)
 MQTT_PORT = 1883
 MQTT_PREFIX = "sam2"
 
@@ -42,9 +43,14 @@ def check_mask_format(value: str, name: str = "masks") -> str:
 class Zone:
     name: str
     polygon: np.ndarray  # float32 [K, 2], 0-1 of the frame
+    labels: frozenset[str] = frozenset()  # only objects with one of these labels count (empty: every object)
 
     def contains(self, x: float, y: float) -> bool:
         return cv2.pointPolygonTest(self.polygon, (x, y), False) >= 0
+
+    def admits(self, label: str | None) -> bool:
+        """Whether an object with ``label`` is one this zone follows."""
+        return not self.labels or label in self.labels
 
 
 def parse_zones(raw: Any) -> dict[str, list[Zone]]:
@@ -55,12 +61,21 @@ def parse_zones(raw: Any) -> dict[str, list[Zone]]:
     for stream, zones in raw.items():
         where = f"zones.{stream}"
         if not isinstance(zones, dict) or not zones:
-            raise ValueError(f"{where} must map zone names to polygons ([[x, y], ...] in 0..1)")
+            raise ValueError(f"{where} must map zone names to polygons ([[x, y], ...] in 0..1) or {{points, labels}}")
         parsed[str(stream)] = [_zone(str(name), points, f"{where}.{name}") for name, points in zones.items()]
     return parsed
 
 
 def _zone(name: str, points: Any, where: str) -> Zone:
+    labels: frozenset[str] = frozenset()
+    if isinstance(points, dict):  # {points: [...], labels: [person, car]}
+        unknown = set(points) - {"points", "labels"}
+        if unknown or "points" not in points:
+            raise ValueError(f"{where} must be a polygon or {{points: [[x, y], ...], labels: [...]}}")
+        raw_labels = points.get("labels") or []
+        if not isinstance(raw_labels, list) or not all(isinstance(v, str) and v for v in raw_labels):
+            raise ValueError(f"{where}.labels must be a list of labels, e.g. [person, car]")
+        labels, points = frozenset(raw_labels), points["points"]
     if not isinstance(points, list) or not 3 <= len(points) <= MAX_ZONE_POINTS:
         raise ValueError(f"{where} must be a polygon: a list of 3 to {MAX_ZONE_POINTS} [x, y] points")
     for i, point in enumerate(points):
@@ -71,7 +86,7 @@ def _zone(name: str, points: Any, where: str) -> Zone:
     polygon = np.array(points, np.float32)
     if abs(cv2.contourArea(polygon)) == 0:
         raise ValueError(f"{where} encloses no area: its points lie on one line")
-    return Zone(name, polygon)
+    return Zone(name, polygon, labels)
 
 
 @dataclass(frozen=True)
@@ -189,3 +204,25 @@ def parse_ice_url(text: str) -> dict[str, Any]:
         "username": urllib.parse.unquote(username),
         "credential": urllib.parse.unquote(credential),
     }
+
+
+def parse_labels(raw: Any, where: str = "labels") -> list[str]:
+    """Labels from a list or a comma-separated text (``person, red car``): stripped, no blanks,
+    no repeats, at most 32 of 64 characters each."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+        raise ValueError(f"{where} must be a list of labels or a comma-separated text, got {raw!r}")
+    labels = list(dict.fromkeys(v.strip() for v in items if v.strip()))
+    if len(labels) > 32 or any(len(v) > 64 for v in labels):
+        raise ValueError(f"{where}: at most 32 labels of at most 64 characters each")
+    return labels
+
+
+def check_detector_name(name: Any) -> str:
+    """A built-in detector's name, or an import path ``package.module:function``."""
+    if not isinstance(name, str) or not (name in AUTO_DETECTORS or re.fullmatch(r"[\w.]+:[\w.]+", name)):
+        raise ValueError(
+            f"detector must be one of {', '.join(AUTO_DETECTORS)} or an import path "
+            f"package.module:function, got {name!r}"
+        )
+    return name

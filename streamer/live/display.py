@@ -58,6 +58,7 @@ class Display:
 
     def __init__(self, config: DisplayConfig | None = None) -> None:
         self.config = config or DisplayConfig()
+        self.names: dict[int, str] = {}  # objects' labels, drawn beside their ids (replaced whole, never edited)
         self.flows_computed = 0  # tests and benchmarks read it
         self._lock = threading.Lock()
         self._recent: OrderedDict[int, _Recent] = OrderedDict()
@@ -122,6 +123,7 @@ class Display:
         logits = masks.logits
         if carry and self.config.mask_motion == "flow" and logits.shape[1:] == size:
             logits = self._carried(masks, entry)
+        names = {i: self.names[i] for i in masks.obj_ids if i in self.names} if self.config.labels else {}
         return Output(
             frame.image,
             frame.index,
@@ -131,6 +133,7 @@ class Display:
             masks.frame,
             1000 * (frame.captured_at - masks.captured_at),
             self.config.labels,
+            names=names,
         )
 
     def _carried(self, masks: Masks, entry: _Recent) -> np.ndarray:

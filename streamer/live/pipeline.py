@@ -18,13 +18,14 @@ import logging
 from collections.abc import Callable
 
 from ..concurrency.waits import stop_tasks
-from ..config import DisplayConfig, EventsConfig
+from ..config import AutoConfig, DisplayConfig, EventsConfig
 from ..metrics import Metrics
 from ..model.interface import Tracker
 from ..outputs.hub import Outputs, TrackedOutputs
 from ..sources import (
     FrameSource,
 )
+from .auto import Detectors
 from .engine import Engine
 from .serving import stream_named
 from .stream import Stream, check_stream_name, open_camera
@@ -45,6 +46,8 @@ class Pipeline:
         on_error: Callable[[str, str, str], None] | None = None,
         outputs: TrackedOutputs | None = None,
         model: Tracker | None = None,
+        auto: AutoConfig | None = None,
+        detectors: Detectors | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
         self.display = display or DisplayConfig()
@@ -52,6 +55,8 @@ class Pipeline:
         self.on_error = on_error  # (stream, code, message) -> None, e.g. broadcast to viewers
         self.streams: dict[str, Stream] = {}
         self.outputs = outputs or Outputs(self.metrics, events)  # results and events, for whoever listens
+        self.auto = auto or AutoConfig()  # every stream's, unless it is given its own
+        self.detectors = detectors or Detectors(self.auto.device)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -71,23 +76,39 @@ class Pipeline:
     def batch_limit(self) -> int:
         return self.engine.batch_limit
 
-    def add_stream(self, name: str, source: FrameSource, tracker: Tracker | None = None) -> Stream:
+    def add_stream(
+        self, name: str, source: FrameSource, tracker: Tracker | None = None, auto: AutoConfig | None = None
+    ) -> Stream:
         """Add a camera. The first stream's tracker holds the model; later ones are its siblings
-        unless given their own (which must then share the model)."""
+        unless given their own (which must then share the model). ``auto``: its automatic
+        tracking (None: the pipeline's)."""
         self.check_new_name(name)
-        stream = Stream(name, source, self.engine, self.outputs, self.metrics.stream(name), self.display, tracker)
+        stream = Stream(
+            name,
+            source,
+            self.engine,
+            self.outputs,
+            self.metrics.stream(name),
+            self.display,
+            tracker,
+            auto=auto or self.auto,
+            detectors=self.detectors,
+            on_error=self._stream_error,
+        )
         self.streams[name] = stream
         self.outputs.register(name, stream.metrics)
         if self._task is not None:
             stream.start(self._wake)
         return stream
 
-    async def open_stream(self, name: str, spec: str, options: dict | None = None) -> Stream:
+    async def open_stream(
+        self, name: str, spec: str, options: dict | None = None, auto: AutoConfig | None = None
+    ) -> Stream:
         """Open camera ``spec`` and add it as stream ``name`` (stream control at run time)."""
         self.check_new_name(name)
         source = await open_camera(spec, options)
         try:
-            return self.add_stream(name, source)
+            return self.add_stream(name, source, auto=auto)
         except BaseException:
             await source.close()
             raise
@@ -128,6 +149,7 @@ class Pipeline:
         # Let a round in flight finish, but do not hold Ctrl-C hostage to a slow CPU frame.
         if not await self.engine.close(timeout=1.5):
             logger.warning("a tracker step is still running; it will finish in the background")
+        await self.detectors.close()
         await self.outputs.stop()
 
     def ready(self) -> list[Stream]:
@@ -152,6 +174,10 @@ class Pipeline:
                     stream.finish(outcome)
             except Exception:  # a bug in a stream's bookkeeping, say: never let it stop every stream
                 logger.exception("round of %s failed after tracking", [s.name for s in batch])
+
+    def _stream_error(self, name: str, code: str, message: str) -> None:
+        if self.on_error is not None:
+            self.on_error(name, code, message)
 
     def _round_failed(self, name: str, kind: str, message: str) -> None:
         """On the inference thread: a round failed for stream ``name``."""

@@ -64,6 +64,14 @@ class ServedStream(Protocol):
 
     async def reset(self) -> list[int]: ...
 
+    async def auto_settings(self, changes: dict) -> dict:
+        """Change the stream's automatic tracking; its settings now."""
+        ...
+
+    async def text(self, labels: list[str]) -> None:
+        """Track what ``labels`` name, found on the next tracked frame."""
+        ...
+
 
 class Serving(Protocol):
     metrics: Metrics

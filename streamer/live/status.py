@@ -80,3 +80,5 @@ class StreamStatus:
     last_error: str | None
     placement: str = "local"
     worker: str | None = None  # the cluster worker it runs on
+    labels: dict[int, dict] = field(default_factory=dict)  # obj_id -> {label, origin, pending}
+    auto: bool = False  # automatic tracking is on

@@ -15,21 +15,23 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 
 import numpy as np
 
 from ..concurrency.thread import WorkerThread
 from ..concurrency.waits import stop_tasks
-from ..config import DisplayConfig
+from ..config import AutoConfig, DisplayConfig
 from ..errors import BadSourceError, StreamExistsError, StreamNameError
 from ..metrics import StreamMetrics
 from ..model.interface import Tracker
+from ..model.tracker import FrameResult
 from ..outputs.hub import TrackedOutputs, drop_objects
-from ..outputs.results import Tracked, wall_clock
+from ..outputs.results import ObjectLabel, Tracked, wall_clock
 from ..sources import BrowserSource, Frame, FrameSource, SourceError, SourceTimeoutError, mask_credentials, open_source
 from ..video.encoder import StreamEncoder
 from ..video.frame import Output
+from .auto import AutoTracking, Detectors
 from .display import Display
 from .engine import Change, Engine, Outcome
 from .landing import PromptRequest
@@ -73,8 +75,13 @@ class Stream:
         metrics: StreamMetrics,
         display: DisplayConfig,
         tracker: Tracker | None = None,
+        *,
+        auto: AutoConfig | None = None,
+        detectors: Detectors | None = None,
+        on_error: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.name, self.source, self.engine, self.outputs = name, source, engine, outputs
+        self.on_error = on_error  # (stream, code, message): something viewers should hear about
         self.config = display
         self.display = Display(display)
         self._display_thread = WorkerThread(f"display {name}")
@@ -92,6 +99,9 @@ class Stream:
         self._feeder: asyncio.Task[None] | None = None
         self._taken = 0
         self._watchers = 0
+        self.labels: dict[int, ObjectLabel] = {}  # what each object is and how it came (absent: a click)
+        self.hidden: set[int] = set()  # automatic objects on probation: tracked, not yet announced
+        self.auto = AutoTracking(self, auto or AutoConfig(), detectors or Detectors())
 
     @property
     def tracker(self) -> Tracker:
@@ -144,7 +154,24 @@ class Stream:
             frame_index=self.frame_index,
             objects=self.obj_ids,
             last_error=state.last_error,
+            labels=self.object_labels(),
+            auto=self.auto.config.enabled,
         )
+
+    def object_labels(self) -> dict[int, dict]:
+        """Each object's label, origin and probation, as ``state`` and /healthz carry them."""
+        described = {}
+        for obj_id in self.obj_ids:
+            label = self.labels.get(obj_id, ObjectLabel())
+            described[obj_id] = {"label": label.label, "origin": label.origin, "pending": obj_id in self.hidden}
+        return described
+
+    def report(self, code: str, message: str) -> None:
+        """A problem of this stream's (a detector that cannot load) for its viewers and its status."""
+        self.state.last_error = message
+        self.metrics.error(code)
+        if self.on_error is not None:
+            self.on_error(self.name, code, message)
 
     def video(self, codec: str) -> StreamEncoder:
         """This stream's encoder for ``codec``: one for however many viewers take that codec."""
@@ -179,22 +206,50 @@ class Stream:
 
     # -- prompts --------------------------------------------------------------------------------
 
-    async def prompt(self, request: PromptRequest) -> list[int]:
-        """Apply a viewer's prompt on the frame they saw; return the object ids now tracked."""
-        return self._published(await self.engine.prompt(self.track, request))
+    async def prompt(self, request: PromptRequest, origin: str | None = None) -> list[int]:
+        """Apply a prompt on the frame it names; return the object ids now tracked. ``origin``:
+        None for a person's (a click or a box), else what started it (``auto``, ``text``)."""
+        obj_id, new = request.obj_id, request.obj_id not in self.labels
+        if new:
+            self.labels[obj_id] = ObjectLabel(origin=origin or ("box" if request.box is not None else "click"))
+        elif origin is None:
+            self.auto.touched(obj_id)
+        try:
+            return self._published(await self.engine.prompt(self.track, request))
+        except BaseException:
+            if new and obj_id not in self.track.obj_ids:
+                self.labels.pop(obj_id, None)
+            raise
+
+    async def auto_settings(self, changes: dict) -> dict:
+        """Change this stream's automatic tracking (the websocket's ``auto``); its settings now."""
+        config = dataclasses.replace(self.auto.config, **changes)
+        self.auto.configure(config)
+        return dataclasses.asdict(config)
+
+    async def text(self, labels: list[str]) -> None:
+        """Look for ``labels`` on the next tracked frame (the open-vocabulary detector)."""
+        self.auto.text(labels)
 
     async def restore(self, masks: dict[int, np.ndarray]) -> list[int]:
         """Bring objects back under their ids from their last masks (a stream that moved here)."""
         return self._published(await self.engine.restore(self.track, masks))
 
-    async def remove_object(self, obj_id: int) -> list[int]:
+    async def remove_object(self, obj_id: int, reason: str = "viewer") -> list[int]:
+        """Stop tracking ``obj_id``, for ``reason`` (viewer: a person; else the detector's)."""
         obj_ids = await self.engine.remove_object(self.track, obj_id)
-        drop_objects(self.outputs, self.name, {obj_id})
+        self.labels.pop(obj_id, None)
+        self.hidden.discard(obj_id)
+        self.auto.forget(obj_id)
+        drop_objects(self.outputs, self.name, {obj_id}, reason)
         return obj_ids
 
     async def reset(self) -> list[int]:
         obj_ids = await self.engine.reset(self.track)
-        drop_objects(self.outputs, self.name, None)
+        self.labels.clear()
+        self.hidden.clear()
+        self.auto.forget(None)
+        drop_objects(self.outputs, self.name, None, "reset")
         return obj_ids
 
     def _published(self, change: Change) -> list[int]:
@@ -204,8 +259,21 @@ class Stream:
         self.state.mask_times.append(time.monotonic())
         frame = change.frame
         at, size = wall_clock(frame.captured_at), (frame.height, frame.width)
-        self.outputs.offer(Tracked.of(self.name, change.result, frame.source, at, size, change.logits))
+        self.outputs.offer(self._tracked(change.result, frame.source, at, size, change.logits))
         return change.obj_ids
+
+    def _tracked(
+        self, result: FrameResult, source: int, at: float, size: tuple[int, int], logits: np.ndarray | None = None
+    ) -> Tracked:
+        """A result for the outputs: labelled, less the objects still on probation."""
+        tracked = Tracked.of(self.name, result, source, at, size, logits, self.labels, self.hidden)
+        self.display.names = {i: label.label for i, label in self.labels.items() if label.label}
+        by_label: dict[str, int] = {}
+        for obj_id in tracked.obj_ids:
+            label = tracked.label(obj_id).label or ""
+            by_label[label] = by_label.get(label, 0) + 1
+        self.metrics.set_objects(by_label)
+        return tracked
 
     # -- the camera's side ----------------------------------------------------------------------
 
@@ -213,6 +281,7 @@ class Stream:
         self._feeder = asyncio.create_task(self._feed(wake), name=f"feeder {self.name}")
 
     async def stop(self) -> None:
+        await self.auto.close()
         if self._feeder is not None:
             await stop_tasks(self._feeder, what=f"stream {self.name}")
             self._feeder = None
@@ -289,7 +358,8 @@ class Stream:
             self.state.mask_times.append(time.monotonic())
         # To the outputs: a reference, measured only if someone listens.
         at = wall_clock(frame.captured_at)
-        self.outputs.offer(Tracked.of(self.name, result, frame.index, at, frame.image.shape[:2]))
+        self.outputs.offer(self._tracked(result, frame.index, at, frame.image.shape[:2]))
+        self.auto.after_round(frame, result)
 
     def _sync_source_metrics(self) -> None:
         stats = self.source.stats

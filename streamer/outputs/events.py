@@ -5,15 +5,19 @@ An ``EventDetector`` follows one stream's ``FrameResults`` in order. Objects app
 from the results only by prompts (a click adds one, ``remove_object`` or ``reset`` takes it
 away), so ``added`` and ``removed`` are differences between consecutive results. ``lost`` fires
 once an object has not been visible for ``lost_after`` seconds of capture time, ``found`` when it
-is visible again. Zones are polygons (0-1 of the frame's width and height) per stream; an object
+is visible again. ``added`` and every later event carry the object's label (if it has one yet);
+``removed`` says why (``viewer``, ``reset``, or the detector's ``undetected``, ``absent``,
+``merged``) when the results say. Zones are polygons (0-1 of the frame's width and height) per stream; an object
 is in a zone while its anchor point (its centroid, or the middle of its box's bottom edge:
 where a person or a car touches the ground) lies inside. A brief disappearance does not take it
-out of a zone: it leaves when it is seen outside, is lost or is removed.
+out of a zone: it leaves when it is seen outside, is lost or is removed. A zone may follow some
+labels only (``a person entered door``): objects with other labels, or none, never enter it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,18 +36,23 @@ class Event:
     frame_index: int
     bbox: tuple[float, float, float, float] | None  # the object's box then (its last one, if not visible)
     zone: str | None = None  # for entered and left
+    label: str | None = None  # the object's label then (None: it has none)
+    reason: str | None = None  # for removed, when known: viewer, reset, undetected, absent, merged
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "type": self.type,
             "stream": self.stream,
             "obj_id": self.obj_id,
+            "label": self.label,
             "time": round(self.time, 3),
             "frame_index": self.frame_index,
             "bbox": None if self.bbox is None else list(self.bbox),
         }
         if self.zone is not None:
             data["zone"] = self.zone
+        if self.reason is not None:
+            data["reason"] = self.reason
         return data
 
     def message(self) -> str:
@@ -59,6 +68,7 @@ class Event:
 class _Followed:
     seen_at: float  # capture time it was last visible (or added)
     bbox: tuple[float, float, float, float] | None
+    label: str | None = None
     lost: bool = False
     zones: set[str] = field(default_factory=set)
 
@@ -71,29 +81,35 @@ class EventDetector:
         self.zones = self.config.zones_for(stream)
         self._objects: dict[int, _Followed] = {}
 
-    def update(self, results: FrameResults) -> list[Event]:
+    def update(self, results: FrameResults, ended: Mapping[int, str] | None = None) -> list[Event]:
+        """What changed with ``results``; ``ended``: why objects gone since the last ones went."""
         now, events = results.time, []
+        why = ended or {}
 
-        def emit(kind: str, obj_id: int, bbox: Any, zone: str | None = None) -> None:
-            events.append(Event(kind, self.stream, obj_id, now, results.frame_index, bbox, zone))
+        def emit(kind: str, obj_id: int, bbox: Any, zone: str | None = None, reason: str | None = None) -> None:
+            label = self._objects[obj_id].label
+            events.append(Event(kind, self.stream, obj_id, now, results.frame_index, bbox, zone, label, reason))
 
         current = {o.obj_id: o for o in results.objects}
         for obj_id in [i for i in self._objects if i not in current]:
-            gone = self._objects.pop(obj_id)
+            gone = self._objects[obj_id]
             for zone in sorted(gone.zones):
                 emit("left", obj_id, gone.bbox, zone)
-            emit("removed", obj_id, gone.bbox)
+            emit("removed", obj_id, gone.bbox, reason=why.get(obj_id))
+            del self._objects[obj_id]
         for obj_id, obj in current.items():
             followed = self._objects.get(obj_id)
             if followed is None:
-                followed = self._objects[obj_id] = _Followed(now, obj.bbox)
+                followed = self._objects[obj_id] = _Followed(now, obj.bbox, obj.label)
                 emit("added", obj_id, obj.bbox)
+            followed.label = obj.label or followed.label
             if obj.visible and obj.bbox is not None:
                 followed.seen_at, followed.bbox = now, obj.bbox
                 if followed.lost:
                     followed.lost = False
                     emit("found", obj_id, obj.bbox)
-                inside = {z.name for z in self.zones if z.contains(*self._anchor(obj, results))}
+                anchor = self._anchor(obj, results)
+                inside = {z.name for z in self.zones if z.admits(followed.label) and z.contains(*anchor)}
                 for zone in sorted(inside - followed.zones):
                     emit("entered", obj_id, obj.bbox, zone)
                 for zone in sorted(followed.zones - inside):

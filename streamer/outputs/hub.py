@@ -66,12 +66,12 @@ class TrackedOutputs(Protocol):
     async def stop(self) -> None: ...
 
 
-def drop_objects(outputs: TrackedOutputs, stream: str, obj_ids: set[int] | None) -> None:
-    """Objects were removed by a prompt (None: all): the stream's newest results lose them now."""
+def drop_objects(outputs: TrackedOutputs, stream: str, obj_ids: set[int] | None, reason: str | None = None) -> None:
+    """Objects were removed (None: all), for ``reason``: the stream's newest results lose them now."""
     latest = outputs.latest(stream)
     if latest is not None:
         gone = set(latest.obj_ids) if obj_ids is None else obj_ids
-        outputs.offer(latest.without(gone, time.time()))
+        outputs.offer(latest.without(gone, time.time(), reason))
 
 
 class Outputs:
@@ -188,7 +188,7 @@ def _measure(tracked: Tracked, formats: Iterable[str], detector: EventDetector) 
     """On the results thread: every format asked for, then what changed since the last frame."""
     for masks in formats:
         tracked.message(masks)
-    return detector.update(tracked.results("none"))
+    return detector.update(tracked.results("none"), tracked.ended)
 
 
 class QueuedSink:

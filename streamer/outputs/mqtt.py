@@ -6,7 +6,9 @@ Topics, under ``PREFIX`` (``sam2`` unless the URL's path names another):
 - ``PREFIX/available``: ``online`` / ``offline``, retained; ``offline`` is also the client's last
   will, so the broker says it when the server dies without a word;
 - ``PREFIX/STREAM/events``: one JSON event per message (QoS 1);
-- ``PREFIX/STREAM/objects``: the stream's newest results as JSON, at most ``rate`` a second (QoS 0).
+- ``PREFIX/STREAM/objects``: the stream's newest results as JSON, at most ``rate`` a second (QoS 0);
+- ``PREFIX/STREAM/LABEL`` and ``PREFIX/STREAM/ZONE/LABEL``: how many objects with that label the
+  stream has, in all and in the zone (``counts.py``), retained, sent when they change (QoS 1).
 
 paho-mqtt runs the connection on a thread of its own and reconnects with backoff (0.5 s doubling
 to 30 s) whenever the broker is unreachable, goes away or refuses us; the server starts and
@@ -32,6 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from ..config import MqttConfig
 from ..config.values import Broker, parse_broker
 from ..metrics import Metrics
+from .counts import LabelCounts
 from .events import Event
 from .hub import QueuedSink
 from .results import Tracked
@@ -45,6 +48,11 @@ REPEAT_FAILURE_LOG_S = 60.0  # the same connection failure is logged again at mo
 OFFLINE_WAIT_S = 2.0  # at shutdown, how long ``offline`` may take to reach the broker
 CREDENTIALS_FIX = "check the user and password in --mqtt or mqtt.url"
 IN_FLIGHT = 100  # QoS 1 messages paho may hold unacknowledged, beyond ``buffer``
+
+
+def topic_part(name: str) -> str:
+    """A label or zone as one MQTT topic level (no ``/``, ``+`` or ``#``)."""
+    return "".join("_" if c in "/+#" else c for c in name)
 
 
 def paho_client(broker: Broker, client_id: str) -> paho.Client:
@@ -66,6 +74,7 @@ class MqttPublisher(QueuedSink):
         self.config, self.broker = config, parse_broker(config.url)
         self.available_topic = f"{self.broker.prefix}/available"
         self.connected = False
+        self.counts = LabelCounts()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failure: tuple[str, float] | None = None  # the last failure logged, and when
         client_id = config.client_id or f"sam2-stream-{socket.gethostname()}-{os.getpid()}"
@@ -108,11 +117,21 @@ class MqttPublisher(QueuedSink):
             self.metrics.results_dropped.labels(self.kind, "event").inc()
         else:  # sent, or held by paho until the connection is back
             self.metrics.mqtt_published.labels("events").inc()
+        self.counts.event(event)
+        self._publish_counts(event.stream)
 
     async def send_results(self, tracked: Tracked) -> None:
         info = self._client.publish(f"{self.broker.prefix}/{tracked.stream}/objects", tracked.message(self.masks))
         if info.rc == paho.MQTT_ERR_SUCCESS:
             self.metrics.mqtt_published.labels("objects").inc()
+        self.counts.results(tracked)
+        self._publish_counts(tracked.stream)
+
+    def _publish_counts(self, stream: str) -> None:
+        for (zone, label), count in sorted(self.counts.changes(stream).items(), key=str):
+            where = stream if zone is None else f"{stream}/{topic_part(zone)}"
+            self._client.publish(f"{self.broker.prefix}/{where}/{topic_part(label)}", str(count), qos=1, retain=True)
+            self.metrics.mqtt_published.labels("counts").inc()
 
     # -- paho's thread ------------------------------------------------------------------------------
 

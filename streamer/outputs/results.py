@@ -21,6 +21,7 @@ import functools
 import json
 import threading
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,19 @@ def wall_clock(monotonic_stamp: float) -> float:
 
 
 @dataclass(frozen=True)
+class ObjectLabel:
+    """What an object is and how it came to be tracked (``origin``: click, box, auto or text);
+    ``label_score`` is the detector's confidence in ``label`` (None: no detector named it)."""
+
+    label: str | None = None
+    label_score: float | None = None
+    origin: str = "click"
+
+
+NO_LABEL = ObjectLabel()
+
+
+@dataclass(frozen=True)
 class ObjectResult:
     """One tracked object on one frame. ``bbox`` and ``centroid`` are None when its mask is empty."""
 
@@ -55,10 +69,16 @@ class ObjectResult:
     area_fraction: float  # of the whole frame
     centroid: tuple[float, float] | None  # x, y in source-frame pixels
     mask: dict[str, Any] | list[list[float]] | None = None  # COCO RLE or polygons, when asked for
+    label: str | None = None
+    label_score: float | None = None
+    origin: str = "click"
 
     def to_dict(self, with_mask: bool) -> dict[str, Any]:
         data: dict[str, Any] = {
             "obj_id": self.obj_id,
+            "label": self.label,
+            "label_score": self.label_score,
+            "origin": self.origin,
             "visible": self.visible,
             "score": self.score,
             "bbox": None if self.bbox is None else list(self.bbox),
@@ -111,6 +131,8 @@ class Tracked:
     obj_ids: tuple[int, ...]
     logits: np.ndarray  # float32 [N, h, w], any size with the frame's aspect; > 0 is the object
     scores: np.ndarray  # float32 [N] presence logits
+    labels: Mapping[int, ObjectLabel] = field(default_factory=dict)  # by obj_id (absent: a click, no label)
+    ended: Mapping[int, str] = field(default_factory=dict)  # objects gone since the last frame: why
     # Each Tracked measures itself; ``dataclasses.replace`` makes a copy with a fresh cache.
     _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -124,17 +146,33 @@ class Tracked:
         at: float,
         size: tuple[int, int],
         logits: np.ndarray | None = None,
+        labels: Mapping[int, ObjectLabel] | None = None,
+        hidden: Collection[int] = (),
     ) -> Tracked:
         """A tracker's ``FrameResult`` of a frame of ``size`` (height, width) captured ``at``
-        (epoch seconds), with its logits (or ``logits``: the same, at another size)."""
+        (epoch seconds), with its logits (or ``logits``: the same, at another size), its objects'
+        ``labels``, less the ``hidden`` ones (automatic objects still on probation)."""
         logits = result.logits if logits is None else logits
-        return cls(stream, result.frame_index, source_frame, at, *size, tuple(result.obj_ids), logits, result.scores)
+        keep = [i for i, obj_id in enumerate(result.obj_ids) if obj_id not in hidden]
+        if len(keep) < len(result.obj_ids):
+            logits, scores = logits[keep], result.scores[keep]
+        else:
+            scores = result.scores
+        obj_ids = tuple(result.obj_ids[i] for i in keep)
+        return cls(stream, result.frame_index, source_frame, at, *size, obj_ids, logits, scores, dict(labels or {}))
 
-    def without(self, obj_ids: set[int], at: float) -> Tracked:
-        """The same frame with ``obj_ids`` gone (they were removed at ``at``, epoch seconds)."""
+    def without(self, obj_ids: set[int], at: float, reason: str | None = None) -> Tracked:
+        """The same frame with ``obj_ids`` gone (they were removed at ``at``, epoch seconds, for
+        ``reason``: viewer, reset, undetected, absent, merged)."""
         keep = [i for i, obj_id in enumerate(self.obj_ids) if obj_id not in obj_ids]
         kept = tuple(self.obj_ids[i] for i in keep)
-        return dataclasses.replace(self, time=at, obj_ids=kept, logits=self.logits[keep], scores=self.scores[keep])
+        ended = {obj_id: reason for obj_id in obj_ids if reason is not None and obj_id in self.obj_ids}
+        return dataclasses.replace(
+            self, time=at, obj_ids=kept, logits=self.logits[keep], scores=self.scores[keep], ended=ended
+        )
+
+    def label(self, obj_id: int) -> ObjectLabel:
+        return self.labels.get(obj_id, NO_LABEL)
 
     def results(self, masks: str = "none") -> FrameResults:
         """The frame's ``FrameResults`` with masks in ``masks`` format (computed once per format)."""
@@ -157,7 +195,7 @@ class Tracked:
     def _measure(self, masks: str) -> FrameResults:
         if masks == "none":
             objects = [
-                measure(obj_id, layer, float(score), (self.height, self.width))
+                measure(obj_id, layer, float(score), (self.height, self.width), self.label(obj_id))
                 for obj_id, layer, score in zip(self.obj_ids, self.logits, self.scores)
             ]
         else:
@@ -174,9 +212,16 @@ class Tracked:
         )
 
 
-def measure(obj_id: int, logits: np.ndarray, score: float, size: tuple[int, int]) -> ObjectResult:
+def measure(
+    obj_id: int, logits: np.ndarray, score: float, size: tuple[int, int], label: ObjectLabel = NO_LABEL
+) -> ObjectResult:
     """Box, area and centroid of one object's ``logits`` (``[h, w]``), in pixels of a frame of
     ``size`` (height, width)."""
+    found = _measure_mask(obj_id, logits, score, size)
+    return dataclasses.replace(found, label=label.label, label_score=label.label_score, origin=label.origin)
+
+
+def _measure_mask(obj_id: int, logits: np.ndarray, score: float, size: tuple[int, int]) -> ObjectResult:
     height, width = size
     sy, sx = height / logits.shape[0], width / logits.shape[1]
     mask = (logits > 0).view(np.uint8)
@@ -233,7 +278,9 @@ def schema() -> dict[str, Any]:
 
 
 __all__ = [
+    "NO_LABEL",
     "FrameResults",
+    "ObjectLabel",
     "ObjectResult",
     "Tracked",
     "check_mask_format",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import MASK_FORMATS
+from ..config.values import AUTO_DETECTORS, parse_labels
 from ..errors import StreamerError
 
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -26,6 +27,12 @@ MAX_SOURCE_CHARS = 2048
 MAX_SUBSCRIBED_STREAMS = 64
 RESULT_RATE = (0.1, 60.0)  # results messages per second per stream a subscriber may ask for
 DEFAULT_RESULT_RATE = 10.0
+MAX_TEXT_CHARS = 512
+# What a viewer may change of a stream's automatic tracking (never an import path: that runs code).
+AUTO_FIELDS = (
+    *("enabled", "detector", "labels", "threshold", "every_frames", "every_s"),
+    *("max_objects", "probation", "end_after", "absent_s"),
+)
 
 
 class ProtocolError(StreamerError):
@@ -110,7 +117,37 @@ class Unsubscribe:
     id: str | int | None
 
 
-Message = AddPoints | AddBox | RemoveObject | Reset | Offer | AddStream | RemoveStream | Subscribe | Unsubscribe
+@dataclass(frozen=True)
+class AutoSettings:
+    """Switch a stream's automatic tracking on or off, or change what it looks for."""
+
+    id: str | int | None
+    stream: str | None
+    changes: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TextPrompt:
+    """Track what these words name ("person, red car"), found on the next tracked frame."""
+
+    id: str | int | None
+    stream: str | None
+    labels: list[str]
+
+
+Message = (
+    AddPoints
+    | AddBox
+    | RemoveObject
+    | Reset
+    | Offer
+    | AddStream
+    | RemoveStream
+    | Subscribe
+    | Unsubscribe
+    | AutoSettings
+    | TextPrompt
+)
 TYPES = (
     "add_points",
     "add_box",
@@ -121,6 +158,8 @@ TYPES = (
     "remove_stream",
     "subscribe",
     "unsubscribe",
+    "auto",
+    "text",
 )
 
 
@@ -272,6 +311,34 @@ def _subscribe(data: dict[str, Any], msg_id: str | int | None) -> Subscribe:
     return Subscribe(msg_id, streams, masks, rate, events)
 
 
+def _auto(data: dict[str, Any], msg_id: str | int | None) -> AutoSettings:
+    changes = {key: value for key, value in data.items() if key not in ("type", "id", "stream")}
+    unknown = set(changes) - set(AUTO_FIELDS)
+    if unknown:
+        raise ProtocolError("bad_field", f"auto takes {', '.join(AUTO_FIELDS)}; not {', '.join(sorted(unknown))}")
+    if "enabled" in changes and not isinstance(changes["enabled"], bool):
+        raise ProtocolError("bad_field", "enabled must be true or false")
+    if "detector" in changes and changes["detector"] not in AUTO_DETECTORS:
+        raise ProtocolError("bad_field", f"detector must be one of {', '.join(AUTO_DETECTORS)}")
+    if "labels" in changes:
+        changes["labels"] = _labels(changes["labels"])
+    return AutoSettings(msg_id, _stream(data), changes)
+
+
+def _text(data: dict[str, Any], msg_id: str | int | None) -> TextPrompt:
+    labels = _labels(_string(_field(data, "text"), "text", MAX_TEXT_CHARS))
+    if not labels:
+        raise ProtocolError("bad_field", 'text must name something to track, e.g. "person, red car"')
+    return TextPrompt(msg_id, _stream(data), labels)
+
+
+def _labels(value: Any) -> list[str]:
+    try:
+        return parse_labels(value)
+    except ValueError as exc:
+        raise ProtocolError("bad_field", str(exc)) from None
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any], str | int | None], Message]] = {
     "add_points": _add_points,
     "add_box": _add_box,
@@ -282,6 +349,8 @@ _PARSERS: dict[str, Callable[[dict[str, Any], str | int | None], Message]] = {
     "remove_stream": lambda data, msg_id: RemoveStream(msg_id, _named_stream(data)),
     "subscribe": _subscribe,
     "unsubscribe": lambda data, msg_id: Unsubscribe(msg_id),
+    "auto": _auto,
+    "text": _text,
 }
 
 

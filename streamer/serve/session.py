@@ -21,12 +21,14 @@ from .protocol import (
     AddBox,
     AddPoints,
     AddStream,
+    AutoSettings,
     Message,
     Offer,
     ProtocolError,
     RemoveObject,
     RemoveStream,
     Subscribe,
+    TextPrompt,
     Unsubscribe,
     encode,
     error_reply,
@@ -115,6 +117,15 @@ class Session:
                 peer, sdp = await self.viewers.answer(message.sdp, stream.name)
                 self.peers.append(peer)
                 return encode("answer", id=msg_id, stream=stream.name, sdp=sdp)
+            if isinstance(message, AutoSettings):
+                try:
+                    settings = await stream.auto_settings(message.changes)
+                except (TypeError, ValueError) as exc:
+                    raise ProtocolError("bad_field", str(exc)) from None
+                return encode("ack", id=msg_id, stream=stream.name, auto=settings)
+            if isinstance(message, TextPrompt):
+                await stream.text(message.labels)
+                return encode("ack", id=msg_id, stream=stream.name, text=message.labels)
             objects = await self._prompt(stream, message)
             stream.metrics.prompt("ok")
             return encode("ack", id=msg_id, stream=stream.name, objects=objects)
@@ -204,6 +215,8 @@ class Session:
                 {
                     "name": name,
                     "objects": status.objects,
+                    "labels": status.labels,
+                    "auto": status.auto,
                     "video_fps": round(status.video_fps, 2),
                     "mask_fps": round(status.mask_fps, 2),
                     "mask_age_ms": rounded(status.mask_age_ms),

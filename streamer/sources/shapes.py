@@ -6,6 +6,12 @@ textured, still background at a set speed in pixels per frame, bouncing off the 
 display benchmark and the click tests measure against (no model accuracy involved). Shapes and
 background carry texture, as real objects and rooms do, so that optical flow has something to
 follow; later shapes pass in front of earlier ones, and the masks say so.
+
+With ``traffic``, shapes come and go instead of bouncing: each one enters from an edge, crosses
+the frame in a straight line through its middle (so paths cross and shapes occlude one another),
+leaves, and comes back a while later on a new path as a new *instance*, the way people and cars
+cross a camera's view. ``instances(n)`` names who is where on frame ``n`` and each shape's label
+is its kind (``disc``, ``square``): the ground truth that automatic tracking is measured on.
 """
 
 from __future__ import annotations
@@ -39,7 +45,16 @@ class ShapesScene:
     can be recomputed from its number alone.
     """
 
-    def __init__(self, width: int = 640, height: int = 360, speed: float = 5.0, count: int = 3, seed: int = 0) -> None:
+    def __init__(
+        self,
+        width: int = 640,
+        height: int = 360,
+        speed: float = 5.0,
+        count: int = 3,
+        seed: int = 0,
+        traffic: bool = False,
+        gap: int = 30,
+    ) -> None:
         if width < 32 or height < 32:
             raise ValueError(f"a shapes scene needs at least 32x32 pixels, got {width}x{height}")
         if not 0 <= speed <= min(width, height) / 4:
@@ -47,6 +62,9 @@ class ShapesScene:
         if not 1 <= count <= 8:
             raise ValueError(f"count must be 1 to 8 shapes, got {count}")
         self.width, self.height, self.speed = width, height, float(speed)
+        self.traffic, self.seed = traffic, seed
+        if traffic and speed <= 0:
+            raise ValueError("a traffic scene needs a speed above 0 (shapes cross the frame)")
         rng = np.random.default_rng(seed)
         gray = (40 + 130 * _noise(rng, height, width, blur=0.01 * max(width, height))).astype(np.uint8)
         self.background = np.repeat(gray[..., None], 3, axis=2)
@@ -67,8 +85,50 @@ class ShapesScene:
                 )
             )
 
+        longest = max((s.radius for s in self.shapes), default=0) * 2 + math.hypot(width, height)
+        self.period = int(math.ceil(longest / max(speed, 1e-6))) + gap  # frames between two entries of one shape
+
+    @property
+    def labels(self) -> list[str]:
+        """Each shape's label (its kind)."""
+        return [shape.kind for shape in self.shapes]
+
+    def instances(self, n: int) -> list[int | None]:
+        """Who each shape is on frame ``n``: an id per crossing (shape * 100000 + crossing), None
+        while it is off the frame. Without traffic every shape is always its own one instance."""
+        if not self.traffic:
+            return list(range(len(self.shapes)))
+        found: list[int | None] = []
+        for i in range(len(self.shapes)):
+            crossing, centre = self._crossing(i, n)
+            found.append(None if centre is None else i * 100000 + crossing)
+        return found
+
+    def _crossing(self, i: int, n: int) -> tuple[int, tuple[int, int] | None]:
+        """Shape ``i``'s crossing number on frame ``n`` and its centre (None: off the frame)."""
+        shape = self.shapes[i]
+        clock = n + (i * self.period) // len(self.shapes)
+        crossing, phase = divmod(clock, self.period)
+        rng = np.random.default_rng([self.seed, i, crossing])
+        r, w, h = shape.radius, self.width, self.height
+        side = int(rng.integers(4))
+        along = rng.uniform(0.15, 0.85)
+        entry = [(along * w, -r), (along * w, h + r), (-r, along * h), (w + r, along * h)][side]
+        target = (rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h)
+        dx, dy = target[0] - entry[0], target[1] - entry[1]
+        norm = math.hypot(dx, dy) or 1.0
+        x = entry[0] + dx / norm * self.speed * phase
+        y = entry[1] + dy / norm * self.speed * phase
+        if not (-r < x < w + r and -r < y < h + r):
+            return crossing, None
+        return crossing, (int(round(x)), int(round(y)))
+
     def centres(self, n: int) -> list[tuple[int, int]]:
-        """Each shape's centre on frame ``n``: straight lines, reflected at the edges."""
+        """Each shape's centre on frame ``n``: straight lines, reflected at the edges (with traffic,
+        shapes off the frame are far outside it)."""
+        if self.traffic:
+            far = (-(10**6), -(10**6))
+            return [self._crossing(i, n)[1] or far for i in range(len(self.shapes))]
         return [
             (
                 _bounce(s.start[0] + s.direction[0] * self.speed * n, s.radius, self.width - 1 - s.radius),
@@ -83,9 +143,15 @@ class ShapesScene:
         masks = np.zeros((len(self.shapes), self.height, self.width), bool)
         for i, (shape, (cx, cy)) in enumerate(zip(self.shapes, self.centres(n))):
             r = shape.radius
-            stamp = _stamp(shape.kind, r)
-            window = (slice(cy - r, cy + r + 1), slice(cx - r, cx + r + 1))
-            image[window][stamp] = shape.texture[stamp]
+            # The part of the shape's square inside the frame (all of it, unless it is crossing an edge).
+            x0, y0 = max(0, cx - r), max(0, cy - r)
+            x1, y1 = min(self.width, cx + r + 1), min(self.height, cy + r + 1)
+            if x0 >= x1 or y0 >= y1:
+                continue
+            cut = (slice(y0 - (cy - r), y1 - (cy - r)), slice(x0 - (cx - r), x1 - (cx - r)))
+            stamp = _stamp(shape.kind, r)[cut]
+            window = (slice(y0, y1), slice(x0, x1))
+            image[window][stamp] = shape.texture[cut][stamp]
             masks[:i, window[0], window[1]] &= ~stamp  # hidden behind this one
             masks[i][window] = stamp
         return image, masks
@@ -110,12 +176,13 @@ class ShapesSource(FrameSource):
         count: int = 3,
         seed: int = 0,
         remember: int = 64,
+        traffic: bool = False,
         **kwargs: Any,
     ) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         super().__init__("synthetic:shapes", reconnect=False, **kwargs)
-        self.scene = ShapesScene(width, height, speed, count, seed)
+        self.scene = ShapesScene(width, height, speed, count, seed, traffic)
         self.fps = fps
         self._made: deque[tuple[np.ndarray, int]] = deque(maxlen=remember)
         self._truth_lock = threading.Lock()
@@ -137,10 +204,11 @@ class ShapesSource(FrameSource):
 
 
 def parse_shapes_spec(spec: str) -> dict[str, Any]:
-    """Options in ``synthetic:shapes?speed=5&width=1280&height=720&fps=25&count=3&seed=0``."""
+    """Options in ``synthetic:shapes?speed=5&width=1280&height=720&fps=25&count=3&seed=0&traffic=1``."""
     _, _, query = spec.partition("?")
     options: dict[str, Any] = {}
-    casts = {"width": int, "height": int, "count": int, "seed": int, "fps": float, "speed": float}
+    casts: dict[str, Any] = {"width": int, "height": int, "count": int, "seed": int, "fps": float, "speed": float}
+    casts["traffic"] = lambda v: bool(int(v))
     for key, values in urllib.parse.parse_qs(query, keep_blank_values=True).items():
         if key not in casts:
             raise SourceError(f"synthetic:shapes has no option {key!r} (known: {', '.join(sorted(casts))})")

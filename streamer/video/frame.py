@@ -37,6 +37,7 @@ class Output:
     mask_age_ms: float | None = None  # capture time of this frame minus that of ``mask_frame``
     labels: bool = True
     seq: int = -1  # counts published outputs: what viewers use to tell a new frame
+    names: dict[int, str] = field(default_factory=dict)  # what objects are ("person"), drawn beside their ids
 
     @functools.cached_property
     def masks(self) -> np.ndarray:
@@ -50,4 +51,4 @@ class Output:
         """The frame with its masks drawn (made on first use: only frames someone watches)."""
         if not self.obj_ids:
             return self.frame
-        return draw_masks(self.frame, self.masks, self.obj_ids, labels=self.labels)
+        return draw_masks(self.frame, self.masks, self.obj_ids, labels=self.labels, names=self.names)

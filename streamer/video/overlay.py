@@ -7,6 +7,7 @@ OpenCV's vectorised blend: a 720p frame with one large object costs 1.5 ms inste
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Mapping
 
 import cv2
 import numpy as np
@@ -37,6 +38,7 @@ def draw_masks(
     alpha: float = 0.45,
     outline: int = 2,
     labels: bool = False,
+    names: Mapping[int, str] | None = None,
 ) -> np.ndarray:
     """Return a copy of ``frame`` (HxWx3 RGB) with ``masks`` (bool [N, H, W]) drawn over it."""
     out = frame.copy()
@@ -61,5 +63,6 @@ def draw_masks(
         centres.append((obj_id, int(moments["m10"] / moments["m00"]) + x0, int(moments["m01"] / moments["m00"]) + y0))
     if labels:
         for obj_id, cx, cy in centres:
-            cv2.putText(out, str(obj_id), (cx, cy), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2, cv2.LINE_AA)
+            text = f"{obj_id} {names[obj_id]}" if names and obj_id in names else str(obj_id)
+            cv2.putText(out, text, (cx, cy), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2, cv2.LINE_AA)
     return out

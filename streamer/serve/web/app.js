@@ -21,6 +21,7 @@ const viewer = {
   objects: [],        // ids the server tracks on the selected stream
   selected: 1,
   nextId: 1,
+  labels: {},  // obj_id -> {label, origin, pending}
   serverOffsetMs: 0,  // server clock minus ours
   offsets: [],        // the last few (server_time_ms - ours) samples: the largest lost least in transit
   latencyMs: 0,       // server-side capture -> sent
@@ -70,7 +71,7 @@ let rendered = "";
 function renderObjects() {
   const ids = [...new Set([...viewer.objects, viewer.selected])].sort((a, b) => a - b);
   // state arrives twice a second: rebuild only on change, so a click never lands on a replaced node
-  const signature = JSON.stringify([ids, viewer.objects, viewer.selected]);
+  const signature = JSON.stringify([ids, viewer.objects, viewer.selected, viewer.labels]);
   if (signature === rendered) return;
   rendered = signature;
   objectsEl.replaceChildren(...ids.map((id) => {
@@ -82,7 +83,11 @@ function renderObjects() {
     swatch.style.background = colorFor(id);
     const name = document.createElement("span");
     name.className = "name";
-    name.textContent = `object ${id}` + (viewer.objects.includes(id) ? "" : " (click to add)");
+    const info = viewer.labels[id] || {};
+    const what = info.label ? ` ${info.label}` : "";
+    const how = info.origin && info.origin !== "click" && info.origin !== "box" ? ` · ${info.origin}` : "";
+    name.textContent = `object ${id}${what}${how}` + (info.pending ? " (pending)" : "")
+      + (viewer.objects.includes(id) ? "" : " (click to add)");
     li.append(swatch, name);
     if (viewer.objects.includes(id)) {
       const remove = document.createElement("button");
@@ -129,6 +134,8 @@ function applyState(msg) {
   const state = msg.streams.find((s) => s.name === viewer.stream);
   if (!state) return;
   viewer.objects = state.objects;
+  viewer.labels = state.labels || {};
+  autoBox.checked = !!state.auto;
   viewer.nextId = Math.max(viewer.nextId, ...state.objects.map((id) => id + 1), 1);
   viewer.latencyMs = state.latency_ms;
   document.getElementById("mask-fps").textContent = state.mask_fps.toFixed(1);
@@ -264,6 +271,13 @@ document.getElementById("new-object").onclick = () => {
   renderObjects();
 };
 document.getElementById("reset").onclick = () => send({ type: "reset" });
+const autoBox = document.getElementById("auto");
+autoBox.onchange = () => send({ type: "auto", stream: viewer.stream, enabled: autoBox.checked });
+document.getElementById("text-form").onsubmit = (e) => {
+  e.preventDefault();
+  const input = document.getElementById("text");
+  if (input.value.trim()) send({ type: "text", stream: viewer.stream, text: input.value.trim() });
+};
 
 // One peer connection per watched stream; the answer comes back on the websocket.
 async function openPeer(stream, target, withCamera) {
