@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .detections import Detections
-from .hub import from_hub, transformers_module
+from .huggingface import from_hub, transformers_module
 
 REPO = "PekingU/rtdetr_v2_r18vd"
 INPUT_SIZE = 640
@@ -43,11 +43,11 @@ class CocoDetector:
         """The official checkpoint (downloaded on first use), or seeded random weights of the same
         network (tests and benchmarks: wiring and speed, never detections)."""
         transformers = transformers_module()
-        processor = transformers.RTDetrImageProcessor(size={"height": INPUT_SIZE, "width": INPUT_SIZE})
         if random_weights:
             import torch
 
             torch.manual_seed(seed)
+            processor = transformers.RTDetrImageProcessor(size={"height": INPUT_SIZE, "width": INPUT_SIZE})
             config = transformers.RTDetrV2Config(
                 num_labels=len(COCO_LABELS),
                 id2label=dict(enumerate(COCO_LABELS)),

@@ -55,9 +55,9 @@ class Detections:
             raise DetectorError(
                 f"a detector must return (boxes, labels, scores) or Detections, got {type(value).__name__}"
             )
-        boxes, labels, scores = (_array(v) if i != 1 else v for i, v in enumerate(value))
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        return cls(boxes, tuple(str(v) for v in labels), np.asarray(scores, np.float32).reshape(-1))
+        boxes, labels, scores = value
+        boxes = np.asarray(_array(boxes), np.float32).reshape(-1, 4)
+        return cls(boxes, tuple(str(v) for v in labels), np.asarray(_array(scores), np.float32).reshape(-1))
 
     def keep(self, index: Sequence[int] | np.ndarray) -> Detections:
         index = np.asarray(index, np.int64)

@@ -68,7 +68,7 @@ def load_detector(name: str, device: str | None = None, *, random_weights: bool 
 
 
 def import_callable(path: str) -> Callable[..., Any]:
-    """``package.module:function`` (or ``:Class.method``, or ``:factory()``-less attributes)."""
+    """What ``package.module:name`` names (``name`` may be dotted: ``module:Class.method``)."""
     module_name, sep, attribute = path.partition(":")
     if not sep or not module_name or not attribute:
         raise DetectorError(f"a detector's import path is package.module:function, got {path!r}")

@@ -127,7 +127,8 @@ class FaceDetector:
 
     @classmethod
     def load(cls, device: str, *, random_weights: bool = False, seed: int = 0) -> FaceDetector:
-        torch.manual_seed(seed)
+        if random_weights:
+            torch.manual_seed(seed)
         nets: dict[str, nn.Module] = {"pnet": PNet(), "rnet": RNet(), "onet": ONet()}
         if not random_weights:
             try:

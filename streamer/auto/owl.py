@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .detections import Detections
-from .hub import from_hub, transformers_module
+from .huggingface import from_hub, transformers_module
 
 REPO = "google/owlv2-base-patch16-ensemble"
 MIN_SCORE = 0.1

@@ -36,9 +36,7 @@ import numpy as np
 from ..config import AutoConfig
 from .detections import Detections, box_iou, mask_box
 
-ORIGINS = ("click", "box", "auto", "text")  # how an object came to be tracked
 PERSON_ORIGINS = ("click", "box", "text")  # objects a person asked for
-END_REASONS = ("undetected", "absent", "merged", "probation")
 PROBATION_MISSES = 2  # misses in a row that end an object still on probation
 KEEP_ALIVE_FACTOR = 0.5  # detections down to this fraction of the start threshold keep objects alive
 BIRTH_NMS_IOU = 0.5  # detections of one label overlapping this much start one object
@@ -75,7 +73,7 @@ class Reseed:
 @dataclass(frozen=True)
 class End:
     obj_id: int
-    reason: str  # one of END_REASONS
+    reason: str  # undetected, absent, merged, probation
     into: int | None = None  # merged: the object it was merged into
 
 
@@ -88,9 +86,6 @@ class Plan:
     ends: list[End] = field(default_factory=list)
     announced: list[int] = field(default_factory=list)  # objects past probation with this run
     labelled: dict[int, tuple[str, float]] = field(default_factory=dict)  # new or better labels, and scores
-
-    def __bool__(self) -> bool:
-        return bool(self.births or self.reseeds or self.ends or self.announced or self.labelled)
 
 
 @dataclass
@@ -310,4 +305,4 @@ def _box(box: np.ndarray) -> tuple[float, float, float, float]:
     return (x0, y0, x1, y1)
 
 
-__all__ = ["END_REASONS", "ORIGINS", "AutoPolicy", "Birth", "End", "Observed", "Plan", "Reseed"]
+__all__ = ["PERSON_ORIGINS", "AutoPolicy", "Birth", "End", "Observed", "Plan", "Reseed"]

@@ -178,12 +178,12 @@ class RemoteStream:
 
     async def remove_object(self, obj_id: int) -> list[int]:
         obj_ids = await self._change("remove_object", obj_id)
-        self._results_without({obj_id})
+        self._results_without({obj_id}, "viewer")
         return obj_ids
 
     async def reset(self) -> list[int]:
         obj_ids = await self._change("reset")
-        self._results_without(None)
+        self._results_without(None, "reset")
         return obj_ids
 
     async def auto_settings(self, changes: dict) -> dict:
@@ -197,9 +197,9 @@ class RemoteStream:
         self._obj_ids = list(await self.cluster.call(self, method, *args))
         return self.obj_ids
 
-    def _results_without(self, obj_ids: set[int] | None) -> None:
+    def _results_without(self, obj_ids: set[int] | None, reason: str) -> None:
         """Removed objects leave the newest results now, and are not restored by a failover."""
-        drop_objects(self.cluster.outputs, self.name, obj_ids)
+        drop_objects(self.cluster.outputs, self.name, obj_ids, reason)
         if self.last_tracked is not None:
             full = self.last_tracked.tracked()
             kept = full.without(set(full.obj_ids) if obj_ids is None else obj_ids, full.time)

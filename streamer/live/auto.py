@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -53,8 +53,6 @@ class Detectors:
         self._loaded: dict[str, Detector] = dict(preloaded or {})
         self._failed: dict[str, str] = {}
         self._thread = WorkerThread("detector")
-        self.busy_s = 0.0
-        self.runs = 0
 
     async def detect(self, name: str, image: np.ndarray, queries: Sequence[str] = ()) -> Detections:
         """``name``'s detections on ``image`` (it is loaded first if need be)."""
@@ -77,12 +75,7 @@ class Detectors:
             except Exception as exc:  # a user's module failing on import, a broken install
                 self._failed[name] = f"detector {name} could not be loaded: {exc}"
                 raise DetectorError(self._failed[name]) from exc
-        started = time.perf_counter()
-        try:
-            return detector(image, queries)
-        finally:
-            self.busy_s += time.perf_counter() - started
-            self.runs += 1
+        return detector(image, queries)
 
     async def close(self) -> None:
         await self._thread.close()
@@ -110,15 +103,18 @@ class AutoTracking:
 
     def __init__(self, host: AutoHost, config: AutoConfig, detectors: Detectors) -> None:
         self.host, self.detectors = host, detectors
-        self.config = config
         self.policy = AutoPolicy(config, self._next_id)
         self.runs = 0
-        self.births = 0
         self._frames = 0  # tracked frames since the last run
         self._last_run = 0.0
         self._top = 0  # the highest object id handed out
         self._text: list[str] | None = None  # a text prompt waiting for the next tracked frame
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def config(self) -> AutoConfig:
+        """The settings in force (the policy's)."""
+        return self.policy.config
 
     @property
     def busy(self) -> bool:
@@ -127,7 +123,7 @@ class AutoTracking:
     def configure(self, config: AutoConfig) -> None:
         """New settings (the websocket's ``auto`` message): the policy keeps its objects."""
         self.detectors.retry(config.detector)
-        self.config = self.policy.config = config
+        self.policy.config = config
 
     def text(self, labels: list[str]) -> None:
         """Look for ``labels`` with the open-vocabulary detector on the next tracked frame."""
@@ -192,7 +188,7 @@ class AutoTracking:
             logger.error("%s: %s", self.host.name, exc)
             self.host.report("detector", str(exc))
             if text is None:
-                self.config = self.policy.config = dataclasses.replace(config, enabled=False)
+                self.policy.config = dataclasses.replace(config, enabled=False)
         except Exception as exc:  # a bug: log it, the stream goes on (the next run tries again)
             logger.exception("%s: automatic tracking failed", self.host.name)
             self.host.report("detector", f"automatic tracking failed: {exc}")
@@ -210,9 +206,7 @@ class AutoTracking:
             host.labels[birth.obj_id] = ObjectLabel(birth.label, birth.score, birth.origin)
             if not birth.announced:
                 host.hidden.add(birth.obj_id)
-            if await self._prompt(birth.obj_id, birth.box, frame_index, size, birth.origin):
-                self.births += 1
-            else:
+            if not await self._prompt(birth.obj_id, birth.box, frame_index, size, birth.origin):
                 host.labels.pop(birth.obj_id, None)
                 host.hidden.discard(birth.obj_id)
                 self.policy.forget(birth.obj_id)
@@ -220,8 +214,14 @@ class AutoTracking:
             await self._prompt(reseed.obj_id, reseed.box, frame_index, size, None)
 
     async def _prompt(
-        self, obj_id: int, box: tuple[float, float, float, float], frame_index: int, size: tuple[int, int], origin: Any
+        self,
+        obj_id: int,
+        box: tuple[float, float, float, float],
+        frame_index: int,
+        size: tuple[int, int],
+        origin: str | None,
     ) -> bool:
+        """A box prompt on the tracked frame the detector saw; False if that frame is gone."""
         height, width = size
         x0, y0, x1, y1 = box
         request = PromptRequest(obj_id, box=(x0 / width, y0 / height, x1 / width, y1 / height), frame_index=frame_index)

@@ -71,8 +71,5 @@ class LabelCounts:
                 self._published[(stream, key[0], key[1])] = value
         return changed
 
-    def forget(self, stream: str) -> None:
-        self._objects.pop(stream, None)
-
 
 __all__ = ["LabelCounts"]
