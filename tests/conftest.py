@@ -21,6 +21,9 @@ from .clips import DEFAULT_CLIP, clip_path
 # import: hence here, before any test module imports it.
 RAY_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 os.environ.update(RAY_LOOPBACK)
+# No test asks the Hugging Face Hub for a detector's weights: one that is not cached fails at once
+# with the offline error, as on a machine without internet (subprocesses inherit it).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 IMAGE_SIZE = 256  # the official predictor runs ~0.2 s/frame here at this size
 

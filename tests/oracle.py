@@ -169,7 +169,10 @@ class OracleTracker:
         present = scene.instances(scene_frame)
         layers = []
         for obj_id, shape in self._objects.items():
-            if shape is None or truth is None or present[shape] != self._instances.get(obj_id):
+            followed = shape is not None and truth is not None
+            if followed and scene.traffic:  # one crossing of the shape: nothing once it has left
+                followed = present[shape] == self._instances.get(obj_id)
+            if not followed:
                 layers.append(np.full((h, w), OUTSIDE, np.float32))
                 continue
             # Area-averaged coverage as logits: scaled back up, the edge lands where it should.

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..concurrency.waits import event_set, stop_tasks, within
-from ..config import WorkerSettings
+from ..config import AutoConfig, WorkerSettings
 from ..errors import NoFrameError, StreamerError
+from ..live.auto import Detectors
 from ..live.landing import PromptRequest
 from ..live.pipeline import Pipeline
 from ..live.stream import Stream
@@ -68,6 +69,7 @@ class ReportOutputs:
 
     def offer(self, tracked: Tracked) -> None:
         with self._lock:
+            tracked = tracked.replacing(self._unsent.get(tracked.stream))
             self._latest[tracked.stream] = self._unsent[tracked.stream] = tracked
             sent = self._sent.get(tracked.stream)
         if sent is None or sent[1] != tracked.obj_ids:  # objects came or went: the front hears now
@@ -143,6 +145,7 @@ class StreamWorker:
             outputs=self._outputs,
             model=model,
             auto=settings.auto,
+            detectors=Detectors(settings.auto.device or settings.device, random_weights=settings.model.random_weights),
         )
         self._pipeline.start()
         device = _device_name(model)
@@ -166,13 +169,15 @@ class StreamWorker:
         options: dict | None = None,
         restore: dict[int, np.ndarray] | None = None,
         codecs: list[str] | None = None,
+        auto: AutoConfig | None = None,
     ) -> Reply:
         """Open ``spec`` here as stream ``name``; ``restore``: objects to bring back under their
         ids from these masks (a stream moved here; the answer waits for that, up to
-        ``RESTORE_WAIT_S``); ``codecs``: what its viewers already watch."""
+        ``RESTORE_WAIT_S``); ``codecs``: what its viewers already watch; ``auto``: its automatic
+        tracking (None: this worker's)."""
         pipeline = self._ready()
         try:
-            stream = await pipeline.open_stream(name, spec, options)
+            stream = await pipeline.open_stream(name, spec, options, auto)
         except StreamerError as exc:
             return ("error", exc.code, str(exc))
         for codec in codecs or []:

@@ -1,14 +1,14 @@
 """What happened to the tracked objects, frame after frame: added, removed, lost, found, and zones
 entered and left.
 
-An ``EventDetector`` follows one stream's ``FrameResults`` in order. Objects appear and disappear
-from the results only by prompts (a click adds one, ``remove_object`` or ``reset`` takes it
-away), so ``added`` and ``removed`` are differences between consecutive results. ``lost`` fires
+An ``EventDetector`` follows one stream's ``FrameResults`` in order. Objects appear in and
+disappear from the results only when a prompt or the detector adds one, or a removal takes it
+away, so ``added`` and ``removed`` are differences between consecutive results. ``lost`` fires
 once an object has not been visible for ``lost_after`` seconds of capture time, ``found`` when it
 is visible again. ``added`` and every later event carry the object's label (if it has one yet);
 ``removed`` says why (``viewer``, ``reset``, or the detector's ``undetected``, ``absent``,
-``merged``) when the results say. Zones are polygons (0-1 of the frame's width and height) per stream; an object
-is in a zone while its anchor point (its centroid, or the middle of its box's bottom edge:
+``merged``) when the results say. Zones are polygons (0-1 of the frame's width and height) per
+stream; an object is in a zone while its anchor point (its centroid, or the middle of its box's bottom edge:
 where a person or a car touches the ground) lies inside. A brief disappearance does not take it
 out of a zone: it leaves when it is seen outside, is lost or is removed. A zone may follow some
 labels only (``a person entered door``): objects with other labels, or none, never enter it.

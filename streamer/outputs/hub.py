@@ -105,6 +105,7 @@ class Outputs:
         """A stream's newest tracked frame (from any thread; newest wins)."""
         with self._lock:
             replaced = self._pending.get(tracked.stream)
+            tracked = tracked.replacing(replaced)
             self._pending[tracked.stream] = tracked
             self._latest[tracked.stream] = tracked
         metrics = self._stream_metrics.get(tracked.stream)

@@ -171,6 +171,15 @@ class Tracked:
             self, time=at, obj_ids=kept, logits=self.logits[keep], scores=self.scores[keep], ended=ended
         )
 
+    def replacing(self, older: Tracked | None) -> Tracked:
+        """This frame, where it replaces ``older`` before anyone measured that one (outputs keep
+        the newest): with the removal reasons ``older`` carried for objects this one lacks too, so
+        that a ``removed`` event still says why."""
+        if older is None or not older.ended:
+            return self
+        carried = {i: why for i, why in older.ended.items() if i not in self.obj_ids and i not in self.ended}
+        return dataclasses.replace(self, ended={**carried, **self.ended}) if carried else self
+
     def label(self, obj_id: int) -> ObjectLabel:
         return self.labels.get(obj_id, NO_LABEL)
 

@@ -479,3 +479,32 @@ def test_scene_frames_are_the_sources_frame_numbers() -> None:
 
     assert all(asyncio.run(main()))
     assert ShapesScene(160, 120, seed=1).width == 160
+
+
+def test_a_removal_s_reason_survives_a_newer_frame_that_replaces_it_unmeasured() -> None:
+    """Outputs keep each stream's newest frame: when the next tracked frame arrives before the one
+    a removal left was measured, the ``removed`` event still says why."""
+    from streamer.outputs.hub import drop_objects
+
+    async def main() -> list:
+        metrics = Metrics()
+        outputs = Outputs(metrics)
+        outputs.register("cam", metrics.stream("cam"))
+        sink = _Recorder(metrics)
+        sink.start()
+        outputs.add(sink)
+        outputs.start()
+        first, _ = truth_tracked(640, 360, n=1)
+        outputs.offer(first)
+        await asyncio.wait_for(sink.got.wait(), 5)
+        await asyncio.sleep(0.1)  # its added events too
+        drop_objects(outputs, "cam", {2}, "undetected")  # the detector ended object 2...
+        later, _ = truth_tracked(640, 360, n=2)
+        outputs.offer(later.without({2}, later.time))  # ...and the next round came before delivery
+        await asyncio.sleep(0.3)
+        await outputs.stop()
+        await sink.close(flush=True)
+        return [e for e in sink.sent if getattr(e, "type", None) == "removed"]
+
+    removed = asyncio.run(main())
+    assert [(e.obj_id, e.reason) for e in removed] == [(2, "undetected")]
