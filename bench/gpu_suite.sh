@@ -4,7 +4,8 @@
 # tests/test_cuda.py (the slow compile test included) and the GPU worker of tests/cluster/test_cluster.py
 # (skipped where Ray is not installed), then at 1024 px in bfloat16: bench/tracker.py
 # (ours eager and compiled; the official predictor plain and --vos-optimized), bench/serve.py
-# (eager and --compile, the official side --vos-optimized), and bench/display.py. JSON goes to
+# (eager and --compile, the official side --vos-optimized), bench/display.py and bench/auto.py (the
+# detectors' time per 720p frame on the GPU). JSON goes to
 # bench/results/*_<device>.json, a log of everything to bench/results/gpu_suite_<device>.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,5 +33,6 @@ run python bench/serve.py --device cuda --image-size 1024 --vos-optimized --out 
 run python bench/serve.py --device cuda --image-size 1024 --compile --vos-optimized --reference-frames 0 \
   --out "$out/serve_${device}_1024_compiled.json" || status=1
 run python bench/display.py --out "$out/display_${device}.json" || status=1
+run python -m bench.auto --device cuda --out "$out/auto_${device}.json" || status=1
 echo "GPU suite finished (status $status); results in $out/*_${device}*.json" | tee -a "$log"
 exit $status

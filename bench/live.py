@@ -9,6 +9,10 @@ weights, 256 px on this CPU) and the phases are:
   client would take the same cores from the server and skew the figure);
 - ``chromium``: one headless Chromium page, frames counted with requestVideoFrameCallback.
 
+``--auto LABELS`` runs the server with automatic tracking on (``--auto-detector``, default rtdetr,
+random weights like the model: a detector's cost does not depend on its weights), to measure what
+the detector thread takes from the tracker and the video (bench/results/live_cpu_256_auto.json).
+
 Per phase: frames per second delivered to the viewer, frames tracked per second (from /metrics),
 server CPU, and in Chromium capture -> screen (p50/p90: the page dates each frame it presents by
 its RTP timestamp, with its video clock). WebRTC needs a real interface, so run it inside the
@@ -135,7 +139,10 @@ async def chromium_phase(port: int, proc: psutil.Process, seconds: float) -> dic
 
 async def clip_run(clip: Path, args: argparse.Namespace) -> dict:
     port = free_port()
-    server = start_server(str(clip), port, args.image_size, extra=["--mask-motion", args.mask_motion])
+    extra = ["--mask-motion", args.mask_motion]
+    if args.auto:
+        extra += ["--auto", args.auto, "--auto-detector", args.auto_detector, "--auto-every", str(args.auto_every)]
+    server = start_server(str(clip), port, args.image_size, extra=extra)
     try:
         proc = psutil.Process(server.pid)
         await asyncio.sleep(2.0)
@@ -146,8 +153,10 @@ async def clip_run(clip: Path, args: argparse.Namespace) -> dict:
         health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read())
         source_fps = next(iter(health["streams"].values()))["source_fps"]
         phases = {"off": await measure(port, proc, args.seconds, lambda: None)}
-        phases["aiortc"] = await aiortc_phase(port, proc, args.seconds)
-        phases["chromium"] = await chromium_phase(port, proc, args.seconds)
+        if "aiortc" in args.phases:
+            phases["aiortc"] = await aiortc_phase(port, proc, args.seconds)
+        if "chromium" in args.phases:
+            phases["chromium"] = await chromium_phase(port, proc, args.seconds)
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -156,8 +165,8 @@ async def clip_run(clip: Path, args: argparse.Namespace) -> dict:
         "clip": clip.name,
         "source_fps": source_fps,
         "phases": phases,
-        "viewer_fps_vs_source": {k: phases[k]["viewer_fps"] / source_fps for k in ("aiortc", "chromium")},
-        "tracked_fps_vs_display_off": {k: phases[k]["tracked_fps"] / off for k in ("aiortc", "chromium")},
+        "viewer_fps_vs_source": {k: phases[k]["viewer_fps"] / source_fps for k in phases if k != "off"},
+        "tracked_fps_vs_display_off": {k: phases[k]["tracked_fps"] / off for k in phases if k != "off"},
     }
 
 
@@ -167,6 +176,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--mask-motion", choices=["flow", "hold"], default="flow")
     parser.add_argument("--clips", nargs="+", default=list(CLIPS))
+    parser.add_argument("--phases", nargs="+", default=["aiortc", "chromium"], choices=["aiortc", "chromium"])
+    parser.add_argument("--auto", metavar="LABELS", help="automatic tracking on, for these labels (all: any)")
+    parser.add_argument("--auto-detector", default="rtdetr")
+    parser.add_argument("--auto-every", type=int, default=5)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     report = {
@@ -174,6 +187,9 @@ def main() -> None:
         "model": "sam2.1_hiera_tiny (random weights), one object",
         "image_size": args.image_size,
         "mask_motion": args.mask_motion,
+        "auto": None
+        if not args.auto
+        else f"{args.auto_detector} every {args.auto_every} tracked frames (random weights)",
         "runs": [asyncio.run(clip_run(MEDIA / name, args)) for name in args.clips],
     }
     publish(report, args.out)

@@ -31,6 +31,7 @@ from .cluster.front import ClusterPipeline
 from .concurrency.waits import stop_tasks, within
 from .config import Config, ServerConfig, StreamConfig, WorkerSettings
 from .errors import StreamerError
+from .live.auto import Detectors
 from .live.pipeline import Pipeline
 from .live.serving import Serving
 from .model.interface import Tracker
@@ -68,15 +69,20 @@ class App:
             try:
                 await cluster.connect()
                 for stream in streams:
-                    cluster.add_stream(stream.name, stream.source, stream.options)
+                    cluster.add_stream(stream.name, stream.source, stream.options, stream.auto_config(config.auto))
             except BaseException:
                 await cluster.stop()
                 raise
             return cls(config, cluster)
         if tracker is None:
             raise ValueError("a local server needs a tracker (the model): build one from config.model")
+        detectors = Detectors(config.auto.device, random_weights=config.model.random_weights)
         pipeline = Pipeline(
-            display=config.display, events=config.events, max_batch=config.model.max_batch, auto=config.auto
+            display=config.display,
+            events=config.events,
+            max_batch=config.model.max_batch,
+            auto=config.auto,
+            detectors=detectors,
         )
         try:
             for i, stream in enumerate(streams):

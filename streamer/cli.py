@@ -66,7 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--model", choices=sorted(MODELS), help="SAM 2.1 model size")
     parser.add_argument("--checkpoint", help="official .pt file (default: download to the cache)")
-    parser.add_argument("--random-weights", action="store_true", help="seeded random weights: smoke tests only")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="seeded random weights (the model's and --auto's detectors'): smoke tests only",
+    )
     parser.add_argument("--image-size", type=int, help="model input size (default: the model's 1024)")
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument(

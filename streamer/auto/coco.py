@@ -48,7 +48,21 @@ class CocoDetector:
 
             torch.manual_seed(seed)
             processor = transformers.RTDetrImageProcessor(size={"height": INPUT_SIZE, "width": INPUT_SIZE})
+            # The checkpoint's shape (its config.json): ResNet-18-vd, a narrower encoder, 3 decoder layers.
+            backbone = transformers.RTDetrResNetConfig(
+                depths=[2, 2, 2, 2],
+                layer_type="basic",
+                hidden_sizes=[64, 128, 256, 512],
+                embedding_size=64,
+                downsample_in_bottleneck=True,
+                downsample_in_first_stage=False,
+                out_features=["stage2", "stage3", "stage4"],
+            )
             config = transformers.RTDetrV2Config(
+                backbone_config=backbone,
+                encoder_in_channels=[128, 256, 512],
+                hidden_expansion=0.5,
+                decoder_layers=3,
                 num_labels=len(COCO_LABELS),
                 id2label=dict(enumerate(COCO_LABELS)),
                 label2id={label: i for i, label in enumerate(COCO_LABELS)},

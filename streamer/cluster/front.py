@@ -39,7 +39,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..concurrency.waits import event_set, stop_tasks, within
-from ..config import ClusterConfig, EventsConfig, WorkerSettings
+from ..config import AutoConfig, ClusterConfig, EventsConfig, WorkerSettings
 from ..errors import BadSourceError, RemoteError, StreamerError, UnavailableError
 from ..live.serving import stream_named
 from ..live.stream import check_stream_name
@@ -214,11 +214,14 @@ class ClusterPipeline:
 
     # -- the Serving interface ------------------------------------------------------------------
 
-    def add_stream(self, name: str, spec: str, options: dict | None = None) -> RemoteStream:
-        """A stream to place on a worker (it waits for one if none has room)."""
+    def add_stream(
+        self, name: str, spec: str, options: dict | None = None, auto: AutoConfig | None = None
+    ) -> RemoteStream:
+        """A stream to place on a worker (it waits for one if none has room); ``auto``: its
+        automatic tracking, if not the workers' own."""
         self.check_new_name(name)
         check_cluster_source(spec)
-        stream = self.streams[name] = RemoteStream(name, spec, options, self)
+        stream = self.streams[name] = RemoteStream(name, spec, options, self, auto)
         self.outputs.register(name, stream.metrics)
         self._wake.set()
         return stream
@@ -479,7 +482,7 @@ class ClusterPipeline:
     async def _place(self, stream: RemoteStream, worker: WorkerHandle) -> bool:
         """Open ``stream`` on ``worker``, with its objects and its viewers' codecs."""
         restore, codecs = stream.restore_masks(), stream.watched()
-        args = (stream.name, stream.spec, stream.options, restore, codecs)
+        args = (stream.name, stream.spec, stream.options, restore, codecs, stream.auto)
         try:
             reply = await _result(worker.actor.add_stream.remote(*args), PLACE_TIMEOUT_S)
         except Exception as exc:

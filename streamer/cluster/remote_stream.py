@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import av
 
+from ..config import AutoConfig
 from ..live.landing import PromptRequest
 from ..live.status import StreamState, StreamStatus
 from ..metrics import Metrics
@@ -107,8 +108,11 @@ class RemoteStream:
 
     camera = None  # a viewer's browser camera cannot feed a worker elsewhere
 
-    def __init__(self, name: str, spec: str, options: dict | None, cluster: StreamHost) -> None:
+    def __init__(
+        self, name: str, spec: str, options: dict | None, cluster: StreamHost, auto: AutoConfig | None = None
+    ) -> None:
         self.name, self.spec, self.options, self.cluster = name, spec, dict(options or {}), cluster
+        self.auto = auto  # its automatic tracking (None: the workers'); kept across a failover
         self.metrics = cluster.metrics.stream(name)
         self.state = StreamState()  # what the front measures itself: packets' capture-to-arrival
         self.placement = "waiting"
@@ -188,6 +192,7 @@ class RemoteStream:
 
     async def auto_settings(self, changes: dict) -> dict:
         settings: dict = await self.cluster.call(self, "auto_settings", changes)
+        self.auto = AutoConfig(**settings)  # the next worker, after a failover, starts with them
         return settings
 
     async def text(self, labels: list[str]) -> None:

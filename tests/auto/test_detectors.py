@@ -52,6 +52,7 @@ def test_detections_come_from_tuples_mappings_and_tensors() -> None:
 def test_the_coco_detector_with_random_weights_is_wired_right() -> None:
     """RT-DETR v2's network with seeded random weights: 80 COCO labels, boxes on the frame."""
     detector = load_detector("rtdetr", "cpu", random_weights=True)
+    assert 19.5e6 < sum(p.numel() for p in detector.model.parameters()) < 21e6  # r18vd's 20 M, not r50's 43 M
     assert detector.labels is not None and len(detector.labels) == 80 and detector.labels[0] == "person"
     frame = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
     found = detector(frame)

@@ -27,6 +27,7 @@ from streamer.app import App  # noqa: E402
 from streamer.cluster.front import ClusterPipeline  # noqa: E402
 from streamer.cluster.remote_stream import RemoteStream  # noqa: E402
 from streamer.config import (  # noqa: E402
+    AutoConfig,
     ClusterConfig,
     Config,
     DisplayConfig,
@@ -467,5 +468,34 @@ def test_a_gpu_node_gets_a_worker_on_its_gpu_that_tracks_there(cluster) -> None:
             await until(lambda: stream.last_tracked is not None and stream.last_tracked.obj_ids == (2,), 20, "masks")
             metrics = (await get(server, "/metrics"))[2].decode()
             assert 'streamer_frames_processed_total{stream="cam"}' in metrics
+
+    asyncio.run(main())
+
+
+def test_a_worker_runs_its_streams_detector_and_labels_reach_the_front(cluster) -> None:
+    """Automatic tracking on a cluster: the worker loads the stream's detector (a user's, by import
+    path), its objects arrive at the front's results with label and origin, and an ``auto``
+    message from a viewer at the front reaches the worker."""
+    detector = "tests.auto.test_detectors:boxes_and_words"  # one box, labelled "thing"
+    auto = AutoConfig(enabled=True, detector=detector, every_frames=1, probation=1)
+    settings = WorkerSettings(MODEL, TrackerConfig(), DisplayConfig(), auto=auto)
+
+    async def main() -> None:
+        cluster.add_node()
+        async with front(cluster, {"cam": shapes(1)}, settings=settings) as server, viewer(server) as client:
+            await until(lambda: placements(server)["cam"] is not None, 90, "a worker")
+            await client.request({"type": "subscribe", "streams": ["cam"]})
+
+            def labelled() -> list[dict]:
+                return [o for m in client.messages if m["type"] == "results" for o in m["objects"]]
+
+            await until(lambda: any(o["origin"] == "auto" for o in labelled()), 90, "an automatic object")
+            found = next(o for o in labelled() if o["origin"] == "auto")
+            assert (found["label"], found["label_score"]) == ("thing", 0.9)
+            added = [m["event"] for m in client.messages if m["type"] == "event" and m["event"]["type"] == "added"]
+            assert added and added[0]["label"] == "thing"
+            off = await client.request({"type": "auto", "stream": "cam", "enabled": False})
+            assert off["type"] == "ack" and off["auto"]["enabled"] is False, off
+            assert server.pipeline.streams["cam"].auto is not None and not server.pipeline.streams["cam"].auto.enabled
 
     asyncio.run(main())

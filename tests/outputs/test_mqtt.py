@@ -232,3 +232,40 @@ def test_doctor_checks_the_broker(tmp_path) -> None:
     assert refused.status == FAIL and "refused the connection" in refused.detail
     assert "check the user and password" in refused.fix and "wrong-horse" not in refused.detail
     assert gone.status == WARN and "cannot reach the broker" in gone.detail
+
+
+def test_per_label_counts_are_retained_topics_per_stream_and_zone(tmp_path) -> None:
+    """PREFIX/STREAM/LABEL and PREFIX/STREAM/ZONE/LABEL on a real broker: counts as objects come,
+    enter a zone and go, zeros included, and retained for a client that subscribes later."""
+    broker = Mosquitto(tmp_path).start()
+    listener = Listener(broker.port)
+    publisher = MqttPublisher(MqttConfig(url=f"{broker.url}/site"), Metrics())
+
+    def event(kind: str, obj_id: int, label: str | None, zone: str | None = None) -> Event:
+        return Event(kind, "door", obj_id, time.time(), 1, (0.0, 0.0, 1.0, 1.0), zone, label)
+
+    async def main() -> None:
+        publisher.start()
+        try:
+            await asyncio.to_thread(listener.wait_for, "site/available", b"online")
+            for e in (event("added", 1, "person"), event("added", 2, "person"), event("added", 3, "red car")):
+                publisher.event(e)
+            await asyncio.to_thread(listener.wait_for, "site/door/person", b"2")
+            await asyncio.to_thread(listener.wait_for, "site/door/red car", b"1")
+            publisher.event(event("entered", 1, "person", "porch"))
+            await asyncio.to_thread(listener.wait_for, "site/door/porch/person", b"1")
+            publisher.event(event("left", 1, "person", "porch"))
+            publisher.event(event("removed", 1, "person"))
+            await asyncio.to_thread(listener.wait_for, "site/door/porch/person", b"0")
+            await asyncio.to_thread(listener.wait_for, "site/door/person", b"1")
+            late = await asyncio.to_thread(Listener, broker.port, "late")
+            assert (await asyncio.to_thread(late.wait_for, "site/door/person", b"1")).retain
+            late.close()
+        finally:
+            await publisher.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        listener.close()
+        broker.kill()

@@ -94,3 +94,37 @@ def test_a_subscription_sends_after_its_ack_and_ends_with_the_session() -> None:
     assert results and all(m["stream"] == "cam" for m in results)
     assert results[0]["objects"][0]["obj_id"] == 1 and results[0]["masks"] == "rle"
     assert gone
+
+
+def test_auto_and_text_are_answered_and_state_shows_labels() -> None:
+    """``auto`` changes a stream's settings (a value out of range is bad_field, an import path is
+    refused); ``text`` is acknowledged with its words; ``state`` carries labels and auto."""
+
+    async def main() -> None:
+        session, _ = await _session(ServerConfig())
+        try:
+            on = await _ask(session, {"type": "auto", "id": 1, "stream": "yard", "enabled": True, "labels": "car"})
+            assert (on["type"], on["stream"], on["auto"]["enabled"], on["auto"]["labels"]) == (
+                "ack",
+                "yard",
+                True,
+                ["car"],
+            )
+            assert session.pipeline.stream("yard").auto.config.labels == ["car"]  # type: ignore[attr-defined]
+            assert not session.pipeline.stream("cam").auto.config.enabled  # type: ignore[attr-defined]
+            bad = await _ask(session, {"type": "auto", "id": 2, "threshold": 3})
+            assert (bad["id"], bad["code"]) == (2, "bad_field") and "threshold" in bad["message"]
+            code = await _ask(session, {"type": "auto", "id": 3, "detector": "os:system"})
+            assert code["code"] == "bad_field"
+            text = await _ask(session, {"type": "text", "id": 4, "text": "person, red car"})
+            assert text == {"type": "ack", "id": 4, "stream": "cam", "text": ["person", "red car"]}
+            box = {"type": "add_box", "id": 5, "obj_id": 3, "box": [0.0, 0.0, 1.0, 1.0]}
+            await _ask(session, box)
+            streams = {s["name"]: s for s in json.loads(session.status())["streams"]}
+            assert streams["cam"]["labels"] == {"3": {"label": None, "origin": "box", "pending": False}}
+            assert streams["yard"]["auto"] is True and streams["cam"]["auto"] is False
+        finally:
+            await session.close()
+            await session.pipeline.stop()  # type: ignore[attr-defined]
+
+    asyncio.run(main())
