@@ -11,7 +11,8 @@ weights, 256 px on this CPU) and the phases are:
 
 ``--auto LABELS`` runs the server with automatic tracking on (``--auto-detector``, default rtdetr,
 random weights like the model: a detector's cost does not depend on its weights), to measure what
-the detector thread takes from the tracker and the video (bench/results/live_cpu_256_auto.json).
+the detector thread takes from the tracker and the video (bench/results/live_cpu_256_auto.json,
+and live_cpu_256_auto_off.json: the same run without, just before it).
 
 Per phase: frames per second delivered to the viewer, frames tracked per second (from /metrics),
 server CPU, and in Chromium capture -> screen (p50/p90: the page dates each frame it presents by

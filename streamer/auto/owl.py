@@ -35,7 +35,7 @@ class TextDetector:
             import torch
 
             torch.manual_seed(seed)
-            config = transformers.Owlv2Config()
+            config = transformers.Owlv2Config(vision_config={"image_size": 960})  # the checkpoint's input
             side = config.vision_config.image_size
             images = transformers.Owlv2ImageProcessor(size={"height": side, "width": side})
             processor = transformers.Owlv2Processor(images, letters_tokenizer())

@@ -32,6 +32,10 @@ T = TypeVar("T")
 # (bench/serve.py, bench/live.py). The display thread stays normal: frames reach the tracker
 # through it.
 VIDEO_NICE = 10
+# The detector thread (automatic tracking) runs lower still: on a short CPU it is the last to get
+# it, after the tracker and the video; its detections are periodic and may come late
+# (bench/results/live_cpu_256_auto.json).
+DETECTOR_NICE = 19
 
 
 class WorkerThread:

@@ -30,7 +30,7 @@ import numpy as np
 from ..auto.detections import Detections, Detector
 from ..auto.detectors import load_detector
 from ..auto.policy import AutoPolicy, Observed, Plan
-from ..concurrency.thread import WorkerThread
+from ..concurrency.thread import DETECTOR_NICE, WorkerThread
 from ..concurrency.waits import stop_tasks
 from ..config import AutoConfig
 from ..errors import DetectorError, PromptError, StreamerError, UnknownObjectError
@@ -52,7 +52,8 @@ class Detectors:
         self.device, self.random_weights = device, random_weights
         self._loaded: dict[str, Detector] = dict(preloaded or {})
         self._failed: dict[str, str] = {}
-        self._thread = WorkerThread("detector")
+        self._thread = WorkerThread("detector", nice=DETECTOR_NICE)
+        self._threads_set = False
 
     async def detect(self, name: str, image: np.ndarray, queries: Sequence[str] = ()) -> Detections:
         """``name``'s detections on ``image`` (it is loaded first if need be)."""
@@ -65,6 +66,9 @@ class Detectors:
         self._failed.pop(name, None)
 
     def _detect(self, name: str, image: np.ndarray, queries: tuple[str, ...]) -> Detections:
+        if not self._threads_set:
+            self._threads_set = True
+            _share_cores()
         detector = self._loaded.get(name)
         if detector is None:
             try:
@@ -79,6 +83,15 @@ class Detectors:
 
     async def close(self) -> None:
         await self._thread.close()
+
+
+def _share_cores() -> None:
+    """On the detector's thread: half the CPU threads the tracker's torch calls use. torch's
+    OpenMP threads are per calling thread, so a detector at full width beside the tracker would
+    run twice as many threads as there are cores, and both would slow (bench/live.py --auto)."""
+    import torch
+
+    torch.set_num_threads(max(1, torch.get_num_threads() // 2))
 
 
 class AutoHost(Protocol):
