@@ -444,6 +444,46 @@ def browser_streams(screenshot: str | None) -> dict:
     return result
 
 
+def browser_text() -> dict:
+    """The page's text field and auto switch: "cat" typed and sent, the text detector (a user's,
+    by import path: one box labelled with the first word) finds it, and the object list shows the
+    new object with its label and origin; the auto box switches the stream's automatic tracking."""
+    import tempfile
+
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    folder = Path(tempfile.mkdtemp())
+    config = folder / "text.yaml"
+    detector = "tests.auto.test_detectors:boxes_and_words"
+    config.write_text(f"auto:\n  detector: {detector}\n  text_detector: {detector}\n")
+    server = start_server(str(CLIP), port, image_size=128, extra=["--config", str(config)])
+    result: dict = {}
+    try:
+        with sync_playwright() as p:
+            chrome = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = chrome.new_page(viewport={"width": 1280, "height": 720})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.getElementById('video').currentTime > 0.5", timeout=30000)
+            page.fill("#text", "cat, red car")
+            page.click("#text-form button[type=submit]")
+            page.wait_for_function(
+                "[...document.querySelectorAll('#objects li')].some(li => li.textContent.includes('cat'))",
+                timeout=30000,
+            )
+            result["objects"] = page.eval_on_selector_all("#objects li .name", "ns => ns.map(n => n.textContent)")
+            page.check("#auto")
+            page.wait_for_function("window.viewer.ws && document.getElementById('auto').checked", timeout=10000)
+            time.sleep(1.5)  # two state messages
+            result["auto"] = next(iter(_health(port)["streams"].values())).get("auto")
+            result["labels"] = next(iter(_health(port)["streams"].values())).get("labels")
+            chrome.close()
+    finally:
+        server.terminate()
+        result["server_exit"] = server.wait(timeout=10)
+    return result
+
+
 def tls_for(host: str, folder: Path) -> tuple[list[str], list[str]]:
     """A certificate for ``host`` from a test CA: the server's TLS flags, and the Chromium flag
     that trusts it (its public key's SHA-256, as a phone's user accepts a LAN certificate)."""
@@ -654,6 +694,8 @@ def main() -> None:
         result = browser_turn()
     elif scenario == "browser-phone":
         result = browser_phone(sys.argv[2] if len(sys.argv) > 2 else None)
+    elif scenario == "browser-text":
+        result = browser_text()
     elif scenario == "browser-streams":
         result = browser_streams(sys.argv[2] if len(sys.argv) > 2 else None)
     elif scenario in ("browser", "browser-camera", "browser-camera-tls", "browser-proxy"):

@@ -7,8 +7,9 @@ frame, with the tracker's masks of it, goes to the detector thread (``Detectors`
 one loaded model per detector, shared by every stream; newest frame wins per stream, so a slow
 detector skips frames instead of piling them up). The tracker's rounds and the video never wait
 for it. Its detections and those masks go to the stream's ``AutoPolicy``; the plan is applied
-through the stream as prompts and removals on that very frame (the tracker remembers its recent
-frames), exactly as a viewer's box would be: new objects, re-seeded ones, ended ones.
+through the stream as prompts and removals, landed exactly as a viewer's box on the frame they saw
+(``landing.py``): on that very frame while the tracker remembers it, else carried along the
+optical flow to the nearest one it has. New objects, re-seeded ones, ended ones.
 
 A text prompt ("person, red car") runs the open-vocabulary detector on the next tracked frame,
 once; what it finds becomes objects at once (a person asked). A detector that cannot be loaded
@@ -31,7 +32,7 @@ from ..auto.detections import Detections, Detector
 from ..auto.detectors import load_detector
 from ..auto.policy import AutoPolicy, Observed, Plan
 from ..concurrency.thread import DETECTOR_NICE, WorkerThread
-from ..concurrency.waits import stop_tasks
+from ..concurrency.waits import CLOSE_TIMEOUT_S, stop_tasks
 from ..config import AutoConfig
 from ..errors import DetectorError, PromptError, StreamerError, UnknownObjectError
 from ..model.tracker import FrameResult
@@ -81,8 +82,10 @@ class Detectors:
                 raise DetectorError(self._failed[name]) from exc
         return detector(image, queries)
 
-    async def close(self) -> None:
-        await self._thread.close()
+    async def close(self, timeout: float = CLOSE_TIMEOUT_S) -> bool:
+        """Let a detection (or a detector's load) in flight finish; False if it was still running
+        after ``timeout`` (it ends in the background)."""
+        return await self._thread.close(timeout)
 
 
 def _share_cores() -> None:
@@ -178,7 +181,7 @@ class AutoTracking:
             frame.captured_at,
             [self.host.labels.get(i, ObjectLabel()).origin for i in result.obj_ids],
         )
-        job = self._look(frame.image, result.frame_index, observed, text)
+        job = self._look(frame.image, frame.index, observed, text)
         self._task = asyncio.create_task(job, name=f"auto {self.host.name}")
 
     async def close(self) -> None:
@@ -188,7 +191,7 @@ class AutoTracking:
 
     # -- one run --------------------------------------------------------------------------------
 
-    async def _look(self, image: np.ndarray, frame_index: int, observed: Observed, text: list[str] | None) -> None:
+    async def _look(self, image: np.ndarray, seen: int, observed: Observed, text: list[str] | None) -> None:
         config = self.config
         name = config.detector if text is None else config.text_detector
         queries = config.labels if text is None else text
@@ -196,7 +199,7 @@ class AutoTracking:
             detections = await self.detectors.detect(name, image, queries)
             self.runs += 1
             plan = self.policy.update(detections, observed) if text is None else self.policy.adopt(detections, observed)
-            await self._apply(plan, frame_index, observed.size)
+            await self._apply(plan, seen, observed.size)
         except DetectorError as exc:
             logger.error("%s: %s", self.host.name, exc)
             self.host.report("detector", str(exc))
@@ -206,7 +209,7 @@ class AutoTracking:
             logger.exception("%s: automatic tracking failed", self.host.name)
             self.host.report("detector", f"automatic tracking failed: {exc}")
 
-    async def _apply(self, plan: Plan, frame_index: int, size: tuple[int, int]) -> None:
+    async def _apply(self, plan: Plan, seen: int, size: tuple[int, int]) -> None:
         host = self.host
         for end in plan.ends:
             await self._end(end.obj_id, end.reason)
@@ -219,29 +222,33 @@ class AutoTracking:
             host.labels[birth.obj_id] = ObjectLabel(birth.label, birth.score, birth.origin)
             if not birth.announced:
                 host.hidden.add(birth.obj_id)
-            if not await self._prompt(birth.obj_id, birth.box, frame_index, size, birth.origin):
+            if not await self._prompt(birth.obj_id, birth.box, seen, size, birth.origin):
                 host.labels.pop(birth.obj_id, None)
                 host.hidden.discard(birth.obj_id)
                 self.policy.forget(birth.obj_id)
         for reseed in plan.reseeds:
-            await self._prompt(reseed.obj_id, reseed.box, frame_index, size, None)
+            await self._prompt(reseed.obj_id, reseed.box, seen, size, None)
 
     async def _prompt(
         self,
         obj_id: int,
         box: tuple[float, float, float, float],
-        frame_index: int,
+        seen: int,
         size: tuple[int, int],
         origin: str | None,
     ) -> bool:
-        """A box prompt on the tracked frame the detector saw; False if that frame is gone."""
+        """A box on camera frame ``seen`` (the one the detector looked at), landed as a viewer's
+        box on the frame they saw is: there while the tracker has it, else carried along the
+        optical flow to the nearest frame it has (a detector slower than the camera's frames,
+        say, on a stream with no objects yet, which the tracker steps at the camera's rate).
+        False if no frame is left to put it on."""
         height, width = size
         x0, y0, x1, y1 = box
-        request = PromptRequest(obj_id, box=(x0 / width, y0 / height, x1 / width, y1 / height), frame_index=frame_index)
+        request = PromptRequest(obj_id, box=(x0 / width, y0 / height, x1 / width, y1 / height), shown=seen)
         try:
             await self.host.prompt(request, origin)
             return True
-        except (PromptError, UnknownObjectError) as exc:  # the frame left the tracker's memory meanwhile
+        except (PromptError, UnknownObjectError) as exc:  # no frame to land on (a reset meanwhile)
             logger.debug("%s: automatic prompt for object %d skipped: %s", self.host.name, obj_id, exc)
             return False
 

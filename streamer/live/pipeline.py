@@ -149,7 +149,8 @@ class Pipeline:
         # Let a round in flight finish, but do not hold Ctrl-C hostage to a slow CPU frame.
         if not await self.engine.close(timeout=1.5):
             logger.warning("a tracker step is still running; it will finish in the background")
-        await self.detectors.close()
+        if not await self.detectors.close(timeout=1.5):
+            logger.warning("a detector is still loading or running; it will finish in the background")
         await self.outputs.stop()
 
     def ready(self) -> list[Stream]:

@@ -221,6 +221,8 @@ class StreamServer:
                 "latency_ms": {"p50": status.latency_p50, "p90": status.latency_p90},
                 "viewers": self.viewers.count(name),
                 "objects": status.objects,
+                "labels": status.labels,
+                "auto": status.auto,
                 "last_error": status.last_error,
                 "placement": status.placement,
                 "worker": status.worker,

@@ -197,3 +197,34 @@ def test_a_detector_that_cannot_load_is_reported_and_the_stream_goes_on() -> Non
     assert errors and errors[0][:2] == ("cam", "detector") and "no_such_package" in errors[0][2]
     assert len(errors) == 1 and not enabled  # said once; automatic tracking pauses on that stream
     assert tracked > 10
+
+
+def test_a_detector_slower_than_the_tracker_s_memory_still_starts_objects() -> None:
+    """On an empty scene the tracker steps every camera frame (30 a second, 8 remembered), so a
+    detector taking 0.6 s answers about a frame the tracker has forgotten: its boxes are carried
+    along the optical flow to a frame it has, as a viewer's late box is, and objects start."""
+
+    class Slow(StandInDetector):
+        def __call__(self, image, queries=()):
+            found = super().__call__(image, queries)
+            time.sleep(0.6)
+            return found
+
+    auto = AutoConfig(enabled=True, detector=NAME, every_frames=1, probation=1)
+
+    async def main():
+        source = ShapesSource(320, 180, fps=30, speed=2, count=3, seed=2).start()
+        pipeline = Pipeline(auto=auto, detectors=Detectors(preloaded={NAME: Slow(source)}))
+        stream = pipeline.add_stream("cam", source, OracleTracker(source, delay=0.01))
+        pipeline.start()
+        try:
+            for _ in range(100):
+                if len(stream.obj_ids) >= 2:
+                    break
+                await asyncio.sleep(0.1)
+            return dict(stream.labels)
+        finally:
+            await pipeline.stop()
+
+    labels = asyncio.run(main())
+    assert len(labels) >= 2 and all(label.origin == "auto" for label in labels.values())

@@ -177,3 +177,14 @@ def test_browser_picks_streams_and_shows_a_grid() -> None:
     assert result["tiles"] == ["room", "pattern"]
     assert result["after_tile_click"] == ["room", [960, 540]]
     assert result["server_exit"] == 0
+
+
+def test_a_text_typed_in_the_page_adds_objects_with_their_labels() -> None:
+    """The page's text field sends the words; the text detector's find is in the object list with
+    its label and origin (and in /healthz); the auto box turns automatic tracking on."""
+    result = run_scenario("browser-text")
+    assert any("cat" in name and "text" in name for name in result["objects"]), result
+    assert result["auto"] is True
+    assert [v["label"] for v in result["labels"].values()] == ["cat"], result
+    assert all(v["origin"] == "text" for v in result["labels"].values())
+    assert result["server_exit"] == 0
