@@ -117,3 +117,39 @@ def test_mtcnn_with_its_real_weights_finds_faces_in_a_real_clip(face_weights: Pa
     sizes = [b[2] - b[0] for f in confident for b in f.boxes]
     assert all(30 <= s <= 150 for s in sizes)  # a child's face at 960x540, not the whole frame
     assert all(f.labels == ("face",) * len(f) for f in found)
+
+
+def test_faces_start_objects_end_to_end_on_a_real_clip(face_weights: Path, monkeypatch) -> None:
+    """The live pipeline on the bedroom clip with ``--auto face --auto-detector faces``: the real
+    face detector's finds become automatic objects labelled ``face`` (SAM 2.1 with random weights
+    tracks them: their masks mean nothing, their birth is what is checked)."""
+    import asyncio
+
+    from streamer.config import AutoConfig
+    from streamer.live.pipeline import Pipeline
+    from streamer.model.tracker import StreamingTracker
+    from streamer.sources import open_source
+
+    clip = natural_clip("bedroom.mp4")
+    monkeypatch.setenv("STREAMER_CACHE_DIR", str(face_weights))
+    auto = AutoConfig(enabled=True, detector="faces", labels=["face"], every_frames=1, probation=1)
+
+    async def main() -> list:
+        tracker = StreamingTracker.build(random_init=True, image_size=128, device="cpu")
+        pipeline = Pipeline(auto=auto)
+        stream = pipeline.add_stream("room", open_source(str(clip), loop=True), tracker)
+        pipeline.start()
+        seen: dict = {}
+        try:
+            for _ in range(600):
+                seen.update(stream.labels)
+                if seen:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await pipeline.stop()
+        return list(seen.values())
+
+    labels = asyncio.run(main())
+    assert labels and all((label.label, label.origin) == ("face", "auto") for label in labels)
+    assert all(label.label_score is not None and label.label_score >= 0.5 for label in labels)
