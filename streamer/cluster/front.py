@@ -482,7 +482,8 @@ class ClusterPipeline:
     async def _place(self, stream: RemoteStream, worker: WorkerHandle) -> bool:
         """Open ``stream`` on ``worker``, with its objects and its viewers' codecs."""
         restore, codecs = stream.restore_masks(), stream.watched()
-        args = (stream.name, stream.spec, stream.options, restore, codecs, stream.auto)
+        labels = dict(stream.last_tracked.labels) if stream.last_tracked is not None else {}
+        args = (stream.name, stream.spec, stream.options, restore, codecs, stream.auto, labels)
         try:
             reply = await _result(worker.actor.add_stream.remote(*args), PLACE_TIMEOUT_S)
         except Exception as exc:

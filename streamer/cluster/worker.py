@@ -35,7 +35,7 @@ from ..live.landing import PromptRequest
 from ..live.pipeline import Pipeline
 from ..live.stream import Stream
 from ..metrics import Metrics, StreamMetrics
-from ..outputs.results import Tracked
+from ..outputs.results import ObjectLabel, Tracked
 from .reports import CompactTracked, Packet, StreamReport, WorkerReport
 
 if TYPE_CHECKING:
@@ -170,11 +170,12 @@ class StreamWorker:
         restore: dict[int, np.ndarray] | None = None,
         codecs: list[str] | None = None,
         auto: AutoConfig | None = None,
+        labels: dict[int, ObjectLabel] | None = None,
     ) -> Reply:
         """Open ``spec`` here as stream ``name``; ``restore``: objects to bring back under their
         ids from these masks (a stream moved here; the answer waits for that, up to
-        ``RESTORE_WAIT_S``); ``codecs``: what its viewers already watch; ``auto``: its automatic
-        tracking (None: this worker's)."""
+        ``RESTORE_WAIT_S``), with their ``labels``; ``codecs``: what its viewers already watch;
+        ``auto``: its automatic tracking (None: this worker's)."""
         pipeline = self._ready()
         try:
             stream = await pipeline.open_stream(name, spec, options, auto)
@@ -183,7 +184,8 @@ class StreamWorker:
         for codec in codecs or []:
             self._watch(stream, codec, True)
         if restore:
-            task = self._restores[name] = asyncio.create_task(self._restore(stream, restore), name=f"restore {name}")
+            restoring = self._restore(stream, restore, labels)
+            task = self._restores[name] = asyncio.create_task(restoring, name=f"restore {name}")
             with contextlib.suppress(asyncio.TimeoutError):
                 await within(asyncio.shield(task), RESTORE_WAIT_S)
         return ("ok", None)
@@ -240,12 +242,14 @@ class StreamWorker:
         except StreamerError as exc:
             return ("error", exc.code, str(exc))
 
-    async def _restore(self, stream: Stream, masks: dict[int, np.ndarray]) -> None:
-        """Objects back under their ids, once the camera has shown a frame here."""
+    async def _restore(
+        self, stream: Stream, masks: dict[int, np.ndarray], labels: dict[int, ObjectLabel] | None
+    ) -> None:
+        """Objects back under their ids (and labels), once the camera has shown a frame here."""
         for _ in range(RESTORE_TRIES):
             try:
                 await within(stream.next_output(-1), stream.source.open_timeout)
-                obj_ids = await stream.restore(masks)
+                obj_ids = await stream.restore(masks, labels)
                 logger.info("%s: restored objects %s", stream.name, obj_ids)
                 return
             except (asyncio.TimeoutError, NoFrameError):

@@ -231,8 +231,10 @@ class Stream:
         """Look for ``labels`` on the next tracked frame (the open-vocabulary detector)."""
         self.auto.text(labels)
 
-    async def restore(self, masks: dict[int, np.ndarray]) -> list[int]:
-        """Bring objects back under their ids from their last masks (a stream that moved here)."""
+    async def restore(self, masks: dict[int, np.ndarray], labels: dict[int, ObjectLabel] | None = None) -> list[int]:
+        """Bring objects back under their ids from their last masks (a stream that moved here),
+        with what they were (``labels``: their label and origin, by id)."""
+        self.labels.update({obj_id: label for obj_id, label in (labels or {}).items() if obj_id in masks})
         return self._published(await self.engine.restore(self.track, masks))
 
     async def remove_object(self, obj_id: int, reason: str = "viewer") -> list[int]:

@@ -474,14 +474,15 @@ def test_a_gpu_node_gets_a_worker_on_its_gpu_that_tracks_there(cluster) -> None:
 
 def test_a_worker_runs_its_streams_detector_and_labels_reach_the_front(cluster) -> None:
     """Automatic tracking on a cluster: the worker loads the stream's detector (a user's, by import
-    path), its objects arrive at the front's results with label and origin, and an ``auto``
-    message from a viewer at the front reaches the worker."""
+    path), its objects arrive at the front's results with label and origin, an ``auto`` message
+    from a viewer at the front reaches the worker, and after a failover the restored objects keep
+    their labels and origin on the new worker (and automatic tracking stays off)."""
     detector = "tests.auto.test_detectors:boxes_and_words"  # one box, labelled "thing"
     auto = AutoConfig(enabled=True, detector=detector, every_frames=1, probation=1)
     settings = WorkerSettings(MODEL, TrackerConfig(), DisplayConfig(), auto=auto)
 
     async def main() -> None:
-        cluster.add_node()
+        first = cluster.add_node()
         async with front(cluster, {"cam": shapes(1)}, settings=settings) as server, viewer(server) as client:
             await until(lambda: placements(server)["cam"] is not None, 90, "a worker")
             await client.request({"type": "subscribe", "streams": ["cam"]})
@@ -497,5 +498,24 @@ def test_a_worker_runs_its_streams_detector_and_labels_reach_the_front(cluster) 
             off = await client.request({"type": "auto", "stream": "cam", "enabled": False})
             assert off["type"] == "ack" and off["auto"]["enabled"] is False, off
             assert server.pipeline.streams["cam"].auto is not None and not server.pipeline.streams["cam"].auto.enabled
+
+            stream = server.pipeline.streams["cam"]
+            await until(lambda: stream.last_tracked is not None and bool(stream.last_tracked.obj_ids), 30, "masks")
+            kept, lost = set(stream.last_tracked.obj_ids), placements(server)["cam"]
+            cluster.add_node()
+            killed = time.time()
+            await asyncio.to_thread(cluster.kill_node, first)
+            await until(lambda: placements(server)["cam"] not in (None, lost), 60, "the stream moved")
+
+            def restored() -> list[dict]:
+                return [
+                    o for m in client.messages if m["type"] == "results" and m["time"] > killed for o in m["objects"]
+                ]
+
+            await until(lambda: any(o["obj_id"] in kept for o in restored()), 60, "the objects restored")
+            again = [o for o in restored() if o["obj_id"] in kept]
+            assert all((o["label"], o["origin"]) == ("thing", "auto") for o in again), again
+            status = stream.status()
+            assert status.auto is False  # the viewer's change went with the stream
 
     asyncio.run(main())
