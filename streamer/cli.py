@@ -27,8 +27,8 @@ from .config import MASK_FORMATS, Config, StreamConfig, load_config
 from .config.values import parse_ice_url
 from .errors import StreamerError
 from .live.stream import STREAM_NAME
+from .model.families import MODELS
 from .model.tracker import StreamingTracker
-from .model.weights import MODELS
 from .offline import OfflineJob, track_offline
 
 logger = logging.getLogger("streamer")

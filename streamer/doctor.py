@@ -27,7 +27,8 @@ from typing import Any, Literal
 from . import __version__
 from .assets import CONFIG_DIR, PACKAGE_DIR, RESULTS_SCHEMA, WEB_DIR
 from .config import ClusterConfig, ModelConfig, ServerConfig, load_config  # no implementation: safe without torch
-from .model.weights import MODELS, cache_dir, is_cached, model_spec
+from .model.families import MODELS, model_spec
+from .model.weights import cache_dir, is_cached
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 TEST_PACKAGES = (
@@ -191,7 +192,7 @@ def check_checkpoint(config: DoctorConfig) -> list[Finding]:
         return [Finding("checkpoint", OK, f"{path} ({path.stat().st_size / 1e6:.0f} MB)")]
     spec = model_spec(config.model)
     cache = cache_dir()
-    cached = [name for name, s in MODELS.items() if is_cached(s, cache / s.filename)]
+    cached = [name for name, s in MODELS.items() if is_cached(s.checkpoint, cache / s.filename)]
     others = ", ".join(c for c in cached if c != spec.name)
     others = f"; also cached: {others}" if others else ""
     target = cache / spec.filename
@@ -207,13 +208,13 @@ def check_checkpoint(config: DoctorConfig) -> list[Finding]:
                 "set STREAMER_CACHE_DIR to a writable folder, or pass --checkpoint PATH",
             )
         ]
-    free = shutil.disk_usage(probe).free
-    if free < spec.size * 1.1:
+    free, need = shutil.disk_usage(probe).free, spec.checkpoint.expected_bytes
+    if free < need * 1.1:
         return [
             Finding(
                 "checkpoint",
                 FAIL,
-                f"{spec.name} needs {spec.size / 1e6:.0f} MB in {cache}, only {free / 1e6:.0f} MB free",
+                f"{spec.name} needs {need / 1e6:.0f} MB in {cache}, only {free / 1e6:.0f} MB free",
                 "free disk space or set STREAMER_CACHE_DIR to a larger disk",
             )
         ]
@@ -223,8 +224,8 @@ def check_checkpoint(config: DoctorConfig) -> list[Finding]:
         Finding(
             "checkpoint",
             WARN,
-            f"{spec.name} {state}: {spec.size / 1e6:.0f} MB are downloaded into {cache} on first run{others}",
-            f"offline? fetch {spec.url} elsewhere and put it at {target}, or pass --checkpoint PATH",
+            f"{spec.name} {state}: {need / 1e6:.0f} MB are downloaded into {cache} on first run{others}",
+            f"offline? fetch {spec.checkpoint.url} elsewhere and put it at {target}, or pass --checkpoint PATH",
         )
     ]
 

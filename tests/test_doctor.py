@@ -13,7 +13,7 @@ import pytest
 
 from streamer import doctor
 from streamer.doctor import FAIL, OK, WARN, DoctorConfig, Finding, diagnose
-from streamer.model.weights import MODELS
+from streamer.model.families import MODELS
 
 from .webrtc_scenarios import free_port
 
@@ -46,12 +46,12 @@ def test_checkpoint_cache_states(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     config = DoctorConfig(model=spec.name)
     found = doctor.check_checkpoint(config)[0]
     assert found.status == WARN and "not cached" in found.detail and str(tmp_path) in found.detail
-    assert spec.url in found.fix and "--checkpoint" in found.fix
+    assert spec.checkpoint.url in found.fix and "--checkpoint" in found.fix
     with open(tmp_path / (spec.filename + ".part"), "wb") as part:
         part.truncate(50_000_000)
     assert "partly downloaded (50 MB, resumes)" in doctor.check_checkpoint(config)[0].detail
     with open(tmp_path / spec.filename, "wb") as done:
-        done.truncate(spec.size)
+        done.truncate(spec.checkpoint.size)
     found = doctor.check_checkpoint(config)[0]
     assert found.status == OK and str(tmp_path / spec.filename) in found.detail
     tiny = DoctorConfig(model="sam2.1_hiera_tiny")

@@ -24,16 +24,15 @@ from torch import nn
 from torchvision.ops import nms
 
 from ..errors import DetectorError
-from ..model.weights import ModelSpec, ensure_checkpoint
+from ..model.weights import Checkpoint, ensure_checkpoint
 from .detections import Detections
 
-WHEEL = ModelSpec(
-    "mtcnn",
-    "",
+WHEEL = Checkpoint(
     "facenet_pytorch-2.6.0-py3-none-any.whl",
+    "https://files.pythonhosted.org/packages/ed/2e/2d56386bc2f834cdc683743903852cf1428b4e5ee119f16cf808b589d3cd",
+    "sha256:ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca",
     1_881_930,
-    "ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca",
-    base_url="https://files.pythonhosted.org/packages/ed/2e/2d56386bc2f834cdc683743903852cf1428b4e5ee119f16cf808b589d3cd",
+    mirror_env=None,  # from PyPI, not from a mirror of the SAM weights
 )
 NETS = ("pnet", "rnet", "onet")
 THRESHOLDS = (0.6, 0.7, 0.7)  # per stage, as facenet-pytorch

@@ -1,7 +1,8 @@
-"""Building the SAM 2 network exactly as the official video predictor configures it.
+"""Building a registered model's network exactly as its family's official video predictor
+configures it, and filling its weights.
 
 The tracker reuses ``SAM2Base`` unchanged; what matters for parity is that every config switch the
-official ``build_sam2_video_predictor`` flips is flipped here too.
+official predictor flips is flipped by the family too.
 """
 
 from __future__ import annotations
@@ -10,17 +11,13 @@ import logging
 from pathlib import Path
 
 import torch
-from sam2.build_sam import build_sam2
 from sam2.modeling.sam2_base import SAM2Base
 
 from ..errors import CheckpointError
-from .weights import ModelSpec, ensure_checkpoint
+from .families import ModelSpec
+from .weights import ensure_checkpoint
 
 logger = logging.getLogger(__name__)
-
-# What build_sam2_video_predictor adds beyond build_sam2's postprocessing (the predictor-level
-# fill_hole_area=8 is applied by the tracker itself).
-_VIDEO_OVERRIDES = ["++model.binarize_mask_from_pts_for_mem_enc=true"]
 
 
 def build_model(
@@ -39,32 +36,25 @@ def build_model(
     """
     if random_init and checkpoint is not None:
         raise CheckpointError("pass either a checkpoint or random_init=True, not both")
-    overrides = list(_VIDEO_OVERRIDES)
-    if image_size is not None:
-        if image_size <= 0 or image_size % 32:
-            raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")
-        overrides.append(f"++model.image_size={image_size}")
+    family = spec.family
+    size = family.native_image_size if image_size is None else image_size
+    family.check_image_size(size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_sam2(
-            spec.sam2_config,
-            ckpt_path=None,
-            device="cpu",
-            mode="eval",
-            hydra_overrides_extra=overrides,
-            apply_postprocessing=True,
-        )
+        model = family.network(spec, size)
     if random_init:
         logger.warning(
             "%s built with seeded random weights (seed %d): masks are meaningless, "
             "use this only for tests and benchmarks",
-            spec.name,
+            spec.title,
             seed,
         )
     else:
-        path = Path(checkpoint) if checkpoint is not None else ensure_checkpoint(spec)
+        path = Path(checkpoint) if checkpoint is not None else ensure_checkpoint(spec.checkpoint)
         load_checkpoint(model, path, spec)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    family.prepare(model)
+    return model
 
 
 def load_checkpoint(model: SAM2Base, path: Path, spec: ModelSpec) -> None:
@@ -77,7 +67,9 @@ def load_checkpoint(model: SAM2Base, path: Path, spec: ModelSpec) -> None:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}. Is it a complete SAM 2.1 .pt file?") from exc
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {exc}. Is it a complete {spec.family.title} .pt file?"
+        ) from exc
     state = blob.get("model", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds no state dict")
@@ -86,13 +78,13 @@ def load_checkpoint(model: SAM2Base, path: Path, spec: ModelSpec) -> None:
     except RuntimeError as exc:  # tensor shapes differ: another model size
         raise CheckpointError(
             f"checkpoint {path} does not fit {spec.name} ({exc}). "
-            "Is it for another model size? Pick the matching --model."
+            "Is it for another model or size? Pick the matching --model."
         ) from None
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint {path} does not fit {spec.name}: {len(missing)} missing keys "
             f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]}). "
-            "Is it for another model size? Pick the matching --model."
+            "Is it for another model or size? Pick the matching --model."
         )
     logger.info("loaded checkpoint %s", path)
 

@@ -17,6 +17,8 @@ import torch
 from sam2.modeling.sam2_base import SAM2Base
 from sam2.modeling.sam2_utils import get_1d_sine_pe, select_closest_cond_frames
 
+from .families import family_of
+
 # The tracker's frame indices grow without end; the official code takes the video length here.
 UNBOUNDED_FRAMES = 1 << 62
 
@@ -28,7 +30,7 @@ class FrameOutput:
     pred_masks: torch.Tensor | None  # [1, 1, S/4, S/4] mask logits, None once out of reach
     obj_ptr: torch.Tensor  # [1, C]
     object_score_logits: torch.Tensor  # [1, 1]
-    maskmem: torch.Tensor | None = None  # [1, Cm, h, w] bfloat16 spatial memory
+    maskmem: torch.Tensor | None = None  # bfloat16 spatial memory: [1, Cm, h, w] (SAM 2), [1, 512, Cm] (EdgeTAM)
     pending: bool = False  # from a prompt: memory still to encode from the final mask
 
 
@@ -75,6 +77,7 @@ class MemoryReader:
 
     def __init__(self, model: SAM2Base) -> None:
         self.model = model
+        self.family = family_of(model)
         self.num_maskmem = model.num_maskmem
         self.stride = model.memory_temporal_stride_for_eval
         self.max_pointers = min(UNBOUNDED_FRAMES, model.max_obj_ptrs_in_encoder)
@@ -117,7 +120,7 @@ class MemoryReader:
         batch = len(layouts)
         feats = [
             # Spatial memories are laid out only from frames whose memory was encoded.
-            torch.cat([out.maskmem.flatten(2).permute(2, 0, 1) for _, out in layout.spatial], dim=0)  # type: ignore[union-attr]
+            torch.cat([self.family.memory_tokens(out.maskmem) for _, out in layout.spatial], dim=0)  # type: ignore[arg-type]
             for layout in layouts
         ]
         tpos = model.maskmem_tpos_enc  # [num_maskmem, 1, 1, Cm]

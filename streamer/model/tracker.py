@@ -28,10 +28,10 @@ from sam2.utils.misc import concat_points, fill_holes_in_mask_scores
 
 from ..errors import PromptError, UnknownObjectError
 from .build import build_model, compile_model
+from .families import ModelSpec, family_of, model_spec
 from .memory import UNBOUNDED_FRAMES, FrameOutput, Layout, MemoryReader, ObjectMemory
 from .preprocess import FramePreprocessor, Resize, check_frame, scaled_size
 from .prompts import FramePrompt, Prompt, make_prompt, prompt_fields
-from .weights import model_spec
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +134,8 @@ class StreamingTracker:
         if max_cond_frames < 2:
             raise ValueError(f"max_cond_frames must be at least 2, got {max_cond_frames}")
         self.model = model
+        self.family = family_of(model)
+        self.spec: ModelSpec | None = None  # set by build(): which registered model this is
         self.random_weights = False  # set by build(): the masks mean nothing (smoke tests)
         self.device = model.device
         self.history = history
@@ -173,15 +175,16 @@ class StreamingTracker:
         image_size: int | None = None,
         **options: Any,
     ) -> StreamingTracker:
-        """Build the named SAM 2.1 model and a tracker on it.
+        """Build a registered model (``streamer.model.families.MODELS``) and a tracker on it.
 
         Weights: ``checkpoint`` if given, else the official file (downloaded once to the cache),
         or seeded random weights when ``random_init=True`` (tests and benchmarks only).
         ``options`` go to the constructor (``history``, ``max_cond_frames``, ``precision``...).
         """
         torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        spec = model_spec(model)
         net = build_model(
-            model_spec(model),
+            spec,
             checkpoint=checkpoint,
             device=torch_device,
             random_init=random_init,
@@ -189,6 +192,7 @@ class StreamingTracker:
             image_size=image_size,
         )
         tracker = cls(net, **options)
+        tracker.spec = spec
         tracker.random_weights = random_init
         return tracker
 
@@ -382,6 +386,7 @@ class StreamingTracker:
             memory=memory,
             memory_pos=memory_pos,
             num_obj_ptr_tokens=n_ptr,
+            **self.family.attention_options(len(layouts[0].spatial)),
         )
         h, w = features.sizes[-1]
         return fused.permute(1, 2, 0).view(len(layouts), model.hidden_dim, h, w)
@@ -495,7 +500,7 @@ class StreamingTracker:
             is_mask_from_pts=from_prompt,
         )
         if self._reader.spatial_pos is None:
-            self._reader.spatial_pos = pos[-1][0:1].flatten(2).permute(2, 0, 1).clone()
+            self._reader.spatial_pos = self.family.memory_tokens(pos[-1][0:1]).clone()
         return maskmem.to(torch.bfloat16), pos[-1]
 
     def _fill_holes(self, low_res: torch.Tensor) -> torch.Tensor:

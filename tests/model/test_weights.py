@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from streamer import CheckpointError, DownloadError, StreamingTracker
-from streamer.model.weights import MODELS, cache_dir, ensure_checkpoint, model_spec
+from streamer.model.families import MODELS, model_spec
+from streamer.model.weights import Checkpoint, cache_dir, ensure_checkpoint
 
 PAYLOAD = os.urandom(300_000)  # a made-up "checkpoint": larger than one read chunk would be nice
 
@@ -56,13 +57,17 @@ def server() -> Iterator[str]:
     thread.join()
 
 
-def _spec(base_url: str, filename: str = "good.pt"):
+def _spec(base_url: str, filename: str = "good.pt", *, git_blob: bool = False) -> Checkpoint:
+    if git_blob:  # published as a git tree's blob id, size unknown (EdgeTAM's edgetam.pt)
+        digest = "git-blob:" + hashlib.sha1(b"blob %d\0" % len(PAYLOAD) + PAYLOAD).hexdigest()
+        return Checkpoint(filename, base_url, digest, mirror_env=None)
     return dataclasses.replace(
-        MODELS["sam2.1_hiera_tiny"],
+        MODELS["sam2.1_hiera_tiny"].checkpoint,
         filename=filename,
         base_url=base_url,
         size=len(PAYLOAD),
-        sha256=hashlib.sha256(PAYLOAD).hexdigest(),
+        digest="sha256:" + hashlib.sha256(PAYLOAD).hexdigest(),
+        mirror_env=None,
     )
 
 
@@ -73,6 +78,16 @@ def test_download_verifies_and_caches(server: str, tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.part"))
     assert ensure_checkpoint(_spec("http://127.0.0.1:9"), tmp_path, progress=False) == path
     assert len(_Handler.requests) == 1
+
+
+def test_git_blob_digest_verifies_a_file_of_unknown_size(server: str, tmp_path: Path) -> None:
+    """A checkpoint known only by its git blob id downloads and verifies; a changed byte does not."""
+    path = ensure_checkpoint(_spec(server, git_blob=True), tmp_path, progress=False)
+    assert path.read_bytes() == PAYLOAD
+    with pytest.raises(DownloadError, match="corrupt.*git-blob"):
+        bad = dataclasses.replace(_spec(server, git_blob=True), filename="bad.pt")
+        ensure_checkpoint(bad, tmp_path, progress=False)
+    assert not (tmp_path / "bad.pt").exists()
 
 
 def test_corrupt_download_is_rejected_and_removed(server: str, tmp_path: Path) -> None:
@@ -115,13 +130,17 @@ def test_cache_dir_follows_environment(monkeypatch, tmp_path: Path) -> None:
 
 
 def test_registry_matches_published_checkpoints() -> None:
-    """The four SAM 2.1 models with their official file names, sizes and URLs."""
+    """The four SAM 2.1 models and EdgeTAM with their official file names, sizes and URLs."""
     assert sorted(MODELS) == sorted(
-        ["sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large"]
+        ["sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large", "edgetam"]
     )
     tiny = MODELS["sam2.1_hiera_tiny"]
-    assert tiny.size == 156_008_466
-    assert tiny.url == "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt"
+    assert tiny.checkpoint.size == 156_008_466 and tiny.title == "SAM 2.1 tiny"
+    assert tiny.checkpoint.url == "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt"
+    edgetam = MODELS["edgetam"]
+    assert edgetam.title == "EdgeTAM" and edgetam.family.key == "edgetam"
+    assert edgetam.checkpoint.url == "https://github.com/facebookresearch/EdgeTAM/raw/main/checkpoints/edgetam.pt"
+    assert edgetam.checkpoint.digest == "git-blob:abd54d22bbd22ba3e53cf59a307e59e0f3701be6"
     with pytest.raises(CheckpointError, match="choose one of: sam2.1_hiera_tiny"):
         model_spec("sam3")
 
@@ -144,7 +163,7 @@ def test_bad_checkpoints_say_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         StreamingTracker.build(checkpoint=tmp_path / "junk.pt", device="cpu")
     torch.save({"model": {"image_encoder.trunk.pos_embed": torch.zeros(1)}}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="another model size"):
+    with pytest.raises(CheckpointError, match="another model or size"):
         StreamingTracker.build(checkpoint=tmp_path / "other.pt", device="cpu")
     with pytest.raises(CheckpointError, match="not both"):
         StreamingTracker.build(checkpoint=tmp_path / "other.pt", random_init=True, device="cpu")
