@@ -143,7 +143,7 @@ async def clip_run(clip: Path, args: argparse.Namespace) -> dict:
     extra = ["--mask-motion", args.mask_motion]
     if args.auto:
         extra += ["--auto", args.auto, "--auto-detector", args.auto_detector, "--auto-every", str(args.auto_every)]
-    server = start_server(str(clip), port, args.image_size, extra=extra)
+    server = start_server(str(clip), port, args.image_size, extra=extra, model=args.model)
     try:
         proc = psutil.Process(server.pid)
         await asyncio.sleep(2.0)
@@ -173,6 +173,7 @@ async def clip_run(clip: Path, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="sam2.1_hiera_tiny", help="a registered model, or auto")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--mask-motion", choices=["flow", "hold"], default="flow")
@@ -185,7 +186,7 @@ def main() -> None:
     args = parser.parse_args()
     report = {
         "device": describe(),
-        "model": "sam2.1_hiera_tiny (random weights), one object",
+        "model": f"{args.model} (random weights), one object",
         "image_size": args.image_size,
         "mask_motion": args.mask_motion,
         "auto": None

@@ -27,7 +27,7 @@ from .config import MASK_FORMATS, Config, StreamConfig, load_config
 from .config.values import parse_ice_url
 from .errors import StreamerError
 from .live.stream import STREAM_NAME
-from .model.families import MODELS
+from .model.families import AUTO, MODELS, describe_models
 from .model.tracker import StreamingTracker
 from .offline import OfflineJob, track_offline
 
@@ -62,16 +62,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--config",
-        help="YAML file, or a shipped one by name: tiny, small, base_plus, large (flags override it)",
+        help="YAML file, or a shipped one by name: tiny, small, base_plus, large, edgetam (flags override it)",
     )
-    parser.add_argument("--model", choices=sorted(MODELS), help="SAM 2.1 model size")
+    parser.add_argument(
+        "--model",
+        choices=[AUTO, *MODELS],
+        metavar="MODEL",
+        help=f"{AUTO} (default: SAM 2.1 tiny on a CUDA GPU, else EdgeTAM at 512 px) or one of: {describe_models()}",
+    )
     parser.add_argument("--checkpoint", help="official .pt file (default: download to the cache)")
     parser.add_argument(
         "--random-weights",
         action="store_true",
         help="seeded random weights (the model's and --auto's detectors'): smoke tests only",
     )
-    parser.add_argument("--image-size", type=int, help="model input size (default: the model's 1024)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help="model input size (default: the model's native 1024; SAM 2.1 takes multiples of 32, EdgeTAM of 256)",
+    )
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile the model: minutes of warm-up, then faster GPU frames"

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from . import __version__
 from .assets import CONFIG_DIR, PACKAGE_DIR, RESULTS_SCHEMA, WEB_DIR
 from .config import ClusterConfig, ModelConfig, ServerConfig, load_config  # no implementation: safe without torch
-from .model.families import MODELS, model_spec
+from .model.families import AUTO, CPU_SECONDS_PER_FRAME, MODELS, default_model, model_spec
 from .model.weights import cache_dir, is_cached
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -141,12 +141,16 @@ def check_torch(_: DoctorConfig) -> list[Finding]:
             )
         )
         return findings
+    expect = ", ".join(
+        f"{model_spec(name).title} {size} px {seconds:g} s" for (name, size), seconds in CPU_SECONDS_PER_FRAME.items()
+    )
     findings.append(
         Finding(
             "device",
             WARN,
-            f"no GPU: the model runs on {cores} CPU cores (SAM 2.1 tiny: seconds per 1024-px frame)",
-            "for a usable rate on a CPU pass `--image-size 256` (about 3 tracked frames a second on 2 cores)"
+            f"no GPU: the model runs on {cores} CPU cores; --model auto is {default_model(cuda=False).why}. "
+            f"Seconds per frame with one object, measured on 2 cores: {expect}",
+            "each extra object costs a little more, and a viewer's video takes a share of the CPU"
             + (
                 "; this torch is a CUDA build: a CPU-only one is several GB smaller (README)"
                 if torch.version.cuda
@@ -190,7 +194,7 @@ def check_checkpoint(config: DoctorConfig) -> list[Finding]:
         if not path.is_file():
             return [Finding("checkpoint", FAIL, f"{path} does not exist", "pass the path of an official .pt file")]
         return [Finding("checkpoint", OK, f"{path} ({path.stat().st_size / 1e6:.0f} MB)")]
-    spec = model_spec(config.model)
+    spec = model_spec(_resolved(config.model))
     cache = cache_dir()
     cached = [name for name, s in MODELS.items() if is_cached(s.checkpoint, cache / s.filename)]
     others = ", ".join(c for c in cached if c != spec.name)
@@ -228,6 +232,19 @@ def check_checkpoint(config: DoctorConfig) -> list[Finding]:
             f"offline? fetch {spec.checkpoint.url} elsewhere and put it at {target}, or pass --checkpoint PATH",
         )
     ]
+
+
+def _resolved(model: str) -> str:
+    """``auto`` as the server would resolve it on this machine."""
+    if model != AUTO:
+        return model
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except Exception:  # check_torch reports a broken torch
+        cuda = False
+    return default_model(cuda).name
 
 
 def check_codecs(_: DoctorConfig) -> list[Finding]:
@@ -505,7 +522,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="the YAML (or shipped config name) you serve with: its host, port and model")
     parser.add_argument("--host", help="address the server will listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port the server will listen on (default 8765)")
-    parser.add_argument("--model", choices=sorted(MODELS), help="model to check the cache for (default tiny)")
+    parser.add_argument(
+        "--model",
+        choices=[AUTO, *MODELS],
+        metavar="MODEL",
+        help=f"model to check (default {AUTO}): {', '.join(MODELS)}",
+    )
     parser.add_argument("--checkpoint", help="a checkpoint file you pass to the server")
     parser.add_argument("--mqtt", metavar="URL", help="the MQTT broker you pass to the server: does it take us")
     parser.add_argument("--results", metavar="PATH", help="the results file you pass to the server: is it writable")

@@ -25,6 +25,12 @@ class DownloadError(CheckpointError):
     code = "download"
 
 
+class ModelError(StreamerError, ValueError):
+    """A model that is not registered, or an input size its family does not take."""
+
+    code = "model"
+
+
 class DetectorError(StreamerError):
     """A detector cannot be loaded or run: its weights or library are missing, or a detector named
     by import path is not there or returned something else than boxes, labels and scores."""

@@ -233,6 +233,11 @@ class Metrics:
             registry=r,
         )
         self.mqtt_connected = Gauge("streamer_mqtt_connected", "1 while connected to the MQTT broker", registry=r)
+        self.tracker_threads = Gauge(
+            "streamer_tracker_threads",
+            "CPU threads the tracker may use (fewer while the video needs the cores)",
+            registry=r,
+        )
         self.mqtt_published = Counter(
             "streamer_mqtt_published", "MQTT messages handed to the client, by topic kind", ["kind"], registry=r
         )

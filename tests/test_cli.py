@@ -83,7 +83,9 @@ def test_config_files_load_and_reject_unknown_keys(tmp_path: Path) -> None:
         assert config == dataclasses.replace(Config(), model=ModelConfig(name=path.stem))
     assert load_config("small").model.name == "sam2.1_hiera_small"  # shipped, by name
     assert load_config("sam2.1_hiera_large").model.name == "sam2.1_hiera_large"
-    with pytest.raises(ConfigError, match="shipped: base_plus, large, small, tiny, defaults"):
+    edgetam = load_config("edgetam")
+    assert edgetam == dataclasses.replace(Config(), model=ModelConfig(name="edgetam", image_size=512))
+    with pytest.raises(ConfigError, match="shipped: base_plus, edgetam, large, small, tiny, defaults"):
         load_config("huge")
     bad = tmp_path / "bad.yaml"
     bad.write_text("tracker:\n  histroy: 4\n")
@@ -241,7 +243,9 @@ def test_random_weights_from_a_config_show_the_banner(tmp_path: Path) -> None:
             async with connect(f"ws://127.0.0.1:{app.server.port}/ws") as ws:
                 return json.loads(await ws.recv())
 
-    assert asyncio.run(hello())["random_weights"] is True
+    said = asyncio.run(hello())
+    assert said["random_weights"] is True
+    assert said["model"]["title"] == "SAM 2.1 tiny" and said["model"]["image_size"] == 128
     tracker.random_weights = False  # as a real checkpoint's tracker
     assert asyncio.run(hello())["random_weights"] is False
 
@@ -255,3 +259,28 @@ def test_mask_motion_flag_overrides_the_config(tmp_path: Path) -> None:
     assert parse_args(["--source", "synthetic", "--config", str(config)]).config_data.display.mask_motion == "hold"
     flagged = parse_args(["--source", "synthetic", "--config", str(config), "--mask-motion", "flow"])
     assert flagged.config_data.display.mask_motion == "flow"
+
+
+def test_model_choice_by_name_and_by_device(caplog) -> None:
+    """``--model edgetam`` builds EdgeTAM; the default ``auto`` builds EdgeTAM at 512 px on a machine
+    without CUDA and says why in the log; an input size EdgeTAM cannot take is refused by name."""
+    from streamer import ModelError
+    from streamer.cli import build_tracker, parse_args
+    from streamer.config import ModelConfig
+
+    assert ModelConfig().name == "auto"
+    base = ["--source", "synthetic", "--random-weights", "--device", "cpu"]
+    edgetam = build_tracker(parse_args([*base, "--model", "edgetam", "--image-size", "256"]).config_data)
+    assert edgetam.describe()["title"] == "EdgeTAM" and edgetam.model.image_size == 256
+    auto = build_tracker(parse_args(base).config_data)
+    assert (auto.spec.name, auto.model.image_size) == ("edgetam", 512)
+    assert "EdgeTAM at 512 px, as no CUDA GPU is here" in caplog.text
+    small = build_tracker(parse_args([*base, "--image-size", "128"]).config_data)
+    assert (small.spec.name, small.model.image_size) == ("sam2.1_hiera_tiny", 128)
+    assert "SAM 2.1 tiny at 128 px, as EdgeTAM does not take 128 px" in caplog.text
+    shipped = build_tracker(parse_args([*base, "--config", "edgetam"]).config_data)
+    assert shipped.spec.name == "edgetam" and shipped.model.image_size == 512
+    with pytest.raises(ModelError, match="EdgeTAM takes input sizes that are positive multiples of 256"):
+        build_tracker(parse_args([*base, "--model", "edgetam", "--image-size", "320"]).config_data)
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--model", "sam3"])

@@ -218,14 +218,25 @@ def start_server(
     image_size: int = 256,
     extra: list[str] | None = None,
     log: list[str] | None = None,
+    model: str = "sam2.1_hiera_tiny",
 ) -> subprocess.Popen[str]:
-    """run_stream.py on ``source`` (or several); returns once it prints the URL to open. Its log
+    """run_stream.py on ``source`` (or several) with ``model``; returns once it prints the URL to open. Its log
     keeps being read on a thread (into ``log``, if given): a full stderr pipe would block the
     server (and its shutdown)."""
     command = [sys.executable, str(ROOT / "run_stream.py"), "--random-weights"]
     for spec in [source] if isinstance(source, str) else source:
         command += ["--source", spec]
-    command += ["--image-size", str(image_size), "--device", "cpu", "--port", str(port), *(extra or [])]
+    command += [
+        "--model",
+        model,
+        "--image-size",
+        str(image_size),
+        "--device",
+        "cpu",
+        "--port",
+        str(port),
+        *(extra or []),
+    ]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     lines = [] if log is None else log
     for line in server.stderr:  # type: ignore[union-attr]
@@ -558,6 +569,7 @@ def browser(screenshot: str | None, camera: bool = False, tls: bool = False, pro
             page.wait_for_timeout(1500)
             result["video_advanced_s"] = page.evaluate("document.getElementById('video').currentTime") - t0
             result["banner_shown"] = page.is_visible("#banner")
+            result["hud_model"] = page.text_content("#model-name")
             spot = [0.5, 0.55, 12]
             result["before"] = page.evaluate(_TINT_JS, spot)
             box = page.locator("#drag").bounding_box()

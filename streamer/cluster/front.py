@@ -44,6 +44,7 @@ from ..errors import BadSourceError, RemoteError, StreamerError, UnavailableErro
 from ..live.serving import stream_named
 from ..live.stream import check_stream_name
 from ..metrics import ClusterMetrics, Metrics
+from ..model.families import AUTO, model_spec
 from ..outputs.hub import Outputs
 from ..sources import mask_credentials
 from .handle import WorkerHandle
@@ -179,6 +180,13 @@ class ClusterPipeline:
     @property
     def random_weights(self) -> bool:
         return bool(self.settings.model.random_weights)
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """The workers' model as configured (``auto`` resolves on each worker, by its device)."""
+        name = self.settings.model.name
+        title = "auto (each worker picks by its device)" if name == AUTO else model_spec(name).title
+        return {"name": name, "title": title, "image_size": self.settings.model.image_size, "device": "cluster"}
 
     # -- connecting -----------------------------------------------------------------------------
 

@@ -27,13 +27,12 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Encoder threads (drawing and VP8, the bulk of the video's CPU) run this much below normal
-# priority: when the CPU is short, the video drops frames (newest wins) before the tracker slows
-# (bench/serve.py, bench/live.py). The display thread stays normal: frames reach the tracker
-# through it.
-VIDEO_NICE = 10
+# The tracker's thread (and the OpenMP threads torch starts from it) runs this much below normal
+# priority: the video path (decode, display, draw, encode) stays at normal priority, so when the
+# CPU is short the tracker slows before the video drops frames (concurrency/share.py).
+TRACKER_NICE = 10
 # The detector thread (automatic tracking) runs lower still: on a short CPU it is the last to get
-# it, after the tracker and the video; its detections are periodic and may come late
+# it, after the video and the tracker; its detections are periodic and may come late
 # (bench/results/live_cpu_256_auto.json).
 DETECTOR_NICE = 19
 

@@ -31,8 +31,12 @@ DEFAULTS_FILE = CONFIG_DIR / "defaults.yaml"
 
 
 def shipped_configs() -> dict[str, Path]:
-    """The model configs inside the package, by short name (``tiny``, ``small``, ``base_plus``, ``large``)."""
-    return {path.stem.removeprefix("sam2.1_hiera_"): path for path in sorted(CONFIG_DIR.glob("sam2.1_hiera_*.yaml"))}
+    """The model configs inside the package, by short name (``tiny``, ``small``, ``base_plus``,
+    ``large``, ``edgetam``)."""
+    found = {
+        path.stem.removeprefix("sam2.1_hiera_"): path for path in CONFIG_DIR.glob("*.yaml") if path != DEFAULTS_FILE
+    }
+    return dict(sorted(found.items()))
 
 
 def resolve_config(name: str | Path) -> Path:

@@ -27,7 +27,7 @@ from .values import (
 class ModelConfig:
     """Which network to run, with which weights, where."""
 
-    name: str = "sam2.1_hiera_tiny"
+    name: str = "auto"  # a registered model (streamer.model.families), or auto: chosen by the device
     checkpoint: str | None = None
     random_weights: bool = False
     image_size: int | None = None

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..concurrency.thread import WorkerThread
+from ..concurrency.thread import TRACKER_NICE, WorkerThread
 from ..concurrency.waits import CLOSE_TIMEOUT_S
 from ..errors import NoFrameError
 from ..model.interface import Tracker
@@ -103,7 +103,8 @@ class Engine:
         self.busy_s = 0.0  # time spent in rounds and prompts (a cluster's placement reads it)
         self.round_ms = 0.0  # the last round's
         self._good_rounds = 0
-        self._thread = WorkerThread("tracker")
+        self._thread = WorkerThread("tracker", nice=TRACKER_NICE)  # below the video path
+        self._threads = 0  # torch threads the inference thread was last set to (0: untouched)
         self._model_tracker = model  # the model's tracker: every stream's is it or its sibling
         self._model_free = model is not None  # no stream has it yet
 
@@ -111,6 +112,18 @@ class Engine:
     def random_weights(self) -> bool:
         """Whether the model runs on seeded random weights (the page then says so)."""
         return bool(getattr(self._model_tracker, "random_weights", False))
+
+    @property
+    def on_cpu(self) -> bool:
+        """Whether the model runs on the CPU (where rounds share the cores with the video)."""
+        device = getattr(self._model_tracker, "device", None)
+        return device is not None and torch.device(device).type == "cpu"
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """Which model tracks (its family, size, input size, device): for /healthz and the page."""
+        describe = getattr(self._model_tracker, "describe", None)
+        return describe() if describe else {"title": type(self._model_tracker).__name__}
 
     def add(self, name: str, display: Display, tracker: Tracker | None = None) -> Track:
         """A stream's track, on its ``display``. The first one's tracker holds the model (given here, or to the
@@ -149,12 +162,17 @@ class Engine:
 
     # -- rounds ---------------------------------------------------------------------------------
 
-    async def round(self, batch: Sequence[tuple[Track, Frame]]) -> list[Outcome]:
-        """Track one frame of each stream in ``batch`` together."""
-        outcomes = await self._thread.run(self._timed, lambda: self._round(batch))
+    async def round(self, batch: Sequence[tuple[Track, Frame]], threads: int | None = None) -> list[Outcome]:
+        """Track one frame of each stream in ``batch`` together, on ``threads`` CPU threads if given."""
+        outcomes = await self._thread.run(self._timed, lambda: self._round(batch, threads))
         return outcomes  # type: ignore[return-value]  # _timed returns what it ran
 
-    def _round(self, batch: Sequence[tuple[Track, Frame]]) -> list[Outcome]:
+    def _round(self, batch: Sequence[tuple[Track, Frame]], threads: int | None = None) -> list[Outcome]:
+        if threads and threads != self._threads:  # OpenMP's count is the calling thread's own
+            torch.set_num_threads(threads)
+            self._threads = threads
+        if not batch:
+            return []
         started = time.perf_counter()
         tracks = [track for track, _ in batch]
         frames = [frame for _, frame in batch]

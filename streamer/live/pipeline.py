@@ -8,15 +8,21 @@ camera simply has no frame to offer and holds nobody back; when more streams are
 engine's batch limit, the ones served longest ago go first, so none starves. What a round or a
 prompt gives is published: the stream's state, its metrics, and its results to the outputs. The
 tracking itself (trackers, their thread, the out-of-memory policy) is the engine's
-(``engine.py``).
+(``engine.py``); how many CPU threads each round may take, the video coming first, is decided
+here before each round (``concurrency/share.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
+from typing import Any
 
+import torch
+
+from ..concurrency.share import CpuShare
 from ..concurrency.waits import stop_tasks
 from ..config import AutoConfig, DisplayConfig, EventsConfig
 from ..metrics import Metrics
@@ -31,6 +37,8 @@ from .serving import stream_named
 from .stream import Stream, check_stream_name, open_camera
 
 logger = logging.getLogger(__name__)
+
+SHARE_EVERY_S = 1.0  # how often the tracker's share of the CPU is looked at again
 
 
 class Pipeline:
@@ -57,6 +65,8 @@ class Pipeline:
         self.outputs = outputs or Outputs(self.metrics, events)  # results and events, for whoever listens
         self.auto = auto or AutoConfig()  # every stream's, unless it is given its own
         self.detectors = detectors or Detectors(self.auto.device)
+        self.cpu = CpuShare(torch.get_num_threads())  # the video first, the tracker the rest
+        self._video_seen: tuple[int, int, float] = (0, 0, 0.0)  # offered, skipped, when
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -64,6 +74,10 @@ class Pipeline:
     def random_weights(self) -> bool:
         """Whether the model runs on seeded random weights (the page then says so)."""
         return self.engine.random_weights
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.engine.model
 
     @property
     def hub(self) -> Outputs:
@@ -169,12 +183,42 @@ class Pipeline:
             if any(s.pending is not None for s in self.streams.values()):
                 self._wake.set()  # streams left out of a full batch go next
             try:
-                outcomes = await self.engine.round([(s.track, f) for s, f in zip(batch, frames)])
+                threads = self._tracker_threads()
+                outcomes = await self.engine.round([(s.track, f) for s, f in zip(batch, frames)], threads)
                 self.metrics.batch_size.observe(len(batch))
                 for stream, outcome in zip(batch, outcomes):
                     stream.finish(outcome)
             except Exception:  # a bug in a stream's bookkeeping, say: never let it stop every stream
                 logger.exception("round of %s failed after tracking", [s.name for s in batch])
+
+    def _tracker_threads(self) -> int | None:
+        """How many threads the next round may use on a CPU (None on a GPU: leave torch be),
+        from whether anyone watches and the share of frames the encoders skipped over about
+        the last second."""
+        if not self.engine.on_cpu:
+            return None
+        now = time.monotonic()
+        offered0, skipped0, since = self._video_seen
+        if now - since < SHARE_EVERY_S:
+            return self.cpu.threads
+        frames = [stream.video_frames() for stream in self.streams.values()]
+        offered, skipped = sum(f[0] for f in frames), sum(f[1] for f in frames)
+        self._video_seen = (offered, skipped, now)
+        new = offered - offered0
+        share = (skipped - skipped0) / new if new > 0 else 0.0
+        watched = any(stream.watched for stream in self.streams.values())
+        before = self.cpu.threads
+        threads = self.cpu.update(watched, share, now)
+        if threads != before:
+            logger.info(
+                "tracker threads %d -> %d (%s, %.0f%% of video frames skipped)",
+                before,
+                threads,
+                "watched" if watched else "nobody watches",
+                100 * share,
+            )
+        self.metrics.tracker_threads.set(threads)
+        return threads
 
     def _stream_error(self, name: str, code: str, message: str) -> None:
         if self.on_error is not None:

@@ -6,7 +6,7 @@ are the same for both."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..errors import UnknownStreamError
 from ..metrics import Metrics, StreamMetrics
@@ -82,6 +82,11 @@ class Serving(Protocol):
 
     @property
     def random_weights(self) -> bool: ...
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """Which model tracks: ``name``, ``family``, ``size``, ``title``, ``image_size``..."""
+        ...
 
     @property
     def hub(self) -> Outputs:

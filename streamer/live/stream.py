@@ -198,6 +198,17 @@ class Stream:
         finally:
             self._watchers -= 1
 
+    @property
+    def watched(self) -> bool:
+        """Someone watches this stream's video (an encoder runs for its viewers)."""
+        return self._watchers > 0
+
+    def video_frames(self) -> tuple[int, int]:
+        """(offered, skipped) frames of every encoder so far: skipped ones came while it was
+        busy, so a rising share says the video falls behind the camera."""
+        encoders = list(self.encoders.values())
+        return sum(e.frames_offered for e in encoders), sum(e.frames_skipped for e in encoders)
+
     def record_sent(self, output: Output) -> None:
         """The encoder took ``output``: record capture-to-sent latency."""
         latency = 1000 * (time.monotonic() - output.captured_at)

@@ -43,6 +43,7 @@ def build_model(
         torch.manual_seed(seed)
         model = family.network(spec, size)
     if random_init:
+        family.randomised(model)
         logger.warning(
             "%s built with seeded random weights (seed %d): masks are meaningless, "
             "use this only for tests and benchmarks",

@@ -28,7 +28,7 @@ from sam2.utils.misc import concat_points, fill_holes_in_mask_scores
 
 from ..errors import PromptError, UnknownObjectError
 from .build import build_model, compile_model
-from .families import ModelSpec, family_of, model_spec
+from .families import AUTO, ModelSpec, default_model, family_of, model_spec
 from .memory import UNBOUNDED_FRAMES, FrameOutput, Layout, MemoryReader, ObjectMemory
 from .preprocess import FramePreprocessor, Resize, check_frame, scaled_size
 from .prompts import FramePrompt, Prompt, make_prompt, prompt_fields
@@ -180,8 +180,14 @@ class StreamingTracker:
         Weights: ``checkpoint`` if given, else the official file (downloaded once to the cache),
         or seeded random weights when ``random_init=True`` (tests and benchmarks only).
         ``options`` go to the constructor (``history``, ``max_cond_frames``, ``precision``...).
+        ``model="auto"`` picks the model and, unless ``image_size`` is given, its input size for
+        the device (``families.default_model``).
         """
         torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if model == AUTO:
+            choice = default_model(torch_device.type == "cuda", image_size)
+            model, image_size = choice.name, choice.image_size
+            logger.info("model: %s", choice.why)
         spec = model_spec(model)
         net = build_model(
             spec,
@@ -195,6 +201,18 @@ class StreamingTracker:
         tracker.spec = spec
         tracker.random_weights = random_init
         return tracker
+
+    def describe(self) -> dict[str, Any]:
+        """Which model this is, as /healthz, the page's HUD and the logs name it."""
+        return {
+            "name": self.spec.name if self.spec else None,
+            "family": self.family.title,
+            "size": self.spec.size if self.spec else "",
+            "title": self.spec.title if self.spec else self.family.title,
+            "image_size": self.model.image_size,
+            "device": str(self.device),
+            "random_weights": self.random_weights,
+        }
 
     @property
     def obj_ids(self) -> list[int]:

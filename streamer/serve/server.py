@@ -231,6 +231,7 @@ class StreamServer:
         running = all(s["source_alive"] and s["placement"] in ("local", "running") for s in streams.values())
         return {
             "ok": running and all(part.get("ok", True) for part in where.values()),
+            "model": self.pipeline.model,
             "streams": streams,
             "viewers": len(self.viewers.peers),
             "connections": len(self.connections),

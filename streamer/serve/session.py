@@ -77,6 +77,7 @@ class Session:
         return encode(
             "hello",
             random_weights=self.pipeline.random_weights,
+            model=self.pipeline.model,
             browser_camera=self.viewers.camera_streams(),
             stream_control=self.config.stream_control,
             **self.config.ice.for_page(),

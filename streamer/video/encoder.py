@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from av.video.frame import PictureType
 
-from ..concurrency.thread import VIDEO_NICE, WorkerThread
+from ..concurrency.thread import WorkerThread
 from ..concurrency.waits import stop_tasks
 from ..model.preprocess import scaled_size
 from ..outputs.results import wall_clock
@@ -64,9 +64,11 @@ class StreamEncoder:
         self.stream, self.bitrate, self.keyframe_interval_s = stream, bitrate, keyframe_interval_s
         self.codec, self.max_width = codec, max_width
         self.frames_encoded = 0
+        self.frames_offered = 0  # outputs published while this encoder ran
+        self.frames_skipped = 0  # of those, published while it was busy: never encoded (newest wins)
         self.encode_cpu_s = 0.0  # CPU time spent drawing and encoding (benchmarks read it)
         self.history = PacketHistory(self.request_keyframe)
-        self._thread = WorkerThread(f"encoder {stream.name} {codec}", nice=VIDEO_NICE)
+        self._thread = WorkerThread(f"encoder {stream.name} {codec}")  # the video first: normal priority
         self._codec: av.VideoCodecContext | None = None  # only touched on ``_thread``
         self._origin: float | None = None
         self._keyframe_wanted = True
@@ -115,6 +117,9 @@ class StreamEncoder:
         with self.stream.watching():
             while True:
                 output = await self.stream.next_output(sent)
+                if sent >= 0:
+                    self.frames_offered += output.seq - sent
+                    self.frames_skipped += output.seq - sent - 1
                 sent = output.seq
                 now = time.monotonic()
                 keyframe = (self._keyframe_wanted and now - self._last_keyframe >= KEYFRAME_MIN_GAP_S) or (

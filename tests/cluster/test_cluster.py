@@ -457,7 +457,9 @@ def test_a_gpu_node_gets_a_worker_on_its_gpu_that_tracks_there(cluster) -> None:
 
     async def main() -> None:
         cluster.add_node(cpus=1, gpus=1)
-        settings = WorkerSettings(ModelConfig(random_weights=True, image_size=256), TrackerConfig(), DisplayConfig())
+        settings = WorkerSettings(
+            ModelConfig("sam2.1_hiera_tiny", random_weights=True, image_size=256), TrackerConfig(), DisplayConfig()
+        )
         async with front(cluster, {"cam": shapes(6)}, settings=settings) as server:
             stream = server.pipeline.streams["cam"]
             await until(lambda: stream.placement == "running", 180, "the stream placed")

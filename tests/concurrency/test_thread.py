@@ -69,3 +69,27 @@ def test_video_threads_run_below_the_tracker() -> None:
         await worker.close()
 
     asyncio.run(main())
+
+
+def test_the_tracker_runs_below_the_video_on_the_threads_it_is_given() -> None:
+    """The engine's inference thread runs at TRACKER_NICE below the event loop (where the video is
+    sent) and the display and encoder threads (normal priority), and a round given ``threads``
+    runs on that many torch threads without touching the caller's."""
+    import torch
+
+    from streamer.concurrency.thread import TRACKER_NICE
+    from streamer.live.engine import Engine
+
+    async def main() -> None:
+        engine = Engine(None)
+        try:
+            mine, before = os.getpriority(os.PRIO_PROCESS, 0), torch.get_num_threads()
+            theirs = await engine.run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            assert theirs == min(19, mine + TRACKER_NICE)
+            await engine.round([], threads=1)
+            assert await engine.run(torch.get_num_threads) == 1
+            assert torch.get_num_threads() == before
+        finally:
+            await engine.close()
+
+    asyncio.run(main())

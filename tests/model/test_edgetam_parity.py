@@ -2,9 +2,10 @@
 same weights, same frames, same prompts: points, a box, an object added mid-stream by mask, a
 correction, and prompts on earlier frames.
 
-Seeded random weights, with the object-presence head's bias raised in both so that objects are
-present and masks are not empty (with plain random weights every mask is empty and the check
-would compare nothing). Run with ``-m official`` (CI runs it).
+Seeded random weights (``random_init`` raises the object-presence head's bias, so that objects
+are present and masks are not empty: with plain random weights every mask is empty and the check
+would compare nothing), saved and loaded into the official model. Run with ``-m official`` (CI
+runs it).
 """
 
 from __future__ import annotations
@@ -73,9 +74,6 @@ def runs(jpeg_clip, tmp_path_factory: pytest.TempPathFactory) -> Runs:
     events = _events(height, width, work / "mask.npy")
 
     tracker = StreamingTracker.build(model="edgetam", random_init=True, seed=0, image_size=IMAGE_SIZE, device="cpu")
-    with torch.no_grad():
-        tracker.model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += 20.0
-    tracker.family.prepare(tracker.model)  # weights changed: fuse the trunk again
     state = tracker.model.state_dict()
     torch.save(state, work / "weights.pt")
     found = Runs(our_keys=list(state))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from streamer import CheckpointError, DownloadError, StreamingTracker
+from streamer import CheckpointError, DownloadError, ModelError, StreamingTracker
 from streamer.model.families import MODELS, model_spec
 from streamer.model.weights import Checkpoint, cache_dir, ensure_checkpoint
 
@@ -141,7 +141,7 @@ def test_registry_matches_published_checkpoints() -> None:
     assert edgetam.title == "EdgeTAM" and edgetam.family.key == "edgetam"
     assert edgetam.checkpoint.url == "https://github.com/facebookresearch/EdgeTAM/raw/main/checkpoints/edgetam.pt"
     assert edgetam.checkpoint.digest == "git-blob:abd54d22bbd22ba3e53cf59a307e59e0f3701be6"
-    with pytest.raises(CheckpointError, match="choose one of: sam2.1_hiera_tiny"):
+    with pytest.raises(ModelError, match="choose auto or one of: sam2.1_hiera_tiny"):
         model_spec("sam3")
 
 

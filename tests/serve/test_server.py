@@ -102,6 +102,7 @@ def test_page_health_and_metrics(tracker) -> None:
             health = json.loads(body)
             main = health["streams"]["main"]
             assert status == 200 and health["ok"] and main["source_alive"] is True and main["video_fps"] > 0
+            assert health["model"]["family"] == "SAM 2.1" and health["model"]["image_size"] == tracker.model.image_size
             status, _, body = await get(server, "/metrics")
             text = body.decode()
             assert status == 200 and 'streamer_frames_processed_total{stream="main"}' in text

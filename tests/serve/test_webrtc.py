@@ -60,6 +60,7 @@ def test_browser_click_tracks_and_remove_clears() -> None:
     listed, the pixels under it take the overlay colour, and removing it takes the colour away."""
     result = run_scenario("browser")
     assert result["banner_shown"], "random-weights banner missing"
+    assert result["hud_model"] == "SAM 2.1 tiny 128 px", result["hud_model"]
     _check_click_and_remove(result)
     # The video does not wait for the tracker: counted in the page (requestVideoFrameCallback), it
     # runs well above the mask rate the page is told; the frame on screen is known by its RTP time.

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ...errors import ModelError
 from ..weights import Checkpoint
 
 if TYPE_CHECKING:  # the registry is read without torch (the doctor, --help)
@@ -38,7 +39,7 @@ class Family(ABC):
 
     def check_image_size(self, image_size: int) -> None:
         if image_size <= 0 or image_size % self.image_size_multiple:
-            raise ValueError(
+            raise ModelError(
                 f"{self.title} takes input sizes that are positive multiples of {self.image_size_multiple} "
                 f"(e.g. 512, {self.native_image_size}), got {image_size}"
             )
@@ -51,6 +52,10 @@ class Family(ABC):
     def attention_options(self, spatial_frames: int) -> dict[str, Any]:
         """Extra arguments the memory attention takes for ``spatial_frames`` memory frames."""
         return {}
+
+    def randomised(self, model: SAM2Base) -> None:  # noqa: B027 - most families need nothing
+        """Adjust a network on seeded random weights so that smoke tests and benchmarks see masks
+        (what SAM 2.1's random weights happen to give)."""
 
     def prepare(self, model: SAM2Base) -> None:  # noqa: B027 - most families need nothing
         """Make a loaded network ready for inference (e.g. fuse re-parameterisable branches);

@@ -378,6 +378,12 @@ function keepAck(msg) {
   if (viewer.acks.length > MAX_ACKS) viewer.acks.shift();
 }
 
+function showModel(model) {
+  // "EdgeTAM 512 px": the family, its size, and the input size the frames are resized to
+  const name = [model.title, model.image_size ? `${model.image_size} px` : ""].filter(Boolean).join(" ");
+  document.getElementById("model-name").textContent = name || "–";
+}
+
 function connect() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
   const base = location.pathname.replace(/[^/]*$/, ""); // the page's folder: "/" or a proxy's "/cams/"
@@ -388,6 +394,7 @@ function connect() {
     const msg = JSON.parse(event.data);
     if (msg.type === "hello") {
       document.getElementById("banner").hidden = !msg.random_weights;
+      showModel(msg.model || {});
       viewer.browserCamera = msg.browser_camera;
       viewer.iceServers = msg.ice_servers || [];
       viewer.icePolicy = msg.ice_transport_policy || "all";

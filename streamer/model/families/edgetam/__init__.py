@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
+PRESENT_BIAS = 20.0  # added to the object-presence logit of random weights
+
+
 class EdgeTAMFamily(Family):
     key = "edgetam"
     title = "EdgeTAM"
@@ -38,6 +41,14 @@ class EdgeTAMFamily(Family):
 
     def attention_options(self, spatial_frames: int) -> dict[str, Any]:
         return {"num_spatial_mem": spatial_frames}
+
+    def randomised(self, model: SAM2Base) -> None:
+        """With random weights every object reads as absent (its masks empty): raise the presence
+        head's bias so that objects are present."""
+        import torch
+
+        with torch.no_grad():
+            model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += PRESENT_BIAS
 
     def prepare(self, model: SAM2Base) -> None:
         from .network import TimmTrunk
