@@ -29,6 +29,12 @@ common=(--device cuda --image-size 1024 --precision bfloat16 --long-frames 1000 
 run python bench/tracker.py "${common[@]}" --out "$out/tracker_${device}_1024.json" || status=1
 run python bench/tracker.py "${common[@]}" --compile --vos-optimized --long-frames 0 --official-long-frames 0 \
   --out "$out/tracker_${device}_1024_compiled.json" || status=1
+edgetam=(--model edgetam --official-dist "${EDGETAM_DIST:-edgetam-dimos==1.0.1}" --device cuda --image-size 1024
+  --precision bfloat16)
+run python bench/tracker.py "${edgetam[@]}" --long-frames 1000 --official-long-frames 0 \
+  --out "$out/tracker_${device}_edgetam_1024.json" || status=1
+run python bench/tracker.py "${edgetam[@]}" --compile --long-frames 0 --official-long-frames 0 \
+  --out "$out/tracker_${device}_edgetam_1024_compiled.json" || status=1
 run python bench/serve.py --device cuda --image-size 1024 --vos-optimized --out "$out/serve_${device}_1024.json" || status=1
 run python bench/serve.py --device cuda --image-size 1024 --compile --vos-optimized --reference-frames 0 \
   --out "$out/serve_${device}_1024_compiled.json" || status=1

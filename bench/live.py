@@ -1,8 +1,8 @@
 """Live video while tracking, measured where the user is: frames per second at the viewer, and
 what showing every camera frame costs the tracker.
 
-For each real clip (960x540 and 1280x720) run_stream.py tracks one object (SAM 2.1 tiny, random
-weights, 256 px on this CPU) and the phases are:
+For each real clip (960x540 and 1280x720) run_stream.py tracks one object (``--model``, default
+SAM 2.1 tiny, at ``--image-size``, default 256; random weights) and the phases are:
 
 - ``off``: nobody watches (nothing is drawn or encoded): the tracker's own rate;
 - ``aiortc``: one aiortc viewer that reassembles every frame but does not decode it (a decoding
@@ -16,8 +16,12 @@ and live_cpu_256_auto_off.json: the same run without, just before it).
 
 Per phase: frames per second delivered to the viewer, frames tracked per second (from /metrics),
 server CPU, and in Chromium capture -> screen (p50/p90: the page dates each frame it presents by
-its RTP timestamp, with its video clock). WebRTC needs a real interface, so run it inside the
-isolated network namespace:
+its RTP timestamp, with its video clock), then click -> object shown for three clicks (a new
+object each; from the click until the spot's colour changes in the page's video), with where the
+server's part of that went (``click_wait_ms_mean``: queued behind the round in flight;
+``click_run_ms_mean``: the prompt itself), beside one tracker period. ``--hog 0.5`` adds another
+process busy half a core at normal priority: a slower day. WebRTC needs a real interface, so run
+it inside the isolated network namespace:
 
     ../shared/tools/isolated-net python bench/live.py --out bench/results/live_cpu_256.json
 """
@@ -28,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import subprocess
 import sys
 import time
 import urllib.request
@@ -64,7 +69,15 @@ def metrics(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     values = {}
     for line in text.splitlines():
-        if line.startswith(("streamer_frames_processed_total", "streamer_frames_displayed_total")):
+        if line.startswith(
+            (
+                "streamer_frames_processed_total",
+                "streamer_frames_displayed_total",
+                "streamer_prompt_wait_seconds_sum",
+                "streamer_prompt_wait_seconds_count",
+                "streamer_prompt_run_seconds_sum",
+            )
+        ):
             values[line.split("{")[0]] = float(line.split()[-1])
     return values
 
@@ -109,6 +122,51 @@ async def aiortc_phase(port: int, proc: psutil.Process, seconds: float) -> dict:
             await peer.close()
 
 
+# In the page: watch a small spot of the video frame by frame, from a click until the spot's
+# colour moves by more than ``threshold`` (the clicked object's mask drawn there): when it did.
+_WATCH_JS = """([cx, cy, r, threshold]) => {
+  const v = document.getElementById('video');
+  const c = document.createElement('canvas'); c.width = c.height = 2 * r + 1;
+  const g = c.getContext('2d', {willReadFrequently: true});
+  const colour = () => {
+    g.drawImage(v, cx * v.videoWidth - r, cy * v.videoHeight - r, c.width, c.height, 0, 0, c.width, c.height);
+    const d = g.getImageData(0, 0, c.width, c.height).data; const m = [0, 0, 0];
+    for (let i = 0; i < d.length; i += 4) { m[0] += d[i]; m[1] += d[i + 1]; m[2] += d[i + 2]; }
+    return m.map((x) => x / (d.length / 4));
+  };
+  const base = colour();
+  const watch = window.clickWatch = {start: performance.now(), shown: null};
+  const look = () => {
+    const now = colour();
+    if (Math.hypot(now[0] - base[0], now[1] - base[1], now[2] - base[2]) > threshold) watch.shown = performance.now();
+    else if (performance.now() - watch.start < 15000) v.requestVideoFrameCallback(look);
+  };
+  v.requestVideoFrameCallback(look);
+}"""
+CLICK_SPOTS = ((0.5, 0.5), (0.3, 0.6), (0.7, 0.4))
+
+
+async def click_to_shown(page: Any, spot: tuple[float, float]) -> float | None:
+    """Milliseconds from a click on ``spot`` (a new object) until its mask shows there; the
+    object is removed again afterwards. None if it never showed within 15 s."""
+    await page.click("#new-object")
+    obj_id = await page.evaluate("window.viewer.selected")
+    box = await page.locator("#drag").bounding_box()
+    size = await page.evaluate("(v => [v.videoWidth, v.videoHeight])(document.getElementById('video'))")
+    scale = min(box["width"] / size[0], box["height"] / size[1])
+    x = box["x"] + (box["width"] - size[0] * scale) / 2 + spot[0] * size[0] * scale
+    y = box["y"] + (box["height"] - size[1] * scale) / 2 + spot[1] * size[1] * scale
+    await page.evaluate(_WATCH_JS, [spot[0], spot[1], 6, 40])
+    await page.mouse.click(x, y)
+    with contextlib.suppress(Exception):
+        await page.wait_for_function("window.clickWatch.shown !== null", timeout=15000)
+    shown = await page.evaluate("(w => w.shown === null ? null : w.shown - w.start)(window.clickWatch)")
+    with contextlib.suppress(Exception):
+        await page.click(f"#objects li[data-obj-id='{obj_id}'] button.remove", timeout=5000)
+    await asyncio.sleep(2.0)
+    return shown
+
+
 async def chromium_phase(port: int, proc: psutil.Process, seconds: float) -> dict:
     from playwright.async_api import async_playwright
 
@@ -131,6 +189,17 @@ async def chromium_phase(port: int, proc: psutil.Process, seconds: float) -> dic
             result = await measure(port, proc, seconds, lambda: presented[0])
             result["page_video_fps"] = await page.evaluate("window.viewer.videoFps")
             result["capture_to_screen_ms"] = {**p50_p90(screen.values()), "frames": len(screen)}
+            before = await asyncio.to_thread(metrics, port)
+            clicks = [await click_to_shown(page, spot) for spot in CLICK_SPOTS]
+            after = await asyncio.to_thread(metrics, port)
+            result["click_to_shown_ms"] = clicks
+            count = after["streamer_prompt_wait_seconds_count"] - before.get("streamer_prompt_wait_seconds_count", 0)
+            if count:  # where a click's time goes on the server: waiting for the round in flight, then its own
+                for key in ("wait", "run"):
+                    name = f"streamer_prompt_{key}_seconds_sum"
+                    spent = after[name] - before.get(name, 0)
+                    result[f"click_{key}_ms_mean"] = 1000 * spent / count
+            result["tracker_period_ms"] = 1000 / result["tracked_fps"] if result["tracked_fps"] else None
             return result
         finally:
             poller.cancel()
@@ -138,7 +207,36 @@ async def chromium_phase(port: int, proc: psutil.Process, seconds: float) -> dic
             await chrome.close()
 
 
+HOG = """import time
+busy, idle = {busy}, {idle}
+while True:
+    end = time.perf_counter() + busy
+    while time.perf_counter() < end:
+        pass
+    time.sleep(idle)
+"""
+
+
+@contextlib.contextmanager
+def cpu_hog(share: float):  # type: ignore[no-untyped-def]
+    """A slower day: another process busy ``share`` of one core (in 100 ms periods) at normal priority."""
+    if share <= 0:
+        yield
+        return
+    hog = subprocess.Popen([sys.executable, "-c", HOG.format(busy=0.1 * share, idle=0.1 * (1 - share))])
+    try:
+        yield
+    finally:
+        hog.kill()
+        hog.wait()
+
+
 async def clip_run(clip: Path, args: argparse.Namespace) -> dict:
+    with cpu_hog(args.hog):
+        return await _clip_run(clip, args)
+
+
+async def _clip_run(clip: Path, args: argparse.Namespace) -> dict:
     port = free_port()
     extra = ["--mask-motion", args.mask_motion]
     if args.auto:
@@ -182,6 +280,7 @@ def main() -> None:
     parser.add_argument("--auto", metavar="LABELS", help="automatic tracking on, for these labels (all: any)")
     parser.add_argument("--auto-detector", default="rtdetr")
     parser.add_argument("--auto-every", type=int, default=5)
+    parser.add_argument("--hog", type=float, default=0.0, help="a slower day: a process busy this share of a core")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     report = {
@@ -189,6 +288,7 @@ def main() -> None:
         "model": f"{args.model} (random weights), one object",
         "image_size": args.image_size,
         "mask_motion": args.mask_motion,
+        "competing_process_cores": args.hog,
         "auto": None
         if not args.auto
         else f"{args.auto_detector} every {args.auto_every} tracked frames (random weights)",

@@ -85,6 +85,8 @@ class StreamMetrics:
     results_frames: Counter
     results_skipped: Counter
     results_s: Histogram
+    prompt_wait_s: Histogram
+    prompt_run_s: Histogram
     errors_by_kind: Counter
     prompts_by_result: Counter
     events_by_type: Counter
@@ -211,6 +213,20 @@ class Metrics:
                 "Measuring one tracked frame's results and events (every mask format asked for)",
                 by_stream,
                 buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2),
+                registry=r,
+            ),
+            "prompt_wait_s": Histogram(
+                "streamer_prompt_wait_seconds",
+                "A prompt's wait for the tracker (the round in flight) before it ran",
+                by_stream,
+                buckets=_SECONDS_BUCKETS,
+                registry=r,
+            ),
+            "prompt_run_s": Histogram(
+                "streamer_prompt_run_seconds",
+                "A prompt's own tracker time (with any frame it had the tracker take first)",
+                by_stream,
+                buckets=_SECONDS_BUCKETS,
                 registry=r,
             ),
             "errors": Counter("streamer_errors", "Errors by kind", ["stream", "kind"], registry=r),

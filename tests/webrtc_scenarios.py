@@ -597,6 +597,7 @@ def browser(screenshot: str | None, camera: bool = False, tls: bool = False, pro
             if not (tls or proxy):
                 (stream,) = _health(port)["streams"].values()
                 result["while_tracking"]["server_latency_ms"] = stream["latency_ms"]
+                result["while_tracking"]["tracker_threads"] = _metric(port, "streamer_tracker_threads")
             if screenshot:
                 page.screenshot(path=screenshot)
             page.click("#objects li[data-obj-id='1'] button.remove")
@@ -620,6 +621,16 @@ def _health(port: int) -> dict:
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
         return json.loads(response.read())
+
+
+def _metric(port: int, name: str) -> float | None:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+    return None
 
 
 def _until(check, timeout: float, what: str) -> float:  # type: ignore[no-untyped-def]

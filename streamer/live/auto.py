@@ -54,7 +54,7 @@ class Detectors:
         self._loaded: dict[str, Detector] = dict(preloaded or {})
         self._failed: dict[str, str] = {}
         self._thread = WorkerThread("detector", nice=DETECTOR_NICE)
-        self._threads_set = False
+        self._threads = 0  # torch threads detections run on (0: not decided yet)
 
     async def detect(self, name: str, image: np.ndarray, queries: Sequence[str] = ()) -> Detections:
         """``name``'s detections on ``image`` (it is loaded first if need be)."""
@@ -67,9 +67,7 @@ class Detectors:
         self._failed.pop(name, None)
 
     def _detect(self, name: str, image: np.ndarray, queries: tuple[str, ...]) -> Detections:
-        if not self._threads_set:
-            self._threads_set = True
-            _share_cores()
+        self._threads = _share_cores(self._threads)
         detector = self._loaded.get(name)
         if detector is None:
             try:
@@ -88,13 +86,16 @@ class Detectors:
         return await self._thread.close(timeout)
 
 
-def _share_cores() -> None:
-    """On the detector's thread: half the CPU threads the tracker's torch calls use. torch's
-    OpenMP threads are per calling thread, so a detector at full width beside the tracker would
-    run twice as many threads as there are cores, and both would slow (bench/live.py --auto)."""
+def _share_cores(threads: int) -> int:
+    """On the detector's thread: half the CPU threads torch had when it first ran (``threads``: 0
+    then). torch's OpenMP threads are per calling thread, so a detector at full width beside the
+    tracker would run twice as many threads as there are cores, and both would slow (bench/live.py
+    --auto); MKL's count is the process's, so it is said again before every detection."""
     import torch
 
-    torch.set_num_threads(max(1, torch.get_num_threads() // 2))
+    threads = threads or max(1, torch.get_num_threads() // 2)
+    torch.set_num_threads(threads)
+    return threads
 
 
 class AutoHost(Protocol):

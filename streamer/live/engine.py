@@ -15,6 +15,7 @@ after ``GOOD_ROUNDS_TO_GROW`` good rounds.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -52,6 +53,8 @@ class Change:
     frame: Landed
     logits: np.ndarray  # float32 [N, h, w] at the mask size
     stepped: int  # frames the tracker was handed for it (a prompt on a frame newer than any tracked)
+    waited_s: float = 0.0  # queued behind the round in flight (where a click waits)
+    ran_s: float = 0.0  # its own time on the tracker
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,6 @@ class Engine:
         self.round_ms = 0.0  # the last round's
         self._good_rounds = 0
         self._thread = WorkerThread("tracker", nice=TRACKER_NICE)  # below the video path
-        self._threads = 0  # torch threads the inference thread was last set to (0: untouched)
         self._model_tracker = model  # the model's tracker: every stream's is it or its sibling
         self._model_free = model is not None  # no stream has it yet
 
@@ -168,9 +170,10 @@ class Engine:
         return outcomes  # type: ignore[return-value]  # _timed returns what it ran
 
     def _round(self, batch: Sequence[tuple[Track, Frame]], threads: int | None = None) -> list[Outcome]:
-        if threads and threads != self._threads:  # OpenMP's count is the calling thread's own
+        if threads:
+            # OpenMP's count is the calling thread's own, but MKL's is the process's: said again
+            # every round, in case another thread (a detector's) set it since.
             torch.set_num_threads(threads)
-            self._threads = threads
         if not batch:
             return []
         started = time.perf_counter()
@@ -237,13 +240,22 @@ class Engine:
 
     async def prompt(self, track: Track, request: PromptRequest) -> Change:
         """Apply a viewer's prompt on the frame they saw; its result is shown at once."""
+        asked = time.perf_counter()
+        started: list[float] = []
+
+        def run() -> Change:
+            started.append(time.perf_counter())
+            return self._prompt(track, request)
+
         try:
-            return await self._change(track, lambda: self._prompt(track, request))
+            change: Change = await self._change(track, run)
         except NoFrameError:
             if not track.display.handed_over:
                 raise
             # The frame on screen was handed to a round queued behind this prompt: after it now.
-            return await self._change(track, lambda: self._prompt(track, request))
+            change = await self._change(track, run)
+        done = time.perf_counter()
+        return dataclasses.replace(change, waited_s=started[-1] - asked, ran_s=done - started[-1])
 
     async def restore(self, track: Track, masks: dict[int, np.ndarray]) -> Change:
         """Bring objects back under their ids, each prompted by a mask (any size: scaled to the

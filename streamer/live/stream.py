@@ -269,6 +269,9 @@ class Stream:
         """A prompt's result is on the display at once (the engine left it there) and goes to the outputs."""
         for _ in range(change.stepped):
             self.metrics.frames_processed.inc()
+        if change.ran_s:
+            self.metrics.prompt_wait_s.observe(change.waited_s)
+            self.metrics.prompt_run_s.observe(change.ran_s)
         self.state.mask_times.append(time.monotonic())
         frame = change.frame
         at, size = wall_clock(frame.captured_at), (frame.height, frame.width)

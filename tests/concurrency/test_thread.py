@@ -90,6 +90,8 @@ def test_the_tracker_runs_below_the_video_on_the_threads_it_is_given() -> None:
             assert await engine.run(torch.get_num_threads) == 1
             assert torch.get_num_threads() == before
         finally:
+            await engine.round([], threads=before)
             await engine.close()
+            torch.set_num_threads(before)  # MKL's count is the process's: leave it as it was
 
     asyncio.run(main())

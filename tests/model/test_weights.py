@@ -181,3 +181,25 @@ class socket_free_port:  # noqa: N801 - used as a context manager
 
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
+
+
+def test_edgetam_checkpoint_round_trip_and_wrong_family(tmp_path: Path) -> None:
+    """An EdgeTAM checkpoint in the official format loads strictly into the same weights (the
+    fused RepViT copy is rebuilt from them); a SAM 2.1 checkpoint is refused by name."""
+    source = StreamingTracker.build(model="edgetam", random_init=True, seed=3, image_size=256, device="cpu")
+    path = tmp_path / "edgetam.pt"
+    torch.save({"model": source.model.state_dict()}, path)
+    loaded = StreamingTracker.build(model="edgetam", checkpoint=path, image_size=256, device="cpu")
+    for key, value in source.model.state_dict().items():
+        assert torch.equal(value, loaded.model.state_dict()[key]), key
+    frame = torch.randint(0, 255, (96, 128, 3), dtype=torch.uint8).numpy()
+    for tracker in (source, loaded):
+        tracker.step(frame)
+    a = source.add_prompt(1, points=[[60, 50]], labels=[1])
+    b = loaded.add_prompt(1, points=[[60, 50]], labels=[1])
+    assert torch.equal(torch.from_numpy(a.logits), torch.from_numpy(b.logits))
+    sam = tmp_path / "sam.pt"
+    sam2_1 = StreamingTracker.build(random_init=True, image_size=128, device="cpu")
+    torch.save({"model": sam2_1.model.state_dict()}, sam)
+    with pytest.raises(CheckpointError, match="does not fit edgetam"):
+        StreamingTracker.build(model="edgetam", checkpoint=sam, image_size=256, device="cpu")
