@@ -62,6 +62,27 @@ def test_streams_stepped_together_match_streams_stepped_alone(clips) -> None:
     assert [t.obj_ids for t in together] == [[1, 2], [5], [9]]
 
 
+def test_memory_attention_one_object_at_a_time_matches_the_batch(clips) -> None:
+    """On a CPU the memory attention runs one object at a time (``attention_batch=1``, faster there);
+    a GPU runs the whole group at once. Both give the same masks, for every stream and object."""
+    lead, each = (
+        _tracker(),
+        StreamingTracker.build(random_init=True, image_size=IMAGE_SIZE, device="cpu", seed=3, attention_batch=None),
+    )
+    assert lead.attention_batch == 1 and each.attention_batch is None
+    pairs = [(lead, each), (lead.sibling(), each.sibling()), (lead.sibling(), each.sibling())]
+    for step in range(12):
+        frames = [clip[step] for clip in clips]
+        one = step_streams([p[0] for p in pairs], frames)
+        whole = step_streams([p[1] for p in pairs], frames)
+        for s, frame in enumerate(frames):
+            assert one[s].obj_ids == whole[s].obj_ids
+            np.testing.assert_allclose(one[s].logits, whole[s].logits, atol=2e-4)
+            for tracker in pairs[s]:
+                _prompt(tracker, step, frame, s)
+    assert [p[1].obj_ids for p in pairs] == [[1, 2], [5], [9]]
+
+
 def test_idle_streams_cost_no_image_encoding(clips) -> None:
     """A stream nobody has prompted never runs the image encoder; a click on one of its recent
     frames encodes that frame then, and gives the same masks as a stream that was encoding."""
