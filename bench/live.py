@@ -123,8 +123,9 @@ async def aiortc_phase(port: int, proc: psutil.Process, seconds: float) -> dict:
 
 
 # In the page: watch a small spot of the video frame by frame, from a click until the spot's
-# colour moves by more than ``threshold`` (the clicked object's mask drawn there): when it did.
-_WATCH_JS = """([cx, cy, r, threshold]) => {
+# colour moves more than ``threshold`` towards the object's overlay colour (its mask drawn there,
+# not the scene moving): when it did.
+_WATCH_JS = """([cx, cy, r, threshold, id]) => {
   const v = document.getElementById('video');
   const c = document.createElement('canvas'); c.width = c.height = 2 * r + 1;
   const g = c.getContext('2d', {willReadFrequently: true});
@@ -134,11 +135,12 @@ _WATCH_JS = """([cx, cy, r, threshold]) => {
     for (let i = 0; i < d.length; i += 4) { m[0] += d[i]; m[1] += d[i + 1]; m[2] += d[i + 2]; }
     return m.map((x) => x / (d.length / 4));
   };
-  const base = colour();
+  const tint = colorFor(id).match(/\\d+/g).map(Number);
+  const away = (m) => Math.hypot(m[0] - tint[0], m[1] - tint[1], m[2] - tint[2]);
+  const base = away(colour());
   const watch = window.clickWatch = {start: performance.now(), shown: null};
   const look = () => {
-    const now = colour();
-    if (Math.hypot(now[0] - base[0], now[1] - base[1], now[2] - base[2]) > threshold) watch.shown = performance.now();
+    if (base - away(colour()) > threshold) watch.shown = performance.now();
     else if (performance.now() - watch.start < 15000) v.requestVideoFrameCallback(look);
   };
   v.requestVideoFrameCallback(look);
@@ -156,7 +158,7 @@ async def click_to_shown(page: Any, spot: tuple[float, float]) -> float | None:
     scale = min(box["width"] / size[0], box["height"] / size[1])
     x = box["x"] + (box["width"] - size[0] * scale) / 2 + spot[0] * size[0] * scale
     y = box["y"] + (box["height"] - size[1] * scale) / 2 + spot[1] * size[1] * scale
-    await page.evaluate(_WATCH_JS, [spot[0], spot[1], 6, 40])
+    await page.evaluate(_WATCH_JS, [spot[0], spot[1], 6, 40, obj_id])
     await page.mouse.click(x, y)
     with contextlib.suppress(Exception):
         await page.wait_for_function("window.clickWatch.shown !== null", timeout=15000)

@@ -33,13 +33,15 @@ class Choice:
 
 
 # Seconds per frame, one object, on the 2-core CPU this project is tested on (AMD EPYC, torch
-# 2.14, float32; bench/results/tracker_cpu_edgetam.json): what the doctor tells a CPU user.
+# 2.14, float32; bench/results/tracker_cpu_edgetam.json and tracker_cpu_edgetam_256.json): what
+# the doctor tells a CPU user.
 CPU_SECONDS_PER_FRAME: dict[tuple[str, int], float] = {
-    ("edgetam", 512): 0.27,
-    ("edgetam", 1024): 1.1,
-    ("sam2.1_hiera_tiny", 256): 0.19,
-    ("sam2.1_hiera_tiny", 512): 0.6,
-    ("sam2.1_hiera_tiny", 1024): 3.1,
+    ("edgetam", 256): 0.09,
+    ("edgetam", 512): 0.29,
+    ("edgetam", 1024): 1.5,
+    ("sam2.1_hiera_tiny", 256): 0.21,
+    ("sam2.1_hiera_tiny", 512): 0.79,
+    ("sam2.1_hiera_tiny", 1024): 6.4,
 }
 
 
