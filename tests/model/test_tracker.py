@@ -80,7 +80,10 @@ def test_objects_are_independent(weights, frames) -> None:
 
 
 def test_objects_share_one_memory_attention_pass(tracker: StreamingTracker, frames, monkeypatch) -> None:
-    """Three objects prompted on the same frame are tracked in one batched memory-attention call."""
+    """Three objects prompted on the same frame are tracked in one batched memory-attention call
+    (``attention_batch=None``, a GPU's default); on a CPU (the default there, 1) one call each."""
+    assert tracker.attention_batch == 1
+    monkeypatch.setattr(tracker, "attention_batch", None)
     calls: list[int] = []
     original = tracker.model.memory_attention.forward
 
@@ -96,6 +99,10 @@ def test_objects_share_one_memory_attention_pass(tracker: StreamingTracker, fram
     for i in range(1, 4):
         tracker.step(frames[i])
     assert calls == [3, 3, 3]
+    monkeypatch.setattr(tracker, "attention_batch", 1)
+    calls.clear()
+    tracker.step(frames[4])
+    assert calls == [1, 1, 1]
 
 
 def test_state_stays_bounded(tracker: StreamingTracker, frames) -> None:
