@@ -1,6 +1,7 @@
 """Times a family's official video predictor; run by bench/tracker.py in a subprocess, with the
 Python of whichever venv has that family's official ``sam2`` (sam2 1.1.0 for SAM 2.1, the
-``edgetam-dimos`` fork for EdgeTAM, see tests/official.py). Imports nothing of this project.
+``edgetam-dimos`` fork for EdgeTAM, see tests/official.py). Imports nothing of this project's
+package; the official EdgeTAM is built by tests/edgetam_official.py, as the parity test builds it.
 
     python bench/official_predictor.py JOB.json OUT.json
 
@@ -17,35 +18,29 @@ import resource
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import torch
 
 
 def _predictor(job: dict):
-    from sam2.build_sam import build_sam2_video_predictor
-
-    overrides = [f"++model.image_size={job['image_size']}"]
-    options = {}
     if job["family"] == "edgetam":
-        import sam2.modeling.backbones.timm as timm_backbone
-        import timm
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from edgetam_official import build_predictor  # the one place the official EdgeTAM is set up
 
-        def no_download(*args, **kwargs):  # the weights hold the trunk
-            kwargs["pretrained"] = False
-            return timm.create_model(*args, **kwargs)
-
-        timm_backbone.create_model = no_download
         _fix_batched_perceiver()
-        side = job["image_size"] // 16  # the official config is for 1024 px: its rotary grids follow
-        overrides += [
-            f"++model.memory_attention.layer.cross_attention.q_sizes=[{side},{side}]",
-            f"++model.memory_attention.layer.self_attention.feat_sizes=[{side},{side}]",
-        ]
-    elif job["vos_optimized"]:
-        options["vos_optimized"] = True
-    predictor = build_sam2_video_predictor(
-        job["config"], None, device=job["device"], hydra_overrides_extra=overrides, **options
-    )
+        predictor = build_predictor(job["image_size"], job["device"])
+    else:
+        from sam2.build_sam import build_sam2_video_predictor
+
+        options = {"vos_optimized": True} if job["vos_optimized"] else {}
+        predictor = build_sam2_video_predictor(
+            job["config"],
+            None,
+            device=job["device"],
+            hydra_overrides_extra=[f"++model.image_size={job['image_size']}"],
+            **options,
+        )
     predictor.load_state_dict(torch.load(job["weights"], map_location="cpu"))
     return predictor
 

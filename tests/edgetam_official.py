@@ -35,21 +35,28 @@ def _no_download(*args, **kwargs):  # the checkpoint holds the trunk: no ImageNe
     return timm.create_model(*args, **kwargs)
 
 
-def main(job_path: str, out_path: str) -> None:
+def build_predictor(image_size: int, device: str = "cpu"):
+    """The official EdgeTAM video predictor at ``image_size``, without ImageNet weights; its
+    config is for 1024 px, so its rotary grids are set to follow the input size (bench/
+    official_predictor.py builds it here too)."""
     timm_backbone.create_model = _no_download
-    with open(job_path) as f:
-        job = json.load(f)
-    side = job["image_size"] // 16
-    predictor = build_sam2_video_predictor(
+    side = image_size // 16
+    return build_sam2_video_predictor(
         "configs/edgetam.yaml",
         None,
-        device="cpu",
+        device=device,
         hydra_overrides_extra=[
-            f"++model.image_size={job['image_size']}",
+            f"++model.image_size={image_size}",
             f"++model.memory_attention.layer.cross_attention.q_sizes=[{side},{side}]",
             f"++model.memory_attention.layer.self_attention.feat_sizes=[{side},{side}]",
         ],
     )
+
+
+def main(job_path: str, out_path: str) -> None:
+    with open(job_path) as f:
+        job = json.load(f)
+    predictor = build_predictor(job["image_size"])
     predictor.load_state_dict(torch.load(job["weights"], map_location="cpu"), strict=True)
     if "keys" in job:  # the official network's parameter names: the checkpoint's keys
         with open(job["keys"], "w") as f:

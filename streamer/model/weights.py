@@ -1,7 +1,7 @@
 """Published weights files: where they live, and a verified, resumable download into a cache.
 
 Users run this on machines with internet access; the checkpoint is fetched once, checked against
-its published SHA-256 and size, and moved into place atomically so that an interrupted or corrupt
+its published digest (and size, where published), and moved into place atomically so that an interrupted or corrupt
 download can never be mistaken for a good one.
 """
 

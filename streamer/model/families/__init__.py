@@ -56,10 +56,11 @@ def default_model(cuda: bool, image_size: int | None = None) -> Choice:
         size = f"{image_size} px" if image_size else "its native 1024 px"
         return Choice("sam2.1_hiera_tiny", image_size, f"SAM 2.1 tiny at {size}, as {where}")
     edgetam, tiny = CPU_SECONDS_PER_FRAME[("edgetam", 512)], CPU_SECONDS_PER_FRAME[("sam2.1_hiera_tiny", 512)]
+    edgetam_size = image_size or 512
     return Choice(
         "edgetam",
-        image_size or 512,
-        f"EdgeTAM at {image_size or 512} px, as no CUDA GPU is here (~{edgetam:g} s a frame on a 2-core CPU, against "
+        edgetam_size,
+        f"EdgeTAM at {edgetam_size} px, as no CUDA GPU is here (~{edgetam:g} s a frame on a 2-core CPU, against "
         f"{tiny:g} s for SAM 2.1 tiny at 512; DAVIS 2017 J&F 80.1 at 512). SAM 2.1's real-time choice on a "
         "CPU is --model sam2.1_hiera_tiny --image-size 256",
     )
