@@ -8,6 +8,7 @@ workers where the tests expect CPU ones). Every node is on 127.0.0.1 (see
 
 from __future__ import annotations
 
+import glob
 import os
 import socket
 
@@ -44,6 +45,16 @@ class LocalCluster:
     def client_address(self) -> str:
         """The head's Ray Client server (``ray://``, for a front outside the cluster)."""
         return f"ray://127.0.0.1:{self.client_port}"
+
+    def client_server_logs(self, lines: int = 30) -> str:
+        """The last lines of the head's Ray Client server logs (its proxy and one server per
+        client): what a failed Ray Client join leaves to read."""
+        found = []
+        for path in sorted(glob.glob(os.path.join(self.cluster.head_node.get_logs_dir_path(), "ray_client_server*"))):
+            with open(path, errors="replace") as log:
+                tail = log.readlines()[-lines:]
+            found.append(f"--- {os.path.basename(path)}\n{''.join(tail)}")
+        return "\n".join(found) or "(no Ray Client server logs)"
 
     def add_node(self, cpus: int = 1, gpus: int = 0):  # type: ignore[no-untyped-def]
         node = self.cluster.add_node(num_cpus=cpus, num_gpus=gpus, node_ip_address="127.0.0.1")

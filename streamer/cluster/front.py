@@ -216,7 +216,8 @@ class ClusterPipeline:
                 "(ray start --head) and reachable from here?"
             ) from None
         except Exception as exc:
-            raise ClusterError(f"cannot join the Ray cluster at {address}: {exc}") from None
+            detail = str(exc).strip() or type(exc).__name__
+            raise ClusterError(f"cannot join the Ray cluster at {address}: {detail}") from None
         self._actor_class = ray.remote(StreamWorker)
         logger.info("joined the Ray cluster at %s", address)
 

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -24,7 +25,7 @@ from pycocotools import mask as coco_mask  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
 from streamer.app import App  # noqa: E402
-from streamer.cluster.front import ClusterPipeline  # noqa: E402
+from streamer.cluster.front import ClusterError, ClusterPipeline  # noqa: E402
 from streamer.cluster.remote_stream import RemoteStream  # noqa: E402
 from streamer.config import (  # noqa: E402
     AutoConfig,
@@ -415,14 +416,89 @@ def test_a_front_outside_the_cluster_joins_through_ray_client(cluster) -> None:
 
     async def main() -> None:
         cluster.add_node()
-        async with front(cluster, {"cam": shapes(4)}, address=cluster.client_address) as server:
+        # Room for three attempts: a Ray Client join whose server is lost is ended and tried again.
+        async with front(cluster, {"cam": shapes(4)}, address=cluster.client_address, connect_timeout_s=60) as server:
             stream = server.pipeline.streams["cam"]
             await until(lambda: stream.placement == "running", 90, "the stream placed")
             await until(lambda: stream.status().video_fps > 4, 20, "its video at the worker")
             assert await first_prompt(stream, PromptRequest(6, box=(0.2, 0.2, 0.7, 0.7))) == [6]
             await until(lambda: stream.last_tracked is not None and stream.last_tracked.obj_ids == (6,), 20, "masks")
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except Exception as exc:
+        raise AssertionError(f"{exc}\nthe head's Ray Client server said:\n{cluster.client_server_logs()}") from exc
+
+
+class HungRayClientServer:
+    """A stand-in for a head's Ray Client server that answers pings and takes a client's first
+    join but never answers it, as one whose per-client server was lost does; it refuses every
+    later join with a message of its own."""
+
+    REFUSAL = "refused by the stand-in"
+
+    def __init__(self) -> None:
+        from concurrent import futures
+
+        import grpc
+        from ray.core.generated import ray_client_pb2, ray_client_pb2_grpc
+
+        self.joins = 0
+        self._released = threading.Event()
+        stand_in = self
+
+        class Driver(ray_client_pb2_grpc.RayletDriverServicer):
+            def ClusterInfo(self, request, context):  # noqa: N802 (gRPC's name)
+                return ray_client_pb2.ClusterInfoResponse(json="{}")
+
+        class Data(ray_client_pb2_grpc.RayletDataStreamerServicer):
+            def Datapath(self, requests, context):  # noqa: N802
+                init = next(requests)
+                stand_in.joins += 1
+                if stand_in.joins == 1:
+                    stand_in._released.wait(120)
+                    return
+                refusal = ray_client_pb2.InitResponse(ok=False, msg=stand_in.REFUSAL)
+                yield ray_client_pb2.DataResponse(req_id=init.req_id, init=refusal)
+                for _ in requests:  # open until the client leaves: it reads the refusal first
+                    pass
+
+        self._server = grpc.server(futures.ThreadPoolExecutor(8))
+        ray_client_pb2_grpc.add_RayletDriverServicer_to_server(Driver(), self._server)
+        ray_client_pb2_grpc.add_RayletDataStreamerServicer_to_server(Data(), self._server)
+        self.address = f"ray://127.0.0.1:{self._server.add_insecure_port('127.0.0.1:0')}"
+        self._server.start()
+
+    def close(self) -> None:
+        self._released.set()
+        self._server.stop(0)
+
+
+def test_a_ray_client_join_that_hangs_is_ended_tried_again_and_the_next_join_works(cluster, monkeypatch) -> None:
+    """A Ray Client server that never answers a join: the join is ended after its attempt and
+    tried again (the second is refused, and that refusal is what the front says), no join is
+    left running, and the same process then joins the real cluster (before, the hung join kept
+    Ray's state and every later join failed)."""
+    import ray
+
+    from streamer.cluster import join
+
+    monkeypatch.setattr(join, "CLIENT_ATTEMPT_S", 3.0)
+    stand_in = HungRayClientServer()
+    try:
+        pipeline = ClusterPipeline(ClusterConfig(address=stand_in.address, connect_timeout_s=20), SETTINGS)
+        with pytest.raises(ClusterError, match=HungRayClientServer.REFUSAL):
+            asyncio.run(pipeline.connect())
+    finally:
+        stand_in.close()
+    assert stand_in.joins == 2
+    assert not [thread for thread in threading.enumerate() if thread.name == "ray join"]
+    assert not ray.is_initialized()
+    join.join_ray(ray, cluster.address, 30)
+    try:
+        assert ray.nodes()  # the head
+    finally:
+        ray.shutdown()
 
 
 def test_a_worker_that_cannot_start_says_why_in_healthz(cluster) -> None:
