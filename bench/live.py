@@ -16,9 +16,11 @@ and live_cpu_256_auto_off.json: the same run without, just before it).
 
 Per phase: frames per second delivered to the viewer, frames tracked per second (from /metrics),
 server CPU, and in Chromium capture -> screen (p50/p90: the page dates each frame it presents by
-its RTP timestamp, with its video clock), then click -> object shown for three clicks (a new
-object each; from the click until the spot's colour changes in the page's video), with where the
-server's part of that went (``click_wait_ms_mean``: queued behind the round in flight;
+its RTP timestamp, with its video clock), then click -> object shown for six clicks (a new
+object each; from the click until the spot's colour changes in the page's video), click -> the
+server's ack at the page (the prompt done: the rest is the video's way to the screen, and with
+random weights a mask that may not cover the spot at first), with where the server's part went
+(``click_wait_ms_mean``: queued behind the round in flight, up to its pause for changes;
 ``click_run_ms_mean``: the prompt itself), beside one tracker period. ``--hog 0.5`` adds another
 process busy half a core at normal priority: a slower day. WebRTC needs a real interface, so run
 it inside the isolated network namespace:
@@ -138,19 +140,27 @@ _WATCH_JS = """([cx, cy, r, threshold, id]) => {
   const tint = colorFor(id).match(/\\d+/g).map(Number);
   const away = (m) => Math.hypot(m[0] - tint[0], m[1] - tint[1], m[2] - tint[2]);
   const base = away(colour());
-  const watch = window.clickWatch = {start: performance.now(), shown: null};
+  const watch = window.clickWatch = {start: performance.now(), shown: null, acked: null};
+  const onAck = (e) => {
+    const m = JSON.parse(e.data);
+    if (m.type !== 'ack' || !m.objects || !m.objects.includes(id)) return;
+    watch.acked = performance.now();
+    window.viewer.ws.removeEventListener('message', onAck);
+  };
+  window.viewer.ws.addEventListener('message', onAck);
   const look = () => {
     if (base - away(colour()) > threshold) watch.shown = performance.now();
     else if (performance.now() - watch.start < 15000) v.requestVideoFrameCallback(look);
   };
   v.requestVideoFrameCallback(look);
 }"""
-CLICK_SPOTS = ((0.5, 0.5), (0.3, 0.6), (0.7, 0.4))
+CLICK_SPOTS = ((0.5, 0.5), (0.3, 0.6), (0.7, 0.4), (0.4, 0.3), (0.6, 0.7), (0.25, 0.4))
 
 
-async def click_to_shown(page: Any, spot: tuple[float, float]) -> float | None:
-    """Milliseconds from a click on ``spot`` (a new object) until its mask shows there; the
-    object is removed again afterwards. None if it never showed within 15 s."""
+async def click_to_shown(page: Any, spot: tuple[float, float]) -> tuple[float | None, float | None]:
+    """Milliseconds from a click on ``spot`` (a new object) until its mask shows there, and until
+    the page had the server's ack (the prompt done); the object is removed again afterwards.
+    None if it never showed (was never acked) within 15 s."""
     await page.click("#new-object")
     obj_id = await page.evaluate("window.viewer.selected")
     box = await page.locator("#drag").bounding_box()
@@ -162,11 +172,12 @@ async def click_to_shown(page: Any, spot: tuple[float, float]) -> float | None:
     await page.mouse.click(x, y)
     with contextlib.suppress(Exception):
         await page.wait_for_function("window.clickWatch.shown !== null", timeout=15000)
-    shown = await page.evaluate("(w => w.shown === null ? null : w.shown - w.start)(window.clickWatch)")
+    since = "(w => [w.shown, w.acked].map((t) => (t === null ? null : t - w.start)))(window.clickWatch)"
+    shown, acked = await page.evaluate(since)
     with contextlib.suppress(Exception):
         await page.click(f"#objects li[data-obj-id='{obj_id}'] button.remove", timeout=5000)
     await asyncio.sleep(2.0)
-    return shown
+    return shown, acked
 
 
 async def chromium_phase(port: int, proc: psutil.Process, seconds: float) -> dict:
@@ -194,7 +205,8 @@ async def chromium_phase(port: int, proc: psutil.Process, seconds: float) -> dic
             before = await asyncio.to_thread(metrics, port)
             clicks = [await click_to_shown(page, spot) for spot in CLICK_SPOTS]
             after = await asyncio.to_thread(metrics, port)
-            result["click_to_shown_ms"] = clicks
+            result["click_to_shown_ms"] = [shown for shown, _ in clicks]
+            result["click_to_ack_ms"] = [acked for _, acked in clicks]
             count = after["streamer_prompt_wait_seconds_count"] - before.get("streamer_prompt_wait_seconds_count", 0)
             if count:  # where a click's time goes on the server: waiting for the round in flight, then its own
                 for key in ("wait", "run"):

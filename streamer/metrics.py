@@ -217,7 +217,7 @@ class Metrics:
             ),
             "prompt_wait_s": Histogram(
                 "streamer_prompt_wait_seconds",
-                "A prompt's wait for the tracker (the round in flight) before it ran",
+                "A prompt's wait for the tracker (the round in flight, up to its pause for changes) before it ran",
                 by_stream,
                 buckets=_SECONDS_BUCKETS,
                 registry=r,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,9 +84,15 @@ class OracleTracker:
         *,
         mask_width: int | None = None,
         origins: Sequence[FrameOrigin] | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> list[FrameResult]:
-        """One round: the slowest oracle's delay, then each one's true masks."""
-        time.sleep(max((t.delay for t in trackers), default=0.0))
+        """One round: the slowest oracle's delay, then each one's true masks. ``meanwhile``
+        runs halfway through the delay, where the real tracker's image encoder would have run."""
+        delay = max((t.delay for t in trackers), default=0.0)
+        time.sleep(delay / 2)
+        if meanwhile is not None:
+            meanwhile()
+        time.sleep(delay / 2)
         where = origins or [None] * len(frames)
         return [t._ingest(frame, mask_width, origin) for t, frame, origin in zip(trackers, frames, where)]
 

@@ -47,9 +47,14 @@ class WorkerThread:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the thread, after any call before it; raises what it raises."""
+        return await asyncio.wrap_future(self.submit(fn, *args))
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        """``run`` for a caller that does not wait on the call itself (it waits on what the call
+        leaves behind); the future is cancelled if the thread closes before the call starts."""
         future = self._executor.submit(fn, *args)
         self._last = future
-        return await asyncio.wrap_future(future)
+        return future
 
     async def drain(self, timeout: float = CLOSE_TIMEOUT_S) -> bool:
         """Wait until the calls submitted so far are done; False (and a log line) if one is still

@@ -72,10 +72,10 @@ class Display:
     def masks(self) -> Masks | None:
         return self._masks
 
-    @property
-    def handed_over(self) -> bool:
-        """Whether any frame has been handed to the tracker."""
-        return self._tracked_upto >= 0
+    def handed_since(self, source: int | None) -> bool:
+        """Whether a frame newer than ``source`` (the tracker's newest; None: it has none) has
+        been handed to the tracker: a round holds it, not yet tracked."""
+        return self._tracked_upto > (-1 if source is None else source)
 
     # -- the tracker's side --------------------------------------------------------------------
 
@@ -89,6 +89,11 @@ class Display:
         if masks is not None and obj_id in masks.obj_ids:
             keep = [i for i, o in enumerate(masks.obj_ids) if o != obj_id]
             self._masks = Masks(masks.frame, masks.captured_at, [masks.obj_ids[i] for i in keep], masks.logits[keep])
+
+    def tracker_forgot(self) -> None:
+        """The tracker forgot every frame (a reset): none is on its way to it any more."""
+        with self._lock:
+            self._tracked_upto = -1
 
     def tracker_took(self, index: int) -> None:
         """The tracker has frame ``index``: older frames can no longer be handed to it."""
@@ -199,6 +204,11 @@ class Display:
     def newest(self) -> int | None:
         with self._lock:
             return next(reversed(self._recent), None)
+
+    def remembers(self, index: int) -> bool:
+        """Whether frame ``index`` is still remembered (a click can be carried onto it)."""
+        with self._lock:
+            return index in self._recent
 
     def image(self, index: int) -> np.ndarray | None:
         """Frame ``index``'s pixels, if it is newer than anything the tracker was handed."""

@@ -6,15 +6,24 @@ out; the engine does the tracking. Each stream owns its display and hands it to 
 the engine reads the recent frames there (where a click lands) and leaves each round's or
 prompt's masks on it (``Display`` is thread-safe), but never shows a frame. Everything that
 touches a tracker runs on the inference thread, one call at a time: rounds, prompts, removals,
-resets. Prompts arrive as protocol-neutral ``PromptRequest``s, so the same engine serves the
-websocket of a local server and a cluster worker alike. A round that fails (a GPU out of memory
-included) is reported through ``on_error``, and its streams show their frames without masks
-until a round succeeds; a round that ran out of memory halves the batch limit, which grows back
-after ``GOOD_ROUNDS_TO_GROW`` good rounds.
+resets. A change (a prompt, a removal) that arrives during a round does not wait for all of
+it: the round pauses once its frames' image features exist and runs the changes queued so far
+(``step_streams``'s ``meanwhile``). So a click shows after the rest of the round's image
+encoder, not after the whole round, and its object is tracked on the round's frames; a change
+that would hand a tracker of the round a frame of its own, or that finds no frame to land on
+because the frame on screen went to a round not yet done, runs at that round's end. Prompts arrive as
+protocol-neutral ``PromptRequest``s, so the same engine serves the websocket of a local server
+and a cluster worker alike. A round that fails (a GPU out of memory included) is reported
+through ``on_error``, and its streams show their frames without masks until a round succeeds;
+a round that ran out of memory halves the batch limit, which grows back after
+``GOOD_ROUNDS_TO_GROW`` good rounds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import concurrent.futures
 import dataclasses
 import logging
 import time
@@ -28,7 +37,7 @@ import torch
 
 from ..concurrency.thread import TRACKER_NICE, WorkerThread
 from ..concurrency.waits import CLOSE_TIMEOUT_S
-from ..errors import NoFrameError
+from ..errors import NoFrameError, UnavailableError
 from ..model.interface import Tracker
 from ..model.preprocess import scaled_size
 from ..model.prompts import Mask
@@ -66,6 +75,13 @@ class Outcome:
     elapsed_ms: float
 
 
+MAX_PUT_OFF = 4  # rounds a change may wait for a frame to land on before it fails
+
+
+class _LaterError(Exception):
+    """Raised by a change, inside a round, that would step one of the round's trackers."""
+
+
 class Track:
     """One stream's part of the engine: its tracker, and the display its stream gave it."""
 
@@ -82,6 +98,16 @@ class Track:
     def frame_index(self) -> int | None:
         """The tracker's index of its newest frame (what ``frame_index`` in a prompt names)."""
         return self.tracker.frame_index
+
+
+@dataclass
+class _Queued:
+    """A change waiting for the tracker, and where its result goes."""
+
+    track: Track
+    fn: Callable[[], Any]
+    done: concurrent.futures.Future[Any]
+    put_off: int = 0  # times it waited for a round's end
 
 
 class Engine:
@@ -109,6 +135,8 @@ class Engine:
         self._thread = WorkerThread("tracker", nice=TRACKER_NICE)  # below the video path
         self._model_tracker = model  # the model's tracker: every stream's is it or its sibling
         self._model_free = model is not None  # no stream has it yet
+        self._changes: collections.deque[_Queued] = collections.deque()  # touched on the thread, and appended to
+        self._stepping: set[int] = set()  # on the thread: ids of the trackers of the round in its pause
 
     @property
     def random_weights(self) -> bool:
@@ -155,8 +183,14 @@ class Engine:
 
     async def close(self, timeout: float = CLOSE_TIMEOUT_S) -> bool:
         """Let a round in flight finish (trackers never run on two threads), then free the
-        thread; False if it was still running after ``timeout`` (it ends in the background)."""
-        return await self._thread.close(timeout)
+        thread; False if it was still running after ``timeout`` (it ends in the background).
+        Changes that never got to run are refused."""
+        finished = await self._thread.close(timeout)
+        while self._changes:
+            queued = self._changes.popleft()
+            if not queued.done.done():
+                queued.done.set_exception(UnavailableError("the tracker is shutting down; nothing was changed"))
+        return finished
 
     async def run(self, fn: Callable[[], object]) -> object:
         """Run ``fn`` on the inference thread, after whatever is queued there."""
@@ -175,6 +209,7 @@ class Engine:
             # every round, in case another thread (a detector's) set it since.
             torch.set_num_threads(threads)
         if not batch:
+            self._run_changes()
             return []
         started = time.perf_counter()
         tracks = [track for track, _ in batch]
@@ -188,6 +223,7 @@ class Engine:
                     [f.image for f in frames],
                     mask_width=self.mask_width,
                     origins=[FrameOrigin(f.index, f.captured_at) for f in frames],
+                    meanwhile=lambda: self._changes_meanwhile(tracks),
                 )
             )
             self._good_rounds += 1
@@ -205,6 +241,7 @@ class Engine:
                 continue
             track._obj_ids = tuple(result.obj_ids)
             track.display.set_masks(Masks(frame.index, frame.captured_at, list(result.obj_ids), result.logits))
+        self._run_changes()  # those that waited for this round's frames
         return [Outcome(frame, result, elapsed) for frame, result in zip(frames, results)]
 
     def _shrink(self, failed_size: int) -> None:
@@ -247,13 +284,7 @@ class Engine:
             started.append(time.perf_counter())
             return self._prompt(track, request)
 
-        try:
-            change: Change = await self._change(track, run)
-        except NoFrameError:
-            if not track.display.handed_over:
-                raise
-            # The frame on screen was handed to a round queued behind this prompt: after it now.
-            change = await self._change(track, run)
+        change: Change = await self._change(track, run)
         done = time.perf_counter()
         return dataclasses.replace(change, waited_s=started[-1] - asked, ran_s=done - started[-1])
 
@@ -274,6 +305,7 @@ class Engine:
     async def reset(self, track: Track) -> list[int]:
         def reset() -> list[int]:
             track.tracker.reset()
+            track.display.tracker_forgot()
             track.display.set_masks(None)
             return track.tracker.obj_ids
 
@@ -281,7 +313,8 @@ class Engine:
         return obj_ids
 
     async def _change(self, track: Track, fn: Callable[[], Any]) -> Any:
-        """Run a tracker change on the inference thread; snapshots the object ids."""
+        """Run a tracker change on the inference thread: in the pause of a round in flight, else
+        just after whatever is queued there; snapshots the object ids."""
 
         def call() -> Any:
             try:
@@ -289,7 +322,47 @@ class Engine:
             finally:
                 track._obj_ids = tuple(track.tracker.obj_ids)
 
-        return await self.run(call)
+        queued = _Queued(track, call, concurrent.futures.Future())
+        self._changes.append(queued)
+        self._thread.submit(self._timed, self._run_changes)  # finds nothing if a round ran it first
+        return await asyncio.wrap_future(queued.done)
+
+    def _changes_meanwhile(self, tracks: list[Track]) -> None:
+        """A round's pause (its image features made, its frames not yet tracked): the changes
+        queued so far."""
+        self._stepping = {id(track.tracker) for track in tracks}
+        try:
+            self._run_changes()
+        finally:
+            self._stepping = set()
+
+    def _run_changes(self) -> None:
+        """Every queued change in order, each one's result or error to its future. One that must
+        wait for a round's end stops the run, first in line: it would step a tracker of the
+        round in its pause, or it found no frame to land on while the frame on screen is with a
+        round not yet done (every round runs the queue when it ends)."""
+        while self._changes:
+            queued = self._changes[0]
+            try:
+                result = queued.fn()
+            except (_LaterError, NoFrameError) as exc:
+                if queued.put_off < MAX_PUT_OFF and (
+                    isinstance(exc, _LaterError) or self._frame_on_its_way(queued.track)
+                ):
+                    queued.put_off += 1
+                    return
+                queued.done.set_exception(exc)
+            except BaseException as exc:  # the caller's to handle, as if it had run the change itself
+                queued.done.set_exception(exc)
+            else:
+                queued.done.set_result(result)
+            self._changes.popleft()
+
+    @staticmethod
+    def _frame_on_its_way(track: Track) -> bool:
+        """Whether a frame newer than the tracker's newest was handed to a round not yet done."""
+        frames = landed_frames(track.tracker.tracked_frames)
+        return track.display.handed_since(frames[-1].source if frames else None)
 
     def _prompt(self, track: Track, request: PromptRequest) -> Change:
         stepped: list[Landed] = []
@@ -321,6 +394,8 @@ class Engine:
         """Hands a camera frame to the tracker ahead of the rounds (a prompt names it)."""
 
         def step(origin: FrameOrigin, image: np.ndarray) -> Landed:
+            if id(track.tracker) in self._stepping:
+                raise _LaterError  # a frame stepped now would be newer than the round's own
             result = track.tracker.step(image, origin)
             track.display.tracker_took(origin.source)
             frame = Landed(result.frame_index, origin.source, origin.captured_at, *image.shape[:2])

@@ -6,8 +6,13 @@ is usually one the tracker never processed. The rules (docs/protocol.md):
 1. ``frame_index`` names a tracked frame: that one, or ``stale_frame``.
 2. The frame seen (known exactly from its RTP timestamp, else the one captured nearest
    ``frame_ts``), if the tracker has it: there, as sent.
-3. Else, if it is newer than every frame the tracker has: it becomes the tracker's next frame.
-4. Else the nearest frame the tracker has, the click carried there along the optical flow.
+3. Else the nearest frame the tracker has, the click carried there along the optical flow. A
+   frame newer than every tracked one is carried back to the newest tracked frame when that was
+   captured at most ``CARRY_BACK_S`` before it: the prompt then costs the mask decoder only, not
+   a frame through the image encoder, so the object shows within the round in flight (the
+   display carries its mask on to the frames that follow, as every mask).
+4. Else, if it is newer than every frame the tracker has (nothing tracked yet, or the newest
+   tracked frame is older or forgotten): it becomes the tracker's next frame, as sent.
 
 The tracked frames are the tracker's own (``tracked_frames``, each with the camera frame it came
 from): nothing here keeps a second record of them. Runs on the tracker thread, like everything
@@ -25,6 +30,8 @@ from ..errors import NoFrameError, StaleFrameError
 from ..model.prompts import Box, FramePrompt, Points
 from ..model.tracker import FrameOrigin, TrackedFrame
 from .display import Display
+
+CARRY_BACK_S = 1.0  # a click on a newer frame goes back this far at most (along the flow)
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,13 @@ def _target(
         image = display.image(seen)
         captured_at = display.captured_at(seen)
         if image is not None and captured_at is not None and (not frames or seen > frames[-1].source):
+            newest = frames[-1] if frames else None
+            if (
+                newest is not None
+                and display.remembers(newest.source)
+                and captured_at - newest.captured_at <= CARRY_BACK_S
+            ):
+                return newest, seen
             return step(FrameOrigin(seen, captured_at), image), None
     if not frames:
         raise NoFrameError("no frame has been processed yet; wait for the video")

@@ -101,6 +101,7 @@ class Stream:
         self._watchers = 0
         self.labels: dict[int, ObjectLabel] = {}  # what each object is and how it came (absent: a click)
         self.hidden: set[int] = set()  # automatic objects on probation: tracked, not yet announced
+        self._changed_at = -1  # the tracker's frame a prompt's result was last published for
         self.auto = AutoTracking(self, auto or AutoConfig(), detectors or Detectors())
 
     @property
@@ -273,6 +274,7 @@ class Stream:
             self.metrics.prompt_wait_s.observe(change.waited_s)
             self.metrics.prompt_run_s.observe(change.ran_s)
         self.state.mask_times.append(time.monotonic())
+        self._changed_at = max(self._changed_at, change.result.frame_index)
         frame = change.frame
         at, size = wall_clock(frame.captured_at), (frame.height, frame.width)
         self.outputs.offer(self._tracked(change.result, frame.source, at, size, change.logits))
@@ -372,6 +374,8 @@ class Stream:
         self.state.inference_ms = outcome.elapsed_ms
         if result.obj_ids:
             self.state.mask_times.append(time.monotonic())
+        if result.frame_index <= self._changed_at:
+            return  # a prompt run at the round's end published this frame since, with its object
         # To the outputs: a reference, measured only if someone listens.
         at = wall_clock(frame.captured_at)
         self.outputs.offer(self._tracked(result, frame.index, at, frame.image.shape[:2]))

@@ -3,7 +3,7 @@ that a stand-in can meet too, so that the live side never depends on the model's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -46,4 +46,5 @@ class Tracker(Protocol):
         *,
         mask_width: int | None = None,
         origins: Sequence[FrameOrigin] | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> list[FrameResult]: ...

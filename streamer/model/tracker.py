@@ -15,7 +15,7 @@ import copy
 import functools
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -252,10 +252,11 @@ class StreamingTracker:
         *,
         mask_width: int | None = None,
         origins: Sequence[FrameOrigin] | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> list[FrameResult]:
         """``step_streams``, reached through the trackers' class: the pipeline steps any tracker
-        kind this way (a stand-in such as ``streamer.oracle`` brings its own)."""
-        return step_streams(trackers, frames, mask_width=mask_width, origins=origins)
+        kind this way (a stand-in such as ``tests/oracle.py`` brings its own)."""
+        return step_streams(trackers, frames, mask_width=mask_width, origins=origins, meanwhile=meanwhile)
 
     @torch.inference_mode()
     def add_prompt(
@@ -358,8 +359,10 @@ class StreamingTracker:
             f"frames ({first}..{last}); prompt on one of those, or on the newest (frame_index=None)"
         )
 
-    def _ingest(self, image: np.ndarray, origin: FrameOrigin | None = None) -> _Frame:
-        record = _Frame(self._next_index, image.shape[0], image.shape[1], image, origin)
+    def _ingest(self, record: _Frame) -> _Frame:
+        """The next frame becomes the tracker's, numbered now (a frame stepped meanwhile, by a
+        prompt, takes the number before it)."""
+        record.index = self._next_index
         self._next_index += 1
         self._frames.append(record)
         return record
@@ -591,6 +594,7 @@ def step_streams(
     *,
     mask_width: int | None = None,
     origins: Sequence[FrameOrigin] | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> list[FrameResult]:
     """Step several streams at once, one new frame each, on trackers that share a model.
 
@@ -602,6 +606,12 @@ def step_streams(
     that width (the frame's aspect kept; never larger than the frame): what a display that
     works on small frames needs, without making and copying full-size masks first. ``origins``
     (one per frame) are remembered with the frames (``tracked_frames``).
+
+    ``meanwhile`` runs once the new frames' image features exist (the bulk of a round on a CPU)
+    and before they become the trackers' own: work that was waiting for the tracker, such as a
+    viewer's click on the newest tracked frame, runs there instead of after the whole round, and
+    the objects it adds are tracked on the new frames. It may prompt, remove and reset, but not
+    step these trackers (a frame stepped meanwhile would be newer than the round's).
     """
     if len(trackers) != len(frames):
         raise ValueError(f"got {len(trackers)} trackers and {len(frames)} frames: pass one frame per tracker")
@@ -615,11 +625,15 @@ def step_streams(
     for other in trackers[1:]:
         lead.check_sibling(other)
     images = [check_frame(frame) for frame in frames]
+    where: Sequence[FrameOrigin | None] = origins or [None] * len(images)
+    new = [_Frame(-1, image.shape[0], image.shape[1], image, origin) for image, origin in zip(images, where)]
     with lead._autocast():
+        if meanwhile is not None:
+            lead._encode_images([record for tracker, record in zip(trackers, new) if tracker._objects])
+            meanwhile()
         for tracker in trackers:
             tracker._encode_pending()
-        where: Sequence[FrameOrigin | None] = origins or [None] * len(images)
-        records = [tracker._ingest(image, origin) for tracker, image, origin in zip(trackers, images, where)]
+        records = [tracker._ingest(record) for tracker, record in zip(trackers, new)]
         jobs = [(obj, record) for tracker, record in zip(trackers, records) for obj in tracker._objects.values()]
         for (obj, record), out in zip(jobs, lead._track(jobs)):
             obj.non_cond[record.index] = out

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from streamer.config import ConfigError, DisplayConfig, load_config
+from streamer.errors import NoFrameError
 from streamer.live.display import Display, Masks
-from streamer.live.landing import PromptRequest
+from streamer.live.landing import CARRY_BACK_S, PromptRequest
 from streamer.live.pipeline import Pipeline
 from streamer.model.preprocess import scaled_size
 from streamer.sources import Frame
@@ -164,7 +165,8 @@ def test_clicks_land_on_what_the_viewer_saw() -> None:
     """A slow tracker has frames 0, 10 and 20; the viewer clicks shapes on frames it showed:
     on a tracked frame the click is used as is; between tracked frames it is carried along the
     flow to the nearest one (where the uncarried point would miss); on a frame newer than any
-    tracked one, that frame becomes the tracker's next. Each time the shape clicked is selected."""
+    tracked one, it is carried back to the newest tracked one if that is at most CARRY_BACK_S
+    older, else that frame becomes the tracker's next. Each time the shape clicked is selected."""
     drive = _Driver(speed=15)
 
     async def main() -> None:
@@ -194,10 +196,21 @@ def test_clicks_land_on_what_the_viewer_saw() -> None:
             np.hypot(x1 - x0, y1 - y0) > 40
             and np.hypot((carried[0] + carried[2]) / 2 - x1, (carried[1] + carried[3]) / 2 - y1) < 5
         )
-        # Newer than anything tracked: frame 26 is stepped, then prompted.
+        # Newer than anything tracked, 0.2 s after frame 20: carried back there, nothing stepped
+        # (the raw point would miss shape 0 on frame 20); its masks are frame 20's.
+        x, y = drive.scene.centres(26)[0]
+        assert drive.shape_under(20, x, y) != 0
         await drive.stream.prompt(drive.click(26, shape=0))
-        assert (prompts[-1].frame_index, prompts[-1].shape) == (3, 0) and drive.oracle.frame_index == 3
-        assert drive.stream.frame_index == 3 and drive.stream.display.masks.frame == 26
+        assert (prompts[-1].frame_index, prompts[-1].shape) == (2, 0) and drive.oracle.frame_index == 2
+        assert drive.stream.display.masks.frame == 20
+        # Newer by more than CARRY_BACK_S: frame 60 is stepped, then prompted, as clicked.
+        assert (60 - 20) / FPS > CARRY_BACK_S
+        for n in range(28, 61):
+            drive.show(n)
+        shape = next(i for i, (x, y) in enumerate(drive.scene.centres(60)) if drive.shape_under(60, x, y) == i)
+        await drive.stream.prompt(drive.click(60, shape=shape))
+        assert (prompts[-1].frame_index, prompts[-1].shape) == (3, shape) and drive.oracle.frame_index == 3
+        assert drive.stream.frame_index == 3 and drive.stream.display.masks.frame == 60
         await drive.pipeline.stop()
 
     asyncio.run(main())
@@ -221,6 +234,63 @@ def test_a_click_queued_before_the_round_that_took_its_frame_waits_for_it() -> N
         assert outcome.result is not None and outcome.result.frame_index == 0
         prompted = drive.oracle.prompts[-1]
         assert (prompted.frame_index, prompted.shape) == (0, 0)  # on the round's frame: camera frame 3
+        await drive.pipeline.stop()
+
+    asyncio.run(main())
+
+
+def test_a_click_during_a_round_runs_in_its_pause_and_is_tracked_on_the_rounds_frame() -> None:
+    """A round is in flight (the stand-in's pause for changes comes halfway, where the image
+    encoder would have run) when a viewer clicks a new object: the click runs in that pause,
+    done before the round is, carried to the newest tracked frame, and the round's own frame
+    already tracks the object. A click that would hand the tracker a frame of its own (the
+    newest tracked frame is over CARRY_BACK_S older) waits for the round's end, and then lands
+    on the round's frame, carried there."""
+    drive = _Driver(speed=5)
+    engine, stream, prompts = drive.pipeline.engine, drive.stream, drive.oracle.prompts
+
+    async def main() -> None:
+        drive.show(0)
+        await drive.track_pending()  # frame 0 is tracker frame 0
+        drive.oracle.delay = 0.4
+        for n in range(1, 4):
+            drive.show(n)
+        in_flight = asyncio.create_task(engine.round([(stream.track, stream.take())]))  # frame 3
+        await asyncio.sleep(0.05)
+        change = await engine.prompt(stream.track, drive.click(2, shape=0))
+        assert not in_flight.done()  # it ran in the round's pause
+        assert (prompts[-1].frame_index, prompts[-1].shape) == (0, 0) and change.stepped == 0
+        (outcome,) = await in_flight
+        assert outcome.result is not None and outcome.result.obj_ids == [1]  # tracked on frame 3
+        stream.finish(outcome)
+
+        for n in range(4, 41):
+            drive.show(n)
+        assert (40 - 3) / FPS > CARRY_BACK_S
+        in_flight = asyncio.create_task(engine.round([(stream.track, stream.take())]))  # frame 40
+        drive.show(41)
+        await asyncio.sleep(0.05)
+        change = await engine.prompt(stream.track, PromptRequest(2, points=((0.5, 0.5),), labels=(1,), shown=41))
+        (outcome,) = await in_flight
+        assert outcome.result is not None and outcome.result.obj_ids == [1]  # the round was done first
+        assert prompts[-1].frame_index == 2 and change.stepped == 0  # on the round's frame 40, then the nearest
+        await drive.pipeline.stop()
+
+    asyncio.run(main())
+
+
+def test_a_click_with_no_frame_to_land_on_is_refused_not_kept_waiting() -> None:
+    """The frame on screen went to the tracker, which was then reset (so no round will bring it
+    back): a click is refused with no_frame at once, instead of waiting for a round that never
+    comes."""
+    drive = _Driver(speed=5)
+
+    async def main() -> None:
+        drive.show(0)
+        drive.stream.take()  # handed to a round that never runs
+        await drive.pipeline.engine.reset(drive.stream.track)
+        with pytest.raises(NoFrameError):
+            await asyncio.wait_for(drive.stream.prompt(drive.click(0, shape=0)), 5)
         await drive.pipeline.stop()
 
     asyncio.run(main())

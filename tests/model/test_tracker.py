@@ -79,6 +79,36 @@ def test_objects_are_independent(weights, frames) -> None:
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
+def test_a_prompt_in_a_rounds_pause_is_as_if_made_before_the_round(weights, frames) -> None:
+    """``meanwhile`` runs once the new frame's image features exist and before it is tracked: a
+    prompt made there, on the newest tracked frame, gives every later frame the masks of the
+    same prompt made before the round (and the round's frame tracks its object already)."""
+    from streamer.model.tracker import step_streams
+
+    def run(in_the_pause: bool) -> list[np.ndarray]:
+        tracker = StreamingTracker.build(random_init=True, image_size=IMAGE_SIZE, device="cpu")
+        tracker.model.load_state_dict(weights)
+        tracker.step(frames[0])
+        tracker.add_prompt(1, points=_click(frames[0], 0.4, 0.6), labels=[1])
+        tracker.step(frames[1])
+        second = lambda: tracker.add_prompt(2, points=_click(frames[1], 0.8, 0.3), labels=[1])  # noqa: E731
+        if not in_the_pause:
+            second()
+        seen: list[int] = []
+        (result,) = step_streams(
+            [tracker], [frames[2]], meanwhile=(lambda: seen.append(second().frame_index)) if in_the_pause else None
+        )
+        assert seen == ([1] if in_the_pause else [])  # on frame 1, the newest tracked then
+        logits = [result.logits]
+        for i in range(3, 7):
+            logits.append(tracker.step(frames[i]).logits)
+        assert result.obj_ids == [1, 2]
+        return logits
+
+    for a, b in zip(run(False), run(True)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
 def test_objects_share_one_memory_attention_pass(tracker: StreamingTracker, frames, monkeypatch) -> None:
     """Three objects prompted on the same frame are tracked in one batched memory-attention call
     (``attention_batch=None``, a GPU's default); on a CPU (the default there, 1) one call each."""
