@@ -32,7 +32,6 @@ def join_ray(ray: Any, address: str, timeout: float, **options: Any) -> None:
     """``ray.init(address=address, **options)``; raises ``TimeoutError`` if it has not joined
     after ``timeout`` seconds, or what ``ray.init`` raised."""
     deadline = time.monotonic() + timeout
-    client = address.startswith(CLIENT_PREFIX)
     while True:
         left = deadline - time.monotonic()
         if not _joining.acquire(timeout=max(left, 0.0)):
@@ -42,10 +41,10 @@ def join_ray(ray: Any, address: str, timeout: float, **options: Any) -> None:
             )
         attempt = _Attempt(ray, address, options)  # it releases _joining when its ray.init ends
         left = deadline - time.monotonic()
-        wait = min(left, CLIENT_ATTEMPT_S) if client else left
+        wait = min(left, CLIENT_ATTEMPT_S) if attempt.client else left
         if attempt.joined_within(wait):
             return
-        if not client or deadline - time.monotonic() < 1.0:
+        if not attempt.client or deadline - time.monotonic() < 1.0:
             raise TimeoutError(f"no Ray cluster answered at {address} within {timeout:g} s")
         logger.warning("the Ray Client server at %s did not answer within %g s; trying again", address, wait)
 
@@ -55,6 +54,7 @@ class _Attempt:
 
     def __init__(self, ray: Any, address: str, options: dict[str, Any]) -> None:
         self._ray, self.address = ray, address
+        self.client = address.startswith(CLIENT_PREFIX)  # a Ray Client join
         self._joined: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._decided = threading.Lock()  # the joiner's success and the caller's giving up, in one order
         self._abandoned = False
@@ -66,7 +66,7 @@ class _Attempt:
             try:
                 self._ray.init(address=self.address, **options)
             except BaseException as exc:  # ConnectionError, a version mismatch, a bad address...
-                if self.address.startswith(CLIENT_PREFIX):
+                if self.client:
                     # A failed Ray Client join leaves Ray in client mode, and a later join to a
                     # head's own address then fails inside Ray (an AssertionError, no message).
                     self._ray.util.client.ray.disconnect()
@@ -96,7 +96,7 @@ class _Attempt:
                 self._joined.result()
                 return True
             self._abandoned = True
-        if self.address.startswith(CLIENT_PREFIX):
+        if self.client:
             self._close_client_channel()
             self._thread.join(5.0)
         return False

@@ -11,9 +11,9 @@ it: the round pauses once its frames' image features exist and runs the changes 
 (``step_streams``'s ``meanwhile``). So a click shows after the rest of the round's image
 encoder, not after the whole round, and its object is tracked on the round's frames; a change
 that would hand a tracker of the round a frame of its own, or that finds no frame to land on
-because the frame on screen went to a round not yet done, runs at that round's end. Prompts arrive as
-protocol-neutral ``PromptRequest``s, so the same engine serves the websocket of a local server
-and a cluster worker alike. A round that fails (a GPU out of memory included) is reported
+because the frame on screen went to a round not yet done, runs at that round's end. Prompts
+arrive as protocol-neutral ``PromptRequest``s, so the same engine serves the websocket of a
+local server and a cluster worker alike. A round that fails (a GPU out of memory included) is reported
 through ``on_error``, and its streams show their frames without masks until a round succeeds;
 a round that ran out of memory halves the batch limit, which grows back after
 ``GOOD_ROUNDS_TO_GROW`` good rounds.
