@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from types import TracebackType
@@ -69,7 +70,8 @@ class App:
             try:
                 await cluster.connect()
                 for stream in streams:
-                    cluster.add_stream(stream.name, stream.source, stream.options, stream.auto_config(config.auto))
+                    auto = stream.auto_config(config.auto)
+                    cluster.add_stream(stream.name, stream.source, stream.options, auto, stream.restream)
             except BaseException:
                 await cluster.stop()
                 raise
@@ -91,7 +93,7 @@ class App:
                 except TypeError as exc:  # an option the source does not take
                     raise ValueError(f"stream {stream.name}: bad options {stream.options}: {exc}") from None
                 auto = stream.auto_config(config.auto)
-                pipeline.add_stream(stream.name, source, tracker if i == 0 else None, auto)
+                pipeline.add_stream(stream.name, source, tracker if i == 0 else None, auto, stream.restream)
         except BaseException:
             await pipeline.stop()
             raise
@@ -158,7 +160,9 @@ class App:
         finally:
             await stop_tasks(*ends, what="serve")
             logger.info("shutting down")
+            began = time.monotonic()
             await self.stop()
+            logger.info("stopped in %.2f s", time.monotonic() - began)
         if cluster is not None and cluster.gone_reason is not None:
             raise cluster.gone_reason
 

@@ -24,12 +24,13 @@ from typing import TypeVar
 from . import version_text
 from .app import App
 from .config import MASK_FORMATS, Config, StreamConfig, load_config
-from .config.values import parse_ice_url
+from .config.values import check_restream_url, parse_ice_url
 from .errors import StreamerError
 from .live.stream import STREAM_NAME
 from .model.families import AUTO, MODELS, describe_models
 from .model.tracker import StreamingTracker
 from .offline import OfflineJob, track_offline
+from .sources import mask_credentials
 
 logger = logging.getLogger("streamer")
 T = TypeVar("T")
@@ -124,6 +125,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-width", type=int, help="send viewers video at most this wide (a 4K camera shown at 1280, say)"
     )
     parser.add_argument("--bitrate", type=int, help="bits per second of each stream's video (default 2500000)")
+    parser.add_argument(
+        "--restream",
+        action="append",
+        metavar="[NAME=]URL",
+        help="publish a stream's masked video to an RTSP server (go2rtc, mediamtx, an NVR): "
+        "rtsp://HOST:PORT/PATH, in H.264; NAME= picks the stream (default: the only one). Repeat it per stream",
+    )
     parser.add_argument("--out", help="track into this video file instead of serving browsers")
     parser.add_argument("--max-frames", type=int, default=0, help="with --out: stop after this many frames")
     parser.add_argument("--host", help="address to listen on (default: 127.0.0.1, loopback only)")
@@ -190,6 +198,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(str(exc))
     if args.out and len(args.streams) != 1:
         parser.error("--out tracks one source into one file: pass a single --source")
+    try:
+        _restreams_over(args.streams, args.restream or [])
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.out and args.restream:
+        parser.error("--restream publishes a live server's stream; with --out the video goes to the file")
     args.source = args.streams[0].source
     config = args.config_data
     model = config.model  # flags over the YAML, into the one dataclass everything reads
@@ -289,6 +303,22 @@ def streams_from(sources: list[str] | None, config: Config) -> list[StreamConfig
     if len(set(names)) != len(names):
         raise ValueError(f"stream names must be unique, got {names}")
     return streams
+
+
+def _restreams_over(streams: list[StreamConfig], flags: list[str]) -> None:
+    """``--restream [NAME=]URL`` flags over the streams' own ``restream`` settings."""
+    by_name = {stream.name: stream for stream in streams}
+    for text in flags:
+        name, sep, url = text.partition("=")
+        if not sep or "://" in name:
+            if len(streams) != 1:
+                raise ValueError(
+                    f"--restream {mask_credentials(text)}: say which stream, NAME=URL (streams: {', '.join(by_name)})"
+                )
+            name, url = streams[0].name, text
+        if name not in by_name:
+            raise ValueError(f"--restream: no stream named {name!r}; streams are {', '.join(by_name)}")
+        by_name[name].restream = check_restream_url(url, "--restream")
 
 
 def _named(text: str) -> StreamConfig:

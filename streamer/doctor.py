@@ -33,7 +33,7 @@ from .model.weights import cache_dir, is_cached
 OK, WARN, FAIL = "ok", "warn", "fail"
 TEST_PACKAGES = (
     "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good "
-    "gstreamer1.0-plugins-bad chromium mosquitto coturn nginx"
+    "gstreamer1.0-plugins-bad chromium mosquitto coturn nginx ffmpeg"
 )
 BROKER_ANSWER_S = 5.0
 
@@ -449,7 +449,7 @@ def _cluster_nodes(ray: Any, address: str, timeout: float = 20.0) -> list[dict] 
 
 def check_test_tools(_: DoctorConfig) -> list[Finding]:
     """Only the test suite needs these (GStreamer's RTSP server, run by the system Python; Chromium;
-    the mosquitto broker; the coturn TURN server; nginx)."""
+    the mosquitto broker; the coturn TURN server; nginx; FFmpeg, an RTSP server for the restream)."""
     missing = []
     if not Path("/usr/bin/chromium").exists():
         missing.append("chromium")
@@ -459,6 +459,8 @@ def check_test_tools(_: DoctorConfig) -> list[Finding]:
         missing.append("coturn")
     if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
         missing.append("nginx")
+    if not shutil.which("ffmpeg") or not shutil.which("ffprobe"):
+        missing.append("ffmpeg")
     system_python = "/usr/bin/python3"
     probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
     if not Path(system_python).exists() or subprocess.run([system_python, "-c", probe], capture_output=True).returncode:
@@ -472,7 +474,8 @@ def check_test_tools(_: DoctorConfig) -> list[Finding]:
                 f"Debian/Ubuntu: `sudo apt-get install {TEST_PACKAGES}`",
             )
         ]
-    return [Finding("test tools", OK, "Chromium, GStreamer's RTSP server, mosquitto, coturn and nginx (for the tests)")]
+    found = "Chromium, GStreamer's RTSP server, mosquitto, coturn, nginx and FFmpeg (for the tests)"
+    return [Finding("test tools", OK, found)]
 
 
 CHECKS: tuple[Callable[[DoctorConfig], list[Finding]], ...] = (

@@ -91,6 +91,8 @@ class StreamMetrics:
     prompts_by_result: Counter
     events_by_type: Counter
     objects_by_label: Gauge
+    restream_connected: Gauge
+    restream_frames: Counter
     removed: bool = False  # the stream is gone: late events must not bring its series back
     tapped_errors: Tally[str] | None = None  # on a worker: errors since the last take()
 
@@ -228,6 +230,12 @@ class Metrics:
                 by_stream,
                 buckets=_SECONDS_BUCKETS,
                 registry=r,
+            ),
+            "restream_connected": Gauge(
+                "streamer_restream_connected", "1 while the stream's RTSP restream is connected", by_stream, registry=r
+            ),
+            "restream_frames": Counter(
+                "streamer_restream_frames", "Frames sent to the stream's RTSP restream", by_stream, registry=r
             ),
             "errors": Counter("streamer_errors", "Errors by kind", ["stream", "kind"], registry=r),
             "prompts": Counter("streamer_prompts", "Prompt messages by result", ["stream", "result"], registry=r),

@@ -25,12 +25,15 @@ def oracle_pipeline(
     speed: float = 4.0,
     delay: float = 0.03,
     events: EventsConfig | None = None,
+    restream: dict[str, str] | None = None,
 ) -> Pipeline:
-    """A pipeline (not started) of ``synthetic:shapes`` cameras, each tracked by the oracle."""
+    """A pipeline (not started) of ``synthetic:shapes`` cameras, each tracked by the oracle;
+    ``restream``: RTSP servers to publish streams to, by stream name."""
     pipeline = Pipeline(events=events)
     for i, name in enumerate(streams):
         source = ShapesSource(width, height, fps=30, speed=speed, count=3, seed=i).start()
-        pipeline.add_stream(name, source, OracleTracker(source, delay=delay))
+        tracker = OracleTracker(source, delay=delay)
+        pipeline.add_stream(name, source, tracker, restream=(restream or {}).get(name))
     return pipeline
 
 
@@ -44,11 +47,14 @@ async def oracle_server(
     delay: float = 0.03,
     events: EventsConfig | None = None,
     sinks: tuple[QueuedSink, ...] = (),
+    restream: dict[str, str] | None = None,
     **server_options: object,
 ) -> AsyncIterator[StreamServer]:
     """A started server on 127.0.0.1 (any port), each stream showing frames; ``sinks`` are
     started and closed with it, in the ``App``'s order (as the command line does)."""
-    pipeline = oracle_pipeline(streams, width=width, height=height, speed=speed, delay=delay, events=events)
+    pipeline = oracle_pipeline(
+        streams, width=width, height=height, speed=speed, delay=delay, events=events, restream=restream
+    )
     config = Config(server=ServerConfig(port=0, **server_options), events=events or EventsConfig())  # type: ignore[arg-type]
     async with App(config, pipeline, sinks=sinks) as app:
         for stream in pipeline.streams.values():

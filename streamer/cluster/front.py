@@ -224,14 +224,22 @@ class ClusterPipeline:
     # -- the Serving interface ------------------------------------------------------------------
 
     def add_stream(
-        self, name: str, spec: str, options: dict | None = None, auto: AutoConfig | None = None
+        self,
+        name: str,
+        spec: str,
+        options: dict | None = None,
+        auto: AutoConfig | None = None,
+        restream: str | None = None,
     ) -> RemoteStream:
         """A stream to place on a worker (it waits for one if none has room); ``auto``: its
-        automatic tracking, if not the workers' own."""
+        automatic tracking, if not the workers' own; ``restream``: an RTSP server its video is
+        published to (from here)."""
         self.check_new_name(name)
         check_cluster_source(spec)
-        stream = self.streams[name] = RemoteStream(name, spec, options, self, auto)
+        stream = self.streams[name] = RemoteStream(name, spec, options, self, auto, restream)
         self.outputs.register(name, stream.metrics)
+        if self._task is not None and stream.restream is not None:
+            stream.restream.start()
         self._wake.set()
         return stream
 
@@ -263,6 +271,8 @@ class ClusterPipeline:
     async def remove_stream(self, name: str) -> None:
         stream = self.stream(name)
         del self.streams[name]
+        if stream.restream is not None:
+            await stream.restream.close()
         if stream.placing is not None:
             await stop_tasks(stream.placing, what=f"placing {name}")
         worker = stream.worker
@@ -298,9 +308,13 @@ class ClusterPipeline:
         self.outputs.start()
         self._started_at = time.monotonic()
         self._task = asyncio.create_task(self._supervise(), name="cluster supervisor")
+        for stream in self.streams.values():
+            if stream.restream is not None:
+                stream.restream.start()
 
     async def stop(self) -> None:
         """Stop supervising, close every worker's streams, leave the cluster. Safe to call twice."""
+        await asyncio.gather(*(s.restream.close() for s in self.streams.values() if s.restream is not None))
         tasks = [self._task, self._moving, *self._starting.values()]
         tasks += [s.placing for s in self.streams.values()] + [w.poller for w in self.workers.values()]
         await stop_tasks(*tasks, what="cluster front")

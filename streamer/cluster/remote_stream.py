@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any, Protocol
 
 import av
@@ -25,6 +25,7 @@ from ..outputs.hub import Outputs, drop_objects
 from ..sources import mask_credentials
 from ..video.codecs import TIME_BASE, VIDEO_CLOCK
 from ..video.packets import EncodedFrame, PacketHistory
+from ..video.restream import Restream
 from ..video.track import EncodedTrack
 from .handle import WorkerHandle
 from .reports import CompactTracked, Packet
@@ -109,7 +110,13 @@ class RemoteStream:
     camera = None  # a viewer's browser camera cannot feed a worker elsewhere
 
     def __init__(
-        self, name: str, spec: str, options: dict | None, cluster: StreamHost, auto: AutoConfig | None = None
+        self,
+        name: str,
+        spec: str,
+        options: dict | None,
+        cluster: StreamHost,
+        auto: AutoConfig | None = None,
+        restream: str | None = None,
     ) -> None:
         self.name, self.spec, self.options, self.cluster = name, spec, dict(options or {}), cluster
         self.auto = auto  # its automatic tracking (None: the workers'); kept across a failover
@@ -129,6 +136,8 @@ class RemoteStream:
         self._last_source: int | None = None
         self.metrics.video_fps.set_function(lambda: self.status().video_fps)
         self.metrics.mask_fps.set_function(lambda: self.status().mask_fps)
+        # Published from here, the front: the restream goes on through a failover.
+        self.restream = Restream(name, restream, self.video("h264"), self.metrics) if restream else None
 
     @property
     def obj_ids(self) -> list[int]:
@@ -157,6 +166,7 @@ class RemoteStream:
                 last_error=self.note if not running else None,
                 placement=self.placement,
                 worker=worker,
+                restream=self._restream_status(),
             )
         return replace(
             status,
@@ -166,7 +176,11 @@ class RemoteStream:
             objects=self.obj_ids,
             placement=self.placement,
             worker=worker,
+            restream=self._restream_status(),
         )
+
+    def _restream_status(self) -> dict | None:
+        return None if self.restream is None else asdict(self.restream.status)
 
     def video(self, codec: str) -> RemoteVideo:
         video = self.videos.get(codec)

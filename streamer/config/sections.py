@@ -76,6 +76,7 @@ class StreamConfig:
     source: str
     options: dict[str, Any] = field(default_factory=dict)
     auto: dict[str, Any] = field(default_factory=dict)  # this camera's ``auto`` settings over the global ones
+    restream: str | None = None  # its annotated video published to this RTSP server (rtsp://HOST:PORT/PATH)
 
     def auto_config(self, base: AutoConfig) -> AutoConfig:
         """This stream's ``auto`` settings: ``base`` (the file's ``auto:``) with its own over it."""

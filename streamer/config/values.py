@@ -126,6 +126,20 @@ def parse_broker(url: str) -> Broker:
     return Broker(parts.hostname, port, prefix, username, password)
 
 
+def check_restream_url(url: Any, where: str = "restream") -> str:
+    """An RTSP server's URL a stream's video can be published to, rtsp://[USER:PASS@]HOST[:PORT]/PATH;
+    a ValueError (with the password masked) says what is wrong."""
+    parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme != "rtsp" or not parts.hostname or not parts.path.strip("/"):
+        shown = re.sub(r"//[^/@]*@", "//***@", str(url))
+        raise ValueError(f"{where} must be an RTSP server's URL, rtsp://HOST[:PORT]/PATH, got {shown!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError(f"{where}: {re.sub(r'//[^/@]*@', '//***@', url)!r} has a bad port") from None
+    return url
+
+
 POLICIES = ("all", "relay")
 URI = re.compile(r"(stun|stuns|turn|turns):([^?@/]+)(\?transport=(udp|tcp))?")
 MAX_SERVERS = 8

@@ -91,11 +91,16 @@ class Pipeline:
         return self.engine.batch_limit
 
     def add_stream(
-        self, name: str, source: FrameSource, tracker: Tracker | None = None, auto: AutoConfig | None = None
+        self,
+        name: str,
+        source: FrameSource,
+        tracker: Tracker | None = None,
+        auto: AutoConfig | None = None,
+        restream: str | None = None,
     ) -> Stream:
         """Add a camera. The first stream's tracker holds the model; later ones are its siblings
         unless given their own (which must then share the model). ``auto``: its automatic
-        tracking (None: the pipeline's)."""
+        tracking (None: the pipeline's); ``restream``: an RTSP server its video is published to."""
         self.check_new_name(name)
         stream = Stream(
             name,
@@ -108,6 +113,7 @@ class Pipeline:
             auto=auto or self.auto,
             detectors=self.detectors,
             on_error=self._stream_error,
+            restream=restream,
         )
         self.streams[name] = stream
         self.outputs.register(name, stream.metrics)

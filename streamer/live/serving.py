@@ -13,6 +13,7 @@ from ..metrics import Metrics, StreamMetrics
 from ..outputs.hub import Outputs
 from ..sources import BrowserSource
 from ..video.packets import EncodedFrame
+from ..video.restream import Restream
 from ..video.track import EncodedTrack
 from .landing import PromptRequest
 from .status import StreamStatus
@@ -47,6 +48,7 @@ class Video(Protocol):
 class ServedStream(Protocol):
     name: str
     metrics: StreamMetrics
+    restream: Restream | None  # its RTSP restream, if it has one
 
     @property
     def camera(self) -> BrowserSource | None: ...

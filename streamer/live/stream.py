@@ -31,6 +31,7 @@ from ..outputs.results import ObjectLabel, Tracked, wall_clock
 from ..sources import BrowserSource, Frame, FrameSource, SourceError, SourceTimeoutError, mask_credentials, open_source
 from ..video.encoder import StreamEncoder
 from ..video.frame import Output
+from ..video.restream import Restream
 from .auto import AutoTracking, Detectors
 from .display import Display
 from .engine import Change, Engine, Outcome
@@ -79,6 +80,7 @@ class Stream:
         auto: AutoConfig | None = None,
         detectors: Detectors | None = None,
         on_error: Callable[[str, str, str], None] | None = None,
+        restream: str | None = None,
     ) -> None:
         self.name, self.source, self.engine, self.outputs = name, source, engine, outputs
         self.on_error = on_error  # (stream, code, message): something viewers should hear about
@@ -103,6 +105,8 @@ class Stream:
         self.hidden: set[int] = set()  # automatic objects on probation: tracked, not yet announced
         self._changed_at = -1  # the tracker's frame a prompt's result was last published for
         self.auto = AutoTracking(self, auto or AutoConfig(), detectors or Detectors())
+        # The annotated video pushed to an RTSP server, from the H.264 encoder viewers share.
+        self.restream = Restream(name, restream, self.video("h264"), metrics) if restream else None
 
     @property
     def tracker(self) -> Tracker:
@@ -157,6 +161,7 @@ class Stream:
             last_error=state.last_error,
             labels=self.object_labels(),
             auto=self.auto.config.enabled,
+            restream=dataclasses.asdict(self.restream.status) if self.restream else None,
         )
 
     def object_labels(self) -> dict[int, dict]:
@@ -297,12 +302,16 @@ class Stream:
 
     def start(self, wake: asyncio.Event) -> None:
         self._feeder = asyncio.create_task(self._feed(wake), name=f"feeder {self.name}")
+        if self.restream is not None:
+            self.restream.start()
 
     async def stop(self) -> None:
         await self.auto.close()
         if self._feeder is not None:
             await stop_tasks(self._feeder, what=f"stream {self.name}")
             self._feeder = None
+        if self.restream is not None:
+            await self.restream.close()
         for encoder in self.encoders.values():
             await encoder.close()
         await self._display_thread.close(timeout=2.0)

@@ -226,6 +226,7 @@ class StreamServer:
                 "last_error": status.last_error,
                 "placement": status.placement,
                 "worker": status.worker,
+                "restream": status.restream,
             }
         where = self.pipeline.describe()  # e.g. the cluster, which has an ok of its own
         running = all(s["source_alive"] and s["placement"] in ("local", "running") for s in streams.values())

@@ -99,7 +99,8 @@ class Viewers:
                 if camera is None
                 else "another viewer's camera is already the source; reconnect without sending video"
             )
-        codec = offered_codec(offer_sdp)
+        # A stream that restreams encodes H.264 anyway: a viewer who takes it costs no second encode.
+        codec = offered_codec(offer_sdp, prefer="h264" if stream.restream is not None else None)
         if codec is None:
             raise OfferError(f"the offer takes no video codec this server sends ({', '.join(CODECS)})")
         video = stream.video(codec)

@@ -19,6 +19,9 @@ logger = logging.getLogger(__name__)
 
 VIDEO_CLOCK = 90_000
 TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)  # what RTP timestamps count
+# The frame rate libx264's rate control budgets bits per frame by (it ignores the timestamps);
+# without it, it takes the 90 kHz time base for 90,000 frames a second and starves every frame.
+NOMINAL_FPS = 30
 
 # libvpx realtime settings, as aiortc's own VP8 encoder uses them.
 _VPX_OPTIONS = {
@@ -54,6 +57,7 @@ def _new_h264(width: int, height: int, bitrate: int) -> av.VideoCodecContext:
     codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
     codec.bit_rate = bitrate
     codec.time_base = TIME_BASE
+    codec.framerate = fractions.Fraction(NOMINAL_FPS)
     codec.gop_size = 3000
     codec.profile = "Baseline"
     codec.options = {"level": "31", "tune": "zerolatency", "preset": "veryfast", "forced-idr": "1"}
@@ -84,7 +88,9 @@ def codec_preferences(codec: str) -> list[RTCRtpCodecCapability]:
     return [c for c in codecs if c.mimeType in (CODECS[codec].mime, "video/rtx")]
 
 
-def offered_codec(offer_sdp: str) -> str | None:
-    """The codec to send a viewer: VP8 if its offer takes it, else H.264, else None."""
+def offered_codec(offer_sdp: str, prefer: str | None = None) -> str | None:
+    """The codec to send a viewer: ``prefer`` (a codec the stream encodes anyway, e.g. H.264 for
+    its restream) if the offer takes it, else VP8 if it does, else H.264, else None."""
     offered = {name.upper() for name in _RTPMAP.findall(offer_sdp)}
-    return next((name for name, codec in CODECS.items() if codec.mime.split("/")[1].upper() in offered), None)
+    order = [prefer, *CODECS] if prefer in CODECS else list(CODECS)
+    return next((name for name in order if CODECS[name].mime.split("/")[1].upper() in offered), None)

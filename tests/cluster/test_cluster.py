@@ -43,6 +43,7 @@ from streamer.serve.server import StreamServer
 
 from ..conftest import wait_for_line  # noqa: E402
 from ..ray_cluster import LocalCluster  # noqa: E402
+from ..rtsp_receivers import FfmpegReceiver, probe  # noqa: E402
 from ..serve.test_server import get  # noqa: E402
 
 MODEL = ModelConfig(random_weights=True, image_size=128, device="cpu")
@@ -73,15 +74,17 @@ async def front(
     streams: dict[str, str],
     server_options: dict | None = None,
     settings: WorkerSettings = SETTINGS,
+    restream: dict[str, str] | None = None,
     **config: object,
 ) -> AsyncIterator[StreamServer]:
     """A front server on 127.0.0.1 whose streams run on ``cluster``'s workers (``config``: the
-    cluster section's settings, ``address`` included to join through another address)."""
+    cluster section's settings, ``address`` included to join through another address;
+    ``restream``: RTSP servers the front publishes streams to, by name)."""
     config = {"address": cluster.address, **config}
     pipeline = ClusterPipeline(ClusterConfig(**config), settings)  # type: ignore[arg-type]
     await pipeline.connect()
     for name, spec in streams.items():
-        pipeline.add_stream(name, spec)
+        pipeline.add_stream(name, spec, restream=(restream or {}).get(name))
     async with App(Config(server=ServerConfig(port=0, **(server_options or {}))), pipeline) as app:
         assert app.server is not None
         yield app.server
@@ -262,6 +265,38 @@ def test_streams_spread_rebalance_and_fail_over_with_their_objects(cluster) -> N
             assert series["streamer_failover_seconds_sum"] > 2 * series["streamer_failover_detection_seconds_sum"]
 
     asyncio.run(main())
+
+
+def test_the_front_restreams_a_stream_through_its_failover(cluster, tmp_path) -> None:
+    """The front publishes a cluster stream's video to an RTSP server from the packets its worker
+    relays; the worker's node is killed and the stream restarts on another: the same RTSP session
+    goes on (the packets continue its timestamps), and frames of both workers arrive."""
+    receiver = FfmpegReceiver(tmp_path)
+    receiver.start()
+
+    async def main() -> None:
+        first = cluster.add_node()
+        async with front(cluster, {"cam": shapes(1)}, restream={"cam": receiver.url}) as server:
+            stream = server.pipeline.streams["cam"]
+            restream = stream.restream
+            assert restream is not None
+            await until(lambda: restream.status.frames_sent >= 16, 90, "frames restreamed from the first worker")
+            before = restream.status.frames_sent
+            cluster.add_node()
+            await asyncio.to_thread(cluster.kill_node, first)
+            await until(lambda: placements(server)["cam"] is not None and stream.worker.node != first.node_id,
+                        30, "the stream on the other worker")  # fmt: skip
+            await until(lambda: restream.status.frames_sent >= before + 16, 30, "frames from the second worker")
+            assert restream.status.connections == 1 and restream.status.last_error is None, restream.status
+            health_report = await health(server)
+            assert health_report["streams"]["cam"]["restream"]["connected"]
+
+    asyncio.run(main())
+    time.sleep(0.5)
+    receiver.kill()
+    found = probe(receiver.file)
+    assert (found["codec"], found["width"], found["height"]) == ("h264", 160, 120), found
+    assert found["frames"] >= 32, found
 
 
 def test_a_silent_worker_is_given_up_and_stream_control_reaches_the_workers(cluster) -> None:
