@@ -1,7 +1,7 @@
 """The ``sam2-stream`` command (also ``python -m streamer`` and ``run_stream.py``).
 
-``doctor`` and ``--version`` are answered before torch and the server are imported, so that they
-work, and can say what is wrong, on an install where those imports fail.
+``doctor``, ``export`` and ``--version`` are answered before torch and the server are imported, so
+that they work, and can say what is wrong, on an install where those imports fail.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ def main(argv: list[str] | None = None) -> int:
         from .doctor import main as doctor
 
         return doctor(argv[1:])
+    if argv[:1] == ["export"]:
+        from .export import main as export
+
+        return export(argv[1:])
     if argv[:1] == ["--version"]:
         print(version_text())
         return 0

@@ -22,7 +22,7 @@ LAYERS = [
     {"video"},
     {"live"},
     {"serve", "cluster"},
-    {"app", "offline", "cli", "doctor", "__main__", "__init__"},
+    {"app", "offline", "cli", "doctor", "export", "__main__", "__init__"},
 ]
 
 
