@@ -1,4 +1,5 @@
-"""Video outputs benchmark: what an RTSP restream costs the server per frame, and what arrives.
+"""Video outputs benchmark: what an RTSP restream costs the server per frame, and what arrives;
+and what each style costs to draw.
 
 A 1280x720 ``synthetic:shapes`` camera at 30 fps with one object tracked by the oracle (the true
 masks after 30 ms: the model's cost is not what is measured here, the video's is; the masks are
@@ -23,20 +24,25 @@ import argparse
 import asyncio
 import contextlib
 import json
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.machine import describe, publish  # noqa: E402
 from bench.stats import percentile  # noqa: E402
+from streamer.config.values import STYLES  # noqa: E402
 from streamer.live.landing import PromptRequest  # noqa: E402
+from streamer.sources.shapes import ShapesScene  # noqa: E402
 from streamer.video.packets import EncodedFrame  # noqa: E402
 from streamer.video.restream import Restream  # noqa: E402
+from streamer.video.styles import Look, render  # noqa: E402
 from tests.mosquitto import free_port  # noqa: E402
 from tests.oracle_server import oracle_pipeline  # noqa: E402
 
@@ -146,6 +152,25 @@ def received(arrivals: list[list[float]], first: EncodedFrame | None, window: tu
     }
 
 
+def style_costs(repeats: int = 40) -> dict:
+    """CPU per 1280x720 frame to draw one and three objects in each style (masks at the frame's
+    size, as the encoders get them; the median of ``repeats``; the frame's own decode not included)."""
+    scene = ShapesScene(1280, 720, speed=4.0, count=3, seed=2)
+    frame, masks = scene.render(10)
+    background = np.full((360, 640, 3), 90, np.uint8)
+    costs: dict = {}
+    for style in STYLES:
+        look = Look(style, background=background)
+        for count in (1, 3):
+            times = []
+            for _ in range(repeats):
+                started = time.thread_time()
+                render(frame, masks[:count], list(range(1, count + 1)), look, age_ms=100.0)
+                times.append(time.thread_time() - started)
+            costs.setdefault(style, {})[f"{count}_objects_ms"] = 1000 * statistics.median(times)
+    return costs
+
+
 async def run(args: argparse.Namespace) -> dict:
     pipeline = oracle_pipeline(width=1280, height=720)
     pipeline.start()
@@ -168,13 +193,14 @@ async def run(args: argparse.Namespace) -> dict:
         "camera": "synthetic:shapes 1280x720 at 30 fps, one object (oracle masks), drawn on every frame",
         "seconds_per_phase": args.seconds,
         "phases": phases,
+        "style_cpu_per_720p_frame": style_costs(),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES)
+    parser.add_argument("--phases", nargs="*", default=list(PHASES), choices=PHASES)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     publish(asyncio.run(run(args)), args.out)

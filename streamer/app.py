@@ -42,6 +42,7 @@ from .outputs.mqtt import MqttPublisher
 from .serve.server import StreamServer
 from .serve.tls import local_names, self_signed
 from .sources import open_source
+from .video.styles import load_background
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +72,13 @@ class App:
                 await cluster.connect()
                 for stream in streams:
                     auto = stream.auto_config(config.auto)
-                    cluster.add_stream(stream.name, stream.source, stream.options, auto, stream.restream)
+                    cluster.add_stream(stream.name, stream.source, stream.options, auto, stream.restream, stream.style)
             except BaseException:
                 await cluster.stop()
                 raise
             return cls(config, cluster)
+        if config.display.background:  # before any camera opens: a missing image is a usage error
+            load_background(config.display.background)
         if tracker is None:
             raise ValueError("a local server needs a tracker (the model): build one from config.model")
         detectors = Detectors(config.auto.device, random_weights=config.model.random_weights)
@@ -93,7 +96,8 @@ class App:
                 except TypeError as exc:  # an option the source does not take
                     raise ValueError(f"stream {stream.name}: bad options {stream.options}: {exc}") from None
                 auto = stream.auto_config(config.auto)
-                pipeline.add_stream(stream.name, source, tracker if i == 0 else None, auto, stream.restream)
+                tracker_here = tracker if i == 0 else None
+                pipeline.add_stream(stream.name, source, tracker_here, auto, stream.restream, stream.style)
         except BaseException:
             await pipeline.stop()
             raise

@@ -24,7 +24,7 @@ from typing import TypeVar
 from . import version_text
 from .app import App
 from .config import MASK_FORMATS, Config, StreamConfig, load_config
-from .config.values import check_restream_url, parse_ice_url
+from .config.values import STYLES, check_restream_url, check_style, parse_ice_url, parse_labels
 from .errors import StreamerError
 from .live.stream import STREAM_NAME
 from .model.families import AUTO, MODELS, describe_models
@@ -126,6 +126,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--bitrate", type=int, help="bits per second of each stream's video (default 2500000)")
     parser.add_argument(
+        "--style",
+        action="append",
+        metavar="[NAME=]STYLE",
+        help=f"how objects look in the video: {', '.join(STYLES)}; NAME= for one stream (default: all)",
+    )
+    parser.add_argument(
+        "--blur",
+        metavar="LABELS",
+        help="blur every object with these labels in every video output, e.g. person,face (privacy)",
+    )
+    parser.add_argument(
         "--restream",
         action="append",
         metavar="[NAME=]URL",
@@ -213,9 +224,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.random_weights = args.random_weights or model.random_weights
     model.image_size = args.image_size or model.image_size
     model.compile = args.compile or model.compile
-    config.display = _flags_over(
-        parser, config.display, mask_motion=args.mask_motion, max_width=args.max_width, bitrate=args.bitrate
-    )
+    display = {"mask_motion": args.mask_motion, "max_width": args.max_width, "bitrate": args.bitrate}
+    by_stream = {stream.name: stream for stream in args.streams}
+    for text in args.style or []:
+        name, sep, style = text.rpartition("=")
+        if sep and name not in by_stream:
+            parser.error(f"--style: no stream named {name!r}; streams are {', '.join(by_stream)}")
+        try:
+            check_style(style, "--style")
+        except ValueError as exc:
+            parser.error(str(exc))
+        if sep:
+            by_stream[name].style = style
+        else:
+            display["style"] = style
+    if args.blur:
+        try:
+            blurred = dict.fromkeys(parse_labels(args.blur, "--blur"), "blur")
+        except ValueError as exc:
+            parser.error(str(exc))
+        display["styles"] = {**config.display.styles, **blurred}
+    config.display = _flags_over(parser, config.display, **display)
     if args.results:
         config.results.path = args.results
     if args.results_masks:

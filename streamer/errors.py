@@ -77,6 +77,12 @@ class StreamNameError(StreamerError, ValueError):
     code = "bad_field"
 
 
+class StyleError(StreamerError, ValueError):
+    """A style the stream cannot take (unknown, or an image it does not have)."""
+
+    code = "bad_field"
+
+
 class StreamExistsError(StreamerError):
     """A new stream's name is taken."""
 

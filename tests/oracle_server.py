@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from streamer.app import App
-from streamer.config import Config, EventsConfig, ServerConfig
+from streamer.config import Config, DisplayConfig, EventsConfig, ServerConfig
 from streamer.live.landing import PromptRequest
 from streamer.live.pipeline import Pipeline
 from streamer.outputs.hub import QueuedSink
@@ -26,10 +26,11 @@ def oracle_pipeline(
     delay: float = 0.03,
     events: EventsConfig | None = None,
     restream: dict[str, str] | None = None,
+    display: DisplayConfig | None = None,
 ) -> Pipeline:
     """A pipeline (not started) of ``synthetic:shapes`` cameras, each tracked by the oracle;
     ``restream``: RTSP servers to publish streams to, by stream name."""
-    pipeline = Pipeline(events=events)
+    pipeline = Pipeline(events=events, display=display)
     for i, name in enumerate(streams):
         source = ShapesSource(width, height, fps=30, speed=speed, count=3, seed=i).start()
         tracker = OracleTracker(source, delay=delay)
@@ -48,13 +49,13 @@ async def oracle_server(
     events: EventsConfig | None = None,
     sinks: tuple[QueuedSink, ...] = (),
     restream: dict[str, str] | None = None,
+    display: DisplayConfig | None = None,
     **server_options: object,
 ) -> AsyncIterator[StreamServer]:
     """A started server on 127.0.0.1 (any port), each stream showing frames; ``sinks`` are
     started and closed with it, in the ``App``'s order (as the command line does)."""
-    pipeline = oracle_pipeline(
-        streams, width=width, height=height, speed=speed, delay=delay, events=events, restream=restream
-    )
+    options = {"events": events, "restream": restream, "display": display}
+    pipeline = oracle_pipeline(streams, width=width, height=height, speed=speed, delay=delay, **options)
     config = Config(server=ServerConfig(port=0, **server_options), events=events or EventsConfig())  # type: ignore[arg-type]
     async with App(config, pipeline, sinks=sinks) as app:
         for stream in pipeline.streams.values():

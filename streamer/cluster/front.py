@@ -230,13 +230,14 @@ class ClusterPipeline:
         options: dict | None = None,
         auto: AutoConfig | None = None,
         restream: str | None = None,
+        style: str | None = None,
     ) -> RemoteStream:
         """A stream to place on a worker (it waits for one if none has room); ``auto``: its
         automatic tracking, if not the workers' own; ``restream``: an RTSP server its video is
         published to (from here)."""
         self.check_new_name(name)
         check_cluster_source(spec)
-        stream = self.streams[name] = RemoteStream(name, spec, options, self, auto, restream)
+        stream = self.streams[name] = RemoteStream(name, spec, options, self, auto, restream, style)
         self.outputs.register(name, stream.metrics)
         if self._task is not None and stream.restream is not None:
             stream.restream.start()
@@ -506,7 +507,7 @@ class ClusterPipeline:
         """Open ``stream`` on ``worker``, with its objects and its viewers' codecs."""
         restore, codecs = stream.restore_masks(), stream.watched()
         labels = dict(stream.last_tracked.labels) if stream.last_tracked is not None else {}
-        args = (stream.name, stream.spec, stream.options, restore, codecs, stream.auto, labels)
+        args = (stream.name, stream.spec, stream.options, restore, codecs, stream.auto, labels, stream.styles)
         try:
             reply = await _result(worker.actor.add_stream.remote(*args), PLACE_TIMEOUT_S)
         except Exception as exc:

@@ -117,6 +117,7 @@ class RemoteStream:
         cluster: StreamHost,
         auto: AutoConfig | None = None,
         restream: str | None = None,
+        style: str | None = None,
     ) -> None:
         self.name, self.spec, self.options, self.cluster = name, spec, dict(options or {}), cluster
         self.auto = auto  # its automatic tracking (None: the workers'); kept across a failover
@@ -136,6 +137,8 @@ class RemoteStream:
         self._last_source: int | None = None
         self.metrics.video_fps.set_function(lambda: self.status().video_fps)
         self.metrics.mask_fps.set_function(lambda: self.status().mask_fps)
+        # How its objects look (the worker's Stream.styles()), sent again to the next worker.
+        self.styles: dict = {"style": style, "objects": {}} if style else {}
         # Published from here, the front: the restream goes on through a failover.
         self.restream = Restream(name, restream, self.video("h264"), self.metrics) if restream else None
 
@@ -167,6 +170,7 @@ class RemoteStream:
                 placement=self.placement,
                 worker=worker,
                 restream=self._restream_status(),
+                styles=self.styles,
             )
         return replace(
             status,
@@ -177,6 +181,7 @@ class RemoteStream:
             placement=self.placement,
             worker=worker,
             restream=self._restream_status(),
+            styles=self.styles or status.styles,
         )
 
     def _restream_status(self) -> dict | None:
@@ -211,6 +216,10 @@ class RemoteStream:
 
     async def text(self, labels: list[str]) -> None:
         await self.cluster.call(self, "text", labels)
+
+    async def set_style(self, style: str | None, obj_id: int | None = None) -> dict:
+        self.styles = await self.cluster.call(self, "set_style", style, obj_id)
+        return self.styles
 
     async def _change(self, method: str, *args: Any) -> list[int]:
         self._obj_ids = list(await self.cluster.call(self, method, *args))

@@ -171,16 +171,20 @@ class StreamWorker:
         codecs: list[str] | None = None,
         auto: AutoConfig | None = None,
         labels: dict[int, ObjectLabel] | None = None,
+        styles: dict | None = None,
     ) -> Reply:
         """Open ``spec`` here as stream ``name``; ``restore``: objects to bring back under their
         ids from these masks (a stream moved here; the answer waits for that, up to
         ``RESTORE_WAIT_S``), with their ``labels``; ``codecs``: what its viewers already watch;
-        ``auto``: its automatic tracking (None: this worker's)."""
+        ``auto``: its automatic tracking (None: this worker's); ``styles``: how its objects look
+        (``Stream.styles()``)."""
         pipeline = self._ready()
         try:
             stream = await pipeline.open_stream(name, spec, options, auto)
-        except StreamerError as exc:
-            return ("error", exc.code, str(exc))
+            if styles:
+                stream.restyle(styles)
+        except (StreamerError, ValueError) as exc:
+            return ("error", getattr(exc, "code", "bad_field"), str(exc))
         for codec in codecs or []:
             self._watch(stream, codec, True)
         if restore:
@@ -215,6 +219,9 @@ class StreamWorker:
 
     async def auto_settings(self, name: str, changes: dict) -> Reply:
         return await self._call(name, lambda stream: stream.auto_settings(changes))
+
+    async def set_style(self, name: str, style: str | None, obj_id: int | None) -> Reply:
+        return await self._call(name, lambda stream: stream.set_style(style, obj_id))
 
     async def text(self, name: str, labels: list[str]) -> Reply:
         return await self._call(name, lambda stream: stream.text(labels))

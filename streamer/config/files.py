@@ -15,7 +15,7 @@ import yaml
 from ..assets import CONFIG_DIR
 from ..errors import StreamerError
 from .sections import Config, StreamConfig
-from .values import check_restream_url
+from .values import check_restream_url, check_style
 
 
 class ConfigError(StreamerError):
@@ -100,11 +100,13 @@ def _streams(values: Any, where: str) -> list[StreamConfig]:
             raise ConfigError(f"config {where}[{i}]: options must be a mapping")
         if not isinstance(stream.auto, dict):
             raise ConfigError(f"config {where}[{i}]: auto must be a mapping of auto settings")
-        if stream.restream is not None:
-            try:
+        try:
+            if stream.restream is not None:
                 check_restream_url(stream.restream)
-            except ValueError as exc:
-                raise ConfigError(f"config {where}[{i}]: {exc}") from None
+            if stream.style is not None:
+                check_style(stream.style)
+        except ValueError as exc:
+            raise ConfigError(f"config {where}[{i}]: {exc}") from None
         streams.append(stream)
     names = [s.name for s in streams]
     if len(set(names)) != len(names):

@@ -12,10 +12,12 @@ from .values import (
     ANCHORS,
     CLUSTER_WORKERS,
     MASK_MOTIONS,
+    OBJECT_STYLES,
     IceConfig,
     Zone,
     check_detector_name,
     check_mask_format,
+    check_style,
     ice_config,
     parse_broker,
     parse_labels,
@@ -77,6 +79,7 @@ class StreamConfig:
     options: dict[str, Any] = field(default_factory=dict)
     auto: dict[str, Any] = field(default_factory=dict)  # this camera's ``auto`` settings over the global ones
     restream: str | None = None  # its annotated video published to this RTSP server (rtsp://HOST:PORT/PATH)
+    style: str | None = None  # how its objects look, over display.style (None: that)
 
     def auto_config(self, base: AutoConfig) -> AutoConfig:
         """This stream's ``auto`` settings: ``base`` (the file's ``auto:``) with its own over it."""
@@ -221,6 +224,12 @@ class DisplayConfig:
     labels: bool = True  # object ids drawn at the masks' centres
     max_width: int | None = None  # video sent to viewers at most this wide (None: the camera's width)
     bitrate: int = 2_500_000  # bits per second of each stream's video, per codec
+    # How objects look in every video output (video/styles.py): overlay, outline, label, blur,
+    # plain; or the background's: blur_background, replace_background, cutout.
+    style: str = "overlay"
+    styles: dict[str, str] = field(default_factory=dict)  # by label, over ``style``: {person: blur}
+    background: str | None = None  # the image replace_background puts behind the objects
+    privacy_margin: float = 0.02  # a blurred mask grows by this share of the frame's width
 
     def __post_init__(self) -> None:
         if self.mask_motion not in MASK_MOTIONS:
@@ -234,6 +243,16 @@ class DisplayConfig:
             raise ValueError(f"bitrate must be 100000 to 50000000 bits per second, got {self.bitrate}")
         if not 0 < self.remember_s <= 10:
             raise ValueError(f"remember_s must be more than 0 and at most 10 seconds, got {self.remember_s}")
+        check_style(self.style)
+        if not isinstance(self.styles, dict):
+            raise ValueError("styles must map labels to styles, e.g. {person: blur}")
+        self.styles = {
+            str(label): check_style(style, f"styles[{label}]", OBJECT_STYLES) for label, style in self.styles.items()
+        }
+        if self.style == "replace_background" and not self.background:
+            raise ValueError("style replace_background needs display.background, the image to show behind the objects")
+        if not isinstance(self.privacy_margin, (int, float)) or not 0 <= self.privacy_margin <= 0.25:
+            raise ValueError(f"privacy_margin must be 0 to 0.25 of the frame's width, got {self.privacy_margin!r}")
 
 
 @dataclass

@@ -126,6 +126,18 @@ def parse_broker(url: str) -> Broker:
     return Broker(parts.hostname, port, prefix, username, password)
 
 
+# How objects look in the video (video/styles.py): each object's style, or the background's.
+OBJECT_STYLES = ("overlay", "outline", "label", "blur", "plain")
+BACKGROUND_STYLES = ("blur_background", "replace_background", "cutout")
+STYLES = OBJECT_STYLES + BACKGROUND_STYLES
+
+
+def check_style(value: Any, where: str = "style", styles: tuple[str, ...] = STYLES) -> str:
+    if value not in styles:
+        raise ValueError(f"{where} must be one of {', '.join(styles)}, got {value!r}")
+    return str(value)
+
+
 def check_restream_url(url: Any, where: str = "restream") -> str:
     """An RTSP server's URL a stream's video can be published to, rtsp://[USER:PASS@]HOST[:PORT]/PATH;
     a ValueError (with the password masked) says what is wrong."""

@@ -24,6 +24,7 @@ from ..config import DisplayConfig
 from ..model.preprocess import scaled_size
 from ..sources import Frame
 from ..video.frame import Masks, Output
+from ..video.styles import Look
 from . import motion
 
 MAX_REMEMBERED = 64  # recent frames kept for flow and clicks, whatever remember_s says
@@ -59,6 +60,7 @@ class Display:
     def __init__(self, config: DisplayConfig | None = None) -> None:
         self.config = config or DisplayConfig()
         self.names: dict[int, str] = {}  # objects' labels, drawn beside their ids (replaced whole, never edited)
+        self.look = Look(self.config.style, margin=self.config.privacy_margin)  # the stream's styles (replaced whole)
         self.flows_computed = 0  # tests and benchmarks read it
         self._lock = threading.Lock()
         self._recent: OrderedDict[int, _Recent] = OrderedDict()
@@ -124,7 +126,7 @@ class Display:
         masks = self._masks
         if masks is None or not masks.obj_ids:
             self._chain = None
-            return Output(frame.image, frame.index, frame.captured_at, labels=self.config.labels)
+            return Output(frame.image, frame.index, frame.captured_at, labels=self.config.labels, look=self.look)
         logits = masks.logits
         if carry and self.config.mask_motion == "flow" and logits.shape[1:] == size:
             logits = self._carried(masks, entry)
@@ -139,6 +141,7 @@ class Display:
             1000 * (frame.captured_at - masks.captured_at),
             self.config.labels,
             names=names,
+            look=self.look,
         )
 
     def _carried(self, masks: Masks, entry: _Recent) -> np.ndarray:

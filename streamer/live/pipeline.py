@@ -97,10 +97,12 @@ class Pipeline:
         tracker: Tracker | None = None,
         auto: AutoConfig | None = None,
         restream: str | None = None,
+        style: str | None = None,
     ) -> Stream:
         """Add a camera. The first stream's tracker holds the model; later ones are its siblings
         unless given their own (which must then share the model). ``auto``: its automatic
-        tracking (None: the pipeline's); ``restream``: an RTSP server its video is published to."""
+        tracking (None: the pipeline's); ``restream``: an RTSP server its video is published to;
+        ``style``: how its objects look (None: ``display.style``)."""
         self.check_new_name(name)
         stream = Stream(
             name,
@@ -114,6 +116,7 @@ class Pipeline:
             detectors=self.detectors,
             on_error=self._stream_error,
             restream=restream,
+            style=style,
         )
         self.streams[name] = stream
         self.outputs.register(name, stream.metrics)
@@ -122,13 +125,18 @@ class Pipeline:
         return stream
 
     async def open_stream(
-        self, name: str, spec: str, options: dict | None = None, auto: AutoConfig | None = None
+        self,
+        name: str,
+        spec: str,
+        options: dict | None = None,
+        auto: AutoConfig | None = None,
+        style: str | None = None,
     ) -> Stream:
         """Open camera ``spec`` and add it as stream ``name`` (stream control at run time)."""
         self.check_new_name(name)
         source = await open_camera(spec, options)
         try:
-            return self.add_stream(name, source, auto=auto)
+            return self.add_stream(name, source, auto=auto, style=style)
         except BaseException:
             await source.close()
             raise

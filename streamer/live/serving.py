@@ -74,6 +74,10 @@ class ServedStream(Protocol):
         """Track what ``labels`` name, found on the next tracked frame."""
         ...
 
+    async def set_style(self, style: str | None, obj_id: int | None = None) -> dict:
+        """How the stream's objects look (``obj_id``: one object's; None clears it); its styles now."""
+        ...
+
 
 class Serving(Protocol):
     metrics: Metrics

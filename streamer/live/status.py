@@ -82,4 +82,5 @@ class StreamStatus:
     worker: str | None = None  # the cluster worker it runs on
     labels: dict[int, dict] = field(default_factory=dict)  # obj_id -> {label, origin, pending}
     auto: bool = False  # automatic tracking is on
+    styles: dict = field(default_factory=dict)  # how its objects look: style, and objects' chosen ones
     restream: dict | None = None  # its RTSP restream: url, connected, frames_sent, connections, last_error

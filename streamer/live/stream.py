@@ -22,7 +22,8 @@ import numpy as np
 from ..concurrency.thread import WorkerThread
 from ..concurrency.waits import stop_tasks
 from ..config import AutoConfig, DisplayConfig
-from ..errors import BadSourceError, StreamExistsError, StreamNameError
+from ..config.values import OBJECT_STYLES, check_style
+from ..errors import BadSourceError, StreamExistsError, StreamNameError, StyleError, UnknownObjectError
 from ..metrics import StreamMetrics
 from ..model.interface import Tracker
 from ..model.tracker import FrameResult
@@ -32,6 +33,7 @@ from ..sources import BrowserSource, Frame, FrameSource, SourceError, SourceTime
 from ..video.encoder import StreamEncoder
 from ..video.frame import Output
 from ..video.restream import Restream
+from ..video.styles import Look, load_background
 from .auto import AutoTracking, Detectors
 from .display import Display
 from .engine import Change, Engine, Outcome
@@ -81,6 +83,7 @@ class Stream:
         detectors: Detectors | None = None,
         on_error: Callable[[str, str, str], None] | None = None,
         restream: str | None = None,
+        style: str | None = None,
     ) -> None:
         self.name, self.source, self.engine, self.outputs = name, source, engine, outputs
         self.on_error = on_error  # (stream, code, message): something viewers should hear about
@@ -105,6 +108,13 @@ class Stream:
         self.hidden: set[int] = set()  # automatic objects on probation: tracked, not yet announced
         self._changed_at = -1  # the tracker's frame a prompt's result was last published for
         self.auto = AutoTracking(self, auto or AutoConfig(), detectors or Detectors())
+        # How objects look in its video: its style, each object's chosen one (the page's).
+        self.style = check_style(style or display.style)
+        self.chosen_styles: dict[int, str] = {}
+        self._background = load_background(display.background) if display.background else None
+        if self.style == "replace_background" and self._background is None:
+            raise ValueError(f"stream {name}: style replace_background needs display.background, an image")
+        self._restyle()
         # The annotated video pushed to an RTSP server, from the H.264 encoder viewers share.
         self.restream = Restream(name, restream, self.video("h264"), metrics) if restream else None
 
@@ -161,6 +171,7 @@ class Stream:
             last_error=state.last_error,
             labels=self.object_labels(),
             auto=self.auto.config.enabled,
+            styles=self.styles(),
             restream=dataclasses.asdict(self.restream.status) if self.restream else None,
         )
 
@@ -171,6 +182,47 @@ class Stream:
             label = self.labels.get(obj_id, ObjectLabel())
             described[obj_id] = {"label": label.label, "origin": label.origin, "pending": obj_id in self.hidden}
         return described
+
+    def styles(self) -> dict:
+        """The stream's style and each object's chosen one (the ``style`` ack, and a failover's)."""
+        return {"style": self.style, "objects": dict(self.chosen_styles)}
+
+    async def set_style(self, style: str | None, obj_id: int | None = None) -> dict:
+        """The stream's style (``obj_id`` None), or one object's (``style`` None: back to the
+        stream's, or its label's); from the next frame shown on, in every video output."""
+        if obj_id is None:
+            try:
+                check_style(style, "style")
+            except ValueError as exc:
+                raise StyleError(str(exc)) from None
+            if style == "replace_background" and self._background is None:
+                raise StyleError("replace_background needs an image: start the server with display.background set")
+            self.style = str(style)
+        elif obj_id not in self.obj_ids:
+            raise UnknownObjectError(f"no object {obj_id} in stream {self.name!r}; objects are {self.obj_ids}")
+        elif style is None:
+            self.chosen_styles.pop(obj_id, None)
+        elif style not in OBJECT_STYLES:
+            raise StyleError(f"an object's style must be one of {', '.join(OBJECT_STYLES)}, got {style!r}")
+        else:
+            self.chosen_styles[obj_id] = style
+        self._restyle()
+        return self.styles()
+
+    def restyle(self, styles: dict) -> None:
+        """Take ``styles()`` of this stream as it ran elsewhere (a cluster stream that moved here)."""
+        self.style = check_style(styles.get("style", self.style))
+        self.chosen_styles = {
+            int(i): check_style(v, "an object's style", OBJECT_STYLES) for i, v in styles.get("objects", {}).items()
+        }
+        self._restyle()
+
+    def _restyle(self) -> None:
+        labels = {obj_id: label.label for obj_id, label in self.labels.items()}
+        margin = self.config.privacy_margin
+        self.display.look = Look.of(
+            self.style, self.config.styles, labels, dict(self.chosen_styles), self._background, margin
+        )
 
     def report(self, code: str, message: str) -> None:
         """A problem of this stream's (a detector that cannot load) for its viewers and its status."""
@@ -231,6 +283,8 @@ class Stream:
             self.labels[obj_id] = ObjectLabel(origin=origin or ("box" if request.box is not None else "click"))
         elif origin is None:
             self.auto.touched(obj_id)
+        if self.config.styles:  # its label's style is in place before its first mask is shown
+            self._restyle()
         try:
             return self._published(await self.engine.prompt(self.track, request))
         except BaseException:
@@ -259,6 +313,8 @@ class Stream:
         obj_ids = await self.engine.remove_object(self.track, obj_id)
         self.labels.pop(obj_id, None)
         self.hidden.discard(obj_id)
+        self.chosen_styles.pop(obj_id, None)
+        self._restyle()
         self.auto.forget(obj_id)
         drop_objects(self.outputs, self.name, {obj_id}, reason)
         return obj_ids
@@ -267,6 +323,8 @@ class Stream:
         obj_ids = await self.engine.reset(self.track)
         self.labels.clear()
         self.hidden.clear()
+        self.chosen_styles.clear()
+        self._restyle()
         self.auto.forget(None)
         drop_objects(self.outputs, self.name, None, "reset")
         return obj_ids
@@ -291,6 +349,8 @@ class Stream:
         """A result for the outputs: labelled, less the objects still on probation."""
         tracked = Tracked.of(self.name, result, source, at, size, logits, self.labels, self.hidden)
         self.display.names = {i: label.label for i, label in self.labels.items() if label.label}
+        if self.config.styles:  # a style by label: an object's label may have come or changed
+            self._restyle()
         by_label: dict[str, int] = {}
         for obj_id in tracked.obj_ids:
             label = tracked.label(obj_id).label or ""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import MASK_FORMATS
-from ..config.values import AUTO_DETECTORS, parse_labels
+from ..config.values import AUTO_DETECTORS, OBJECT_STYLES, STYLES, parse_labels
 from ..errors import StreamerError
 
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -77,6 +77,14 @@ class RemoveObject:
 class Reset:
     id: str | int | None
     stream: str | None
+
+
+@dataclass(frozen=True)
+class SetStyle:
+    id: str | int | None
+    stream: str | None
+    style: str | None  # None with obj_id: that object back to the stream's (or its label's) style
+    obj_id: int | None  # None: the stream's own style
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,7 @@ Message = (
     | Unsubscribe
     | AutoSettings
     | TextPrompt
+    | SetStyle
 )
 TYPES = (
     "add_points",
@@ -160,6 +169,7 @@ TYPES = (
     "unsubscribe",
     "auto",
     "text",
+    "style",
 )
 
 
@@ -332,6 +342,17 @@ def _text(data: dict[str, Any], msg_id: str | int | None) -> TextPrompt:
     return TextPrompt(msg_id, _stream(data), labels)
 
 
+def _style(data: dict[str, Any], msg_id: str | int | None) -> SetStyle:
+    obj_id = data.get("obj_id")
+    style = data.get("style")
+    if obj_id is not None:
+        obj_id = _int(obj_id, "obj_id")
+    allowed = STYLES if obj_id is None else OBJECT_STYLES
+    if style not in allowed and not (style is None and obj_id is not None):
+        raise ProtocolError("bad_field", f"style must be one of {', '.join(allowed)}")
+    return SetStyle(msg_id, _stream(data), style, obj_id)
+
+
 def _labels(value: Any) -> list[str]:
     try:
         return parse_labels(value)
@@ -351,6 +372,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any], str | int | None], Message]] = {
     "unsubscribe": lambda data, msg_id: Unsubscribe(msg_id),
     "auto": _auto,
     "text": _text,
+    "style": _style,
 }
 
 

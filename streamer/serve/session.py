@@ -27,6 +27,7 @@ from .protocol import (
     ProtocolError,
     RemoveObject,
     RemoveStream,
+    SetStyle,
     Subscribe,
     TextPrompt,
     Unsubscribe,
@@ -127,6 +128,9 @@ class Session:
             if isinstance(message, TextPrompt):
                 await stream.text(message.labels)
                 return encode("ack", id=msg_id, stream=stream.name, text=message.labels)
+            if isinstance(message, SetStyle):
+                styles = await stream.set_style(message.style, message.obj_id)
+                return encode("ack", id=msg_id, stream=stream.name, styles=styles)
             objects = await self._prompt(stream, message)
             stream.metrics.prompt("ok")
             return encode("ack", id=msg_id, stream=stream.name, objects=objects)
@@ -218,6 +222,7 @@ class Session:
                     "objects": status.objects,
                     "labels": status.labels,
                     "auto": status.auto,
+                    "styles": status.styles,
                     "video_fps": round(status.video_fps, 2),
                     "mask_fps": round(status.mask_fps, 2),
                     "mask_age_ms": rounded(status.mask_age_ms),

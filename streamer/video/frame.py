@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .overlay import draw_masks, masks_at
+from .overlay import masks_at
+from .styles import Look, render
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Output:
     labels: bool = True
     seq: int = -1  # counts published outputs: what viewers use to tell a new frame
     names: dict[int, str] = field(default_factory=dict)  # what objects are ("person"), drawn beside their ids
+    look: Look = field(default_factory=Look)  # the stream's styles as this frame was shown
 
     @functools.cached_property
     def masks(self) -> np.ndarray:
@@ -47,8 +49,20 @@ class Output:
         return masks_at(self.logits, self.frame.shape[:2])
 
     @functools.cached_property
+    def rendered(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The frame drawn in its stream's look, and what it blurred for privacy (made on first
+        use: only frames someone watches)."""
+        return render(
+            self.frame,
+            self.masks,
+            self.obj_ids,
+            self.look,
+            labels=self.labels,
+            names=self.names,
+            age_ms=self.mask_age_ms,
+        )
+
+    @property
     def image(self) -> np.ndarray:
-        """The frame with its masks drawn (made on first use: only frames someone watches)."""
-        if not self.obj_ids:
-            return self.frame
-        return draw_masks(self.frame, self.masks, self.obj_ids, labels=self.labels, names=self.names)
+        """The frame with its masks drawn, as every video output sends it."""
+        return self.rendered[0]

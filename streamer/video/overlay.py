@@ -39,9 +39,11 @@ def draw_masks(
     outline: int = 2,
     labels: bool = False,
     names: Mapping[int, str] | None = None,
+    copy: bool = True,
 ) -> np.ndarray:
-    """Return a copy of ``frame`` (HxWx3 RGB) with ``masks`` (bool [N, H, W]) drawn over it."""
-    out = frame.copy()
+    """Return a copy of ``frame`` (HxWx3 RGB) with ``masks`` (bool [N, H, W]) drawn over it
+    (``copy=False``: drawn into ``frame`` itself)."""
+    out = frame.copy() if copy else frame
     height, width = frame.shape[:2]
     kernel = np.ones((2 * outline + 1,) * 2, np.uint8) if outline else None
     centres = []

@@ -67,11 +67,12 @@ function setStatus(text) {
   statusEl.classList.toggle("live", !text);
 }
 
+const OBJECT_STYLES = ["overlay", "outline", "label", "blur", "plain"];  // a background style is the stream's
 let rendered = "";
 function renderObjects() {
   const ids = [...new Set([...viewer.objects, viewer.selected])].sort((a, b) => a - b);
   // state arrives twice a second: rebuild only on change, so a click never lands on a replaced node
-  const signature = JSON.stringify([ids, viewer.objects, viewer.selected, viewer.labels]);
+  const signature = JSON.stringify([ids, viewer.objects, viewer.selected, viewer.labels, viewer.styles]);
   if (signature === rendered) return;
   rendered = signature;
   objectsEl.replaceChildren(...ids.map((id) => {
@@ -94,7 +95,14 @@ function renderObjects() {
       remove.textContent = "remove";
       remove.className = "remove";
       remove.onclick = (e) => { e.stopPropagation(); send({ type: "remove_object", obj_id: id }); };
-      li.append(remove);
+      const look = document.createElement("select");
+      look.className = "object-style";
+      look.title = "how this object looks (default: the stream's style, or its label's)";
+      look.append(new Option("style: default", ""), ...OBJECT_STYLES.map((s) => new Option(s, s)));
+      look.value = ((viewer.styles || {}).objects || {})[id] || "";
+      look.onclick = (e) => e.stopPropagation();
+      look.onchange = () => send({ type: "style", stream: viewer.stream, obj_id: id, style: look.value || null });
+      li.append(look, remove);
     }
     li.onclick = () => { viewer.selected = id; renderObjects(); };
     return li;
@@ -136,6 +144,8 @@ function applyState(msg) {
   viewer.objects = state.objects;
   viewer.labels = state.labels || {};
   autoBox.checked = !!state.auto;
+  viewer.styles = state.styles || {};
+  if (viewer.styles.style && document.activeElement !== styleEl) styleEl.value = viewer.styles.style;
   viewer.nextId = Math.max(viewer.nextId, ...state.objects.map((id) => id + 1), 1);
   viewer.latencyMs = state.latency_ms;
   document.getElementById("mask-fps").textContent = state.mask_fps.toFixed(1);
@@ -271,6 +281,8 @@ document.getElementById("new-object").onclick = () => {
   renderObjects();
 };
 document.getElementById("reset").onclick = () => send({ type: "reset" });
+const styleEl = document.getElementById("style");
+styleEl.onchange = () => send({ type: "style", stream: viewer.stream, style: styleEl.value });
 const autoBox = document.getElementById("auto");
 autoBox.onchange = () => send({ type: "auto", stream: viewer.stream, enabled: autoBox.checked });
 document.getElementById("text-form").onsubmit = (e) => {
