@@ -34,7 +34,6 @@ def test_each_style_draws_what_it_says(scene_frame) -> None:
     frame, masks = scene_frame
     mask = masks[0]
     inner = cv2.erode(mask.view(np.uint8), np.ones((9, 9), np.uint8)).view(bool)  # away from any outline
-    outside = ~cv2.dilate(mask.view(np.uint8), np.ones((61, 61), np.uint8)).view(bool)  # away from margins
 
     overlay, covered = render(frame, masks, [1], Look())
     assert covered is None and np.array_equal(overlay, draw_masks(frame, masks, [1], labels=True))
