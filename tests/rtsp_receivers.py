@@ -1,6 +1,6 @@
 """Real RTSP servers that receive a published stream, for the restream tests: FFmpeg listening
-(``-rtsp_flags listen``) and GStreamer's RTSP server in record mode (tests/rtsp_record_server.py,
-run by the system Python). Each writes what arrives to an MPEG-TS file (readable even when the
+(``-rtsp_flags listen``) and GStreamer's RTSP server in record mode (tests/rtsp_server.py
+``--record``, run by the system Python). Each writes what arrives to an MPEG-TS file (readable even when the
 receiver is killed mid-stream), can be killed and started again on its port, and ``probe`` reads
 a file with ``ffprobe``, a reader nobody here wrote."""
 
@@ -15,9 +15,7 @@ from pathlib import Path
 import pytest
 
 from .mosquitto import free_port
-from .rtsp import SYSTEM_PYTHON
-
-RECORD_SERVER = Path(__file__).with_name("rtsp_record_server.py")
+from .rtsp import SERVER_SCRIPT, SYSTEM_PYTHON
 
 
 def _tool(name: str) -> str:
@@ -74,7 +72,7 @@ class GstReceiver(Receiver):
     kind = "gstreamer"
 
     def _launch(self, out: Path) -> subprocess.Popen[bytes]:
-        command = [SYSTEM_PYTHON, str(RECORD_SERVER), str(self.port), str(out)]
+        command = [SYSTEM_PYTHON, str(SERVER_SCRIPT), str(self.port), "--record", str(out)]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         line = process.stdout.readline().decode()  # type: ignore[union-attr]
         if not line.startswith("ready"):

@@ -42,6 +42,15 @@ def colour_pixels(path, obj_id: int = 1, tolerance: int = 40) -> list[int]:
     return counts
 
 
+async def restreaming(server) -> tuple:
+    """The server's stream and its restream, once a second of frames has gone out."""
+    stream = server.pipeline.stream("cam")
+    restream = stream.restream
+    assert restream is not None
+    await until(lambda: restream.status.frames_sent >= 30, 20, "frames restreamed")
+    return stream, restream
+
+
 @pytest.mark.parametrize("receiver_kind", [FfmpegReceiver, GstReceiver], ids=["ffmpeg", "gstreamer"])
 def test_the_masked_video_reaches_an_rtsp_server(tmp_path, receiver_kind) -> None:
     receiver = receiver_kind(tmp_path)
@@ -49,10 +58,7 @@ def test_the_masked_video_reaches_an_rtsp_server(tmp_path, receiver_kind) -> Non
 
     async def main() -> None:
         async with oracle_server(width=WIDTH, height=HEIGHT, restream={"cam": receiver.url}) as server:
-            stream = server.pipeline.stream("cam")
-            restream = stream.restream
-            assert restream is not None
-            await until(lambda: restream.status.frames_sent >= 30, 20, "frames restreamed")
+            stream, restream = await restreaming(server)
             assert restream.status.connected and restream.status.connections == 1
             assert list(stream.encoders) == ["h264"]  # the restream takes the viewers' H.264 encoder
             await click_shape(server, 1, shape=0)
@@ -84,10 +90,7 @@ def test_the_restream_comes_back_when_the_receiver_does(tmp_path) -> None:
 
     async def main() -> None:
         async with oracle_server(width=WIDTH, height=HEIGHT, restream={"cam": receiver.url}) as server:
-            stream = server.pipeline.stream("cam")
-            restream = stream.restream
-            assert restream is not None
-            await until(lambda: restream.status.frames_sent >= 30, 20, "frames restreamed")
+            stream, restream = await restreaming(server)
             await asyncio.to_thread(receiver.kill)
             await until(lambda: not restream.status.connected, 15, "the restream to notice")
             assert "restream to rtsp://127.0.0.1" in (restream.status.last_error or "")
