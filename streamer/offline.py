@@ -26,6 +26,7 @@ from .outputs.jsonl import OfflineResultsFile
 from .outputs.results import Tracked, wall_clock
 from .sources import open_source
 from .video.frame import Output
+from .video.styles import Look, load_background
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ async def track_offline(job: OfflineJob, config: Config, tracker: StreamingTrack
         results = OfflineResultsFile(job.stream.name, config.results, config.events)
     writer: cv2.VideoWriter | None = None
     count, started = 0, time.perf_counter()
+    display = config.display  # drawn in the style asked for, as the live video would be
+    background = load_background(display.background) if display.background else None
+    look = Look(display.style, background=background, margin=display.privacy_margin)
     try:
         async for rgb, captured in frames:
             result = await asyncio.to_thread(tracker.step, rgb)
@@ -59,7 +63,9 @@ async def track_offline(job: OfflineJob, config: Config, tracker: StreamingTrack
                 result = _prompt_first_frame(tracker, job, *rgb.shape[:2]) or result
                 h, w = rgb.shape[:2]
                 writer = cv2.VideoWriter(job.out, cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
-            shown = Output(rgb, count, captured, list(result.obj_ids), result.logits, labels=config.display.labels)
+            shown = Output(
+                rgb, count, captured, list(result.obj_ids), result.logits, labels=config.display.labels, look=look
+            )
             writer.write(cv2.cvtColor(shown.image, cv2.COLOR_RGB2BGR))
             if results is not None:
                 tracked = Tracked.of(job.stream.name, result, count, captured, rgb.shape[:2])

@@ -55,6 +55,16 @@ def test_tracks_a_live_synthetic_source(tmp_path: Path) -> None:
     assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 3 and video.get(cv2.CAP_PROP_FRAME_WIDTH) == 640
 
 
+def test_the_file_takes_the_style_asked_for(tmp_path: Path) -> None:
+    """``--out`` draws in ``--style`` as the live video would: cutout puts the key green behind."""
+    out = tmp_path / "cutout.mp4"
+    args = ["--source", "synthetic", "--random-weights", "--image-size", "128", "--device", "cpu", "--style", "cutout"]
+    assert main([*args, "--box", "0.1,0.1,0.6,0.6", "--max-frames", "2", "--out", str(out)]) == 0
+    ok, frame = cv2.VideoCapture(str(out)).read()  # BGR
+    key = (frame[:, :, 1] > 200) & (frame[:, :, 0] < 60) & (frame[:, :, 2] < 60)
+    assert ok and key.mean() > 0.05, key.mean()  # the scene itself has no pure green
+
+
 def test_bad_sources_are_clear_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A missing file or an unknown spec exits with status 2 and says so, without a traceback."""
     assert main(["--source", str(tmp_path / "nope.mp4"), "--random-weights", "--image-size", "128"]) == 2

@@ -102,8 +102,7 @@ class Restream:
                     await self._publish()
                 except NewBitstreamError as exc:  # the stream's size changed: a new session says so
                     logger.info("%s: %s; reconnecting to %s", self.stream, exc, self.status.url)
-                    await self._thread.run(self._disconnect)
-                    continue
+                    continue  # the next connect closes this connection first
                 except (av.FFmpegError, OSError, ValueError) as exc:
                     failure: BaseException = exc
                 except Exception as exc:  # a bug: log it, and keep the stream's other outputs going
