@@ -165,6 +165,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="behind a reverse proxy: origin checks and cookies follow its X-Forwarded-Host and X-Forwarded-Proto",
     )
+    parser.add_argument(
+        "--whep-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="a web origin (https://dash.example.com, or *) whose WHEP players may watch from their own pages "
+        "(repeatable; also server.whep_origins); players outside a browser need none",
+    )
     parser.add_argument("--tls-cert", metavar="PEM", help="serve https and wss with this certificate (and its chain)")
     parser.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     parser.add_argument(
@@ -293,6 +300,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ice_transport_policy=args.ice_transport_policy,
         base_path=args.base_path,
         trust_proxy=args.trust_proxy or None,
+        whep_origins=[*server.whep_origins, *(args.whep_origin or [])],
     )
     return args
 

@@ -4,7 +4,7 @@ loopback alone; the namespace adds a private veth pair whose traffic never leave
     isolated-net python tests/webrtc_scenarios.py SCENARIO [PNG]
 
 SCENARIO: viewers, browser, browser-camera, browser-camera-tls, browser-turn, browser-proxy,
-browser-phone, browser-restart, browser-streams, browser-cluster.
+browser-phone, browser-restart, browser-streams, browser-cluster, browser-whep.
 
 Each prints one JSON line of measurements that tests/test_webrtc.py asserts on.
 """
@@ -616,6 +616,124 @@ def browser(screenshot: str | None, camera: bool = False, tls: bool = False, pro
     return result
 
 
+_WHEP_PAGE = """<!doctype html>
+<html><body>
+<video id="video" autoplay muted playsinline></video>
+<script src="player.js"></script>
+<script>
+window.play = (url, auth) => {
+  const video = document.getElementById("video");
+  window.player = new WebRTCPlayer({video, type: "whep", iceServers: [], debug: true});
+  return window.player.load(new URL(url), auth);
+};
+window.frameRate = (ms) => new Promise((done) => {
+  const v = document.getElementById("video"); let n = 0; const t0 = performance.now();
+  const tick = () => {
+    n += 1;
+    if (performance.now() - t0 < ms) v.requestVideoFrameCallback(tick);
+    else done(n * 1000 / (performance.now() - t0));
+  };
+  v.requestVideoFrameCallback(tick);
+});
+window.colourCount = ([r, g, b, tol]) => {
+  const v = document.getElementById("video"), c = document.createElement("canvas");
+  c.width = v.videoWidth; c.height = v.videoHeight;
+  const ctx = c.getContext("2d"); ctx.drawImage(v, 0, 0);
+  const d = ctx.getImageData(0, 0, c.width, c.height).data; let n = 0;
+  for (let i = 0; i < d.length; i += 4)
+    if (Math.abs(d[i] - r) <= tol && Math.abs(d[i + 1] - g) <= tol && Math.abs(d[i + 2] - b) <= tol) n += 1;
+  return n;
+};
+</script></body></html>
+"""
+
+
+def browser_whep() -> dict:
+    """Eyevinn's WHEP player (npm), on a page of another origin listed in --whep-origin, plays the
+    server's stream with the token as a bearer; an object added over the websocket shows in the
+    player's frames in its overlay colour; unloading the player ends its session (DELETE)."""
+    import functools
+    import http.server
+    import shutil
+    import tempfile
+
+    from playwright.sync_api import sync_playwright
+    from websockets.sync.client import connect as sync_connect
+
+    from streamer.video.overlay import color_for
+    from tests.whep_player import FOLDER
+
+    port, page_port = free_port(), free_port()
+    page_origin, server_url = f"http://{HOST}:{page_port}", f"http://{HOST}:{port}"
+    folder = tempfile.TemporaryDirectory()
+    shutil.copy(FOLDER / "player.js", Path(folder.name) / "player.js")  # bundled by the test, outside
+    (Path(folder.name) / "index.html").write_text(_WHEP_PAGE)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002  # the base class's name
+            pass
+
+    handler = functools.partial(Quiet, directory=folder.name)
+    pages = http.server.ThreadingHTTPServer((HOST, page_port), handler)
+    threading.Thread(target=pages.serve_forever, daemon=True).start()
+    extra = ["--host", HOST, "--token", TOKEN, "--whep-origin", page_origin]
+    log: list[str] = []
+    server = start_server(str(CLIP), port, extra=extra, log=log)
+    result: dict = {}
+
+    def health() -> dict:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{server_url}/healthz?token={TOKEN}", timeout=10) as answer:
+            return json.loads(answer.read())
+
+    try:
+        with sync_playwright() as p:
+            chrome = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = chrome.new_page()
+            console: list[str] = []
+            page.on("console", lambda message: console.append(message.text))
+            page.goto(f"{page_origin}/index.html")
+            (name,) = health()["streams"]
+            page.evaluate("([url, auth]) => window.play(url, auth)", [f"{server_url}/whep/{name}", f"Bearer {TOKEN}"])
+            try:
+                page.wait_for_function("document.getElementById('video').currentTime > 0.5", timeout=30000)
+            except Exception:
+                sys.stderr.write("player console:\n" + "\n".join(console) + "\nserver log:\n" + "".join(log[-30:]))
+                raise
+            result["size"] = page.evaluate(
+                "[document.getElementById('video').videoWidth, document.getElementById('video').videoHeight]"
+            )
+            result["player_fps"] = page.evaluate("window.frameRate(4000)")
+            stream = health()["streams"][name]
+            result["server_video_fps"], result["viewers"] = stream["video_fps"], stream["viewers"]
+            colour = [*color_for(1), 40]
+            result["colour_before"] = page.evaluate("window.colourCount", colour)
+            with sync_connect(f"ws://{HOST}:{port}/ws?token={TOKEN}", origin=server_url) as ws:
+                ws.send(json.dumps({"type": "add_box", "id": 1, "obj_id": 1, "box": [0.25, 0.25, 0.75, 0.75]}))
+                while (answer := json.loads(ws.recv()))["type"] in ("hello", "state"):
+                    pass
+                result["add"] = answer
+                deadline = time.monotonic() + 20
+                counts = []
+                while time.monotonic() < deadline and (not counts or max(counts) < 300):
+                    page.wait_for_timeout(500)
+                    counts.append(page.evaluate("window.colourCount", colour))
+                result["colour_after"] = counts
+            page.evaluate("window.player.unload()")
+            deadline = time.monotonic() + 10
+            while health()["streams"][name]["viewers"] and time.monotonic() < deadline:
+                time.sleep(0.2)
+            result["viewers_after_unload"] = health()["streams"][name]["viewers"]
+            chrome.close()
+    finally:
+        server.terminate()
+        result["server_exit"] = server.wait(timeout=10)
+        pages.shutdown()
+        folder.cleanup()
+    return result
+
+
 def _health(port: int) -> dict:
     import urllib.request
 
@@ -717,6 +835,8 @@ def main() -> None:
         result = browser_turn()
     elif scenario == "browser-phone":
         result = browser_phone(sys.argv[2] if len(sys.argv) > 2 else None)
+    elif scenario == "browser-whep":
+        result = browser_whep()
     elif scenario == "browser-text":
         result = browser_text()
     elif scenario == "browser-streams":

@@ -5,6 +5,7 @@ the code that runs reads nothing else."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,6 +169,7 @@ class ServerConfig:
     ice_transport_policy: str = "all"  # relay: TURN relays only, for the server and the page
     base_path: str = "/"  # serve under this path (a reverse proxy's sub-path, e.g. /cams/)
     trust_proxy: bool = False  # believe X-Forwarded-Host/-Proto (only behind a proxy that sets them)
+    whep_origins: list[str] = field(default_factory=list)  # other web origins whose WHEP players may watch; * any
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -178,6 +180,9 @@ class ServerConfig:
             raise ValueError(f"port must be 0 to 65535, got {self.port}")
         if self.rate <= 0 or self.burst < 1 or self.state_interval <= 0:
             raise ValueError("rate and state_interval must be more than 0, burst at least 1")
+        for origin in self.whep_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/?#\s]+", origin):
+                raise ValueError(f"whep_origins: {origin!r} is not an origin like https://dash.example.com (or *)")
         try:
             self.ice: IceConfig = ice_config(self.ice_servers, self.ice_transport_policy)
         except ValueError as exc:

@@ -1,8 +1,9 @@
 """One server, one port: the viewer page and its files, /healthz, /metrics, /results, and the
 websocket that carries prompts, state, results and the WebRTC offer/answer.
 
-The ``websockets`` server answers plain HTTP GETs through its ``process_request`` hook, so no second
-web framework is needed. Secure by default: loopback unless told otherwise, https and wss when given
+The ``websockets`` server answers plain HTTP through its ``process_request`` hook, so no second web
+framework is needed: ``http.py`` lets it take the other methods and bodies that WHEP (``whep.py``)
+needs. Secure by default: loopback unless told otherwise, https and wss when given
 a certificate (``tls.py``), a token on everything when one is set (query ``?token=`` or the cookie
 the page sets), websocket ``Origin`` checked against the served host, only files under ``web/``
 served, message size and rate capped.
@@ -21,7 +22,6 @@ import mimetypes
 import re
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -33,6 +33,7 @@ from ..concurrency.waits import stop_tasks
 from ..config import MASK_FORMATS, ServerConfig
 from ..errors import StreamerError
 from ..live.serving import Serving
+from .http import HttpConnection, redirect, response
 from .protocol import (
     MAX_MESSAGE_BYTES,
     ProtocolError,
@@ -42,9 +43,7 @@ from .protocol import (
 from .session import Session, rounded
 from .tls import server_context
 from .webrtc import Viewers
-
-if TYPE_CHECKING:
-    pass
+from .whep import Whep, WhepRequest, is_whep
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +81,7 @@ class StreamServer:
         self.pipeline, self.config, self.web_dir = pipeline, config, web_dir.resolve()
         self._public: set[tuple[str, str]] = set()  # proxied addresses already logged
         self.viewers = Viewers(pipeline, config.max_peers, config.ice)
+        self.whep = Whep(self.viewers, self.base, config.whep_origins)
         self.connections: set[ServerConnection] = set()
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -105,6 +105,7 @@ class StreamServer:
             self.config.host,
             self.config.port,
             process_request=self._process_request,
+            create_connection=HttpConnection,  # also POST, PATCH, DELETE, OPTIONS (WHEP)
             ssl=self.tls,
             max_size=MAX_MESSAGE_BYTES,
             compression=None,
@@ -119,40 +120,52 @@ class StreamServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        await self.whep.close_all()
         await self.viewers.close_all()
 
     # -- HTTP ---------------------------------------------------------------------------------------
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        method = connection.method if isinstance(connection, HttpConnection) else "GET"
+        if isinstance(connection, HttpConnection) and connection.problem is not None:
+            return response(connection.problem[0], connection.problem[1] + "\n")
         url = urllib.parse.urlsplit(request.path)
         if url.path == self.base.rstrip("/") and self.base != "/":  # /cams: the page's URLs are relative
-            return _redirect(self.base + (f"?{url.query}" if url.query else ""))
+            return redirect(self.base + (f"?{url.query}" if url.query else ""))
         if not url.path.startswith(self.base):
-            return _response(http.HTTPStatus.NOT_FOUND, f"not found: this server is at {self.base}\n")
+            return response(http.HTTPStatus.NOT_FOUND, f"not found: this server is at {self.base}\n")
         path = "/" + url.path[len(self.base) :]
         query = urllib.parse.parse_qs(url.query)
-        if not self._authorised(request.headers, query):
-            return _response(http.HTTPStatus.UNAUTHORIZED, "missing or wrong token: open the URL the server printed\n")
         scheme, host = self._seen_as(request.headers)
+        authorised = self._authorised(request.headers, query)
+        if is_whep(path):
+            assert isinstance(connection, HttpConnection)  # the server makes only these
+            whep = WhepRequest(method, path, request.headers, connection.body, f"{scheme}://{host}", authorised)
+            return await self.whep.handle(whep)
+        if method != "GET":
+            text = f"{method} is not served here (only WHEP, at {self.base}whep/STREAM, takes other methods)\n"
+            return response(http.HTTPStatus.METHOD_NOT_ALLOWED, text, headers={"Allow": "GET"})
+        if not authorised:
+            return response(http.HTTPStatus.UNAUTHORIZED, "missing or wrong token: open the URL the server printed\n")
         if path == "/ws":
             origin = request.headers.get("Origin")
             if origin is not None and urllib.parse.urlsplit(origin)[:2] != (scheme, host):
-                return _response(http.HTTPStatus.FORBIDDEN, "websocket origin does not match this server\n")
+                return response(http.HTTPStatus.FORBIDDEN, "websocket origin does not match this server\n")
             return None  # go on with the websocket handshake
         if path == "/healthz":
-            return _response(http.HTTPStatus.OK, json.dumps(self.health()), "application/json")
+            return response(http.HTTPStatus.OK, json.dumps(self.health()), "application/json")
         if path == "/metrics":
-            return _response(http.HTTPStatus.OK, self.pipeline.metrics.render(), "text/plain; version=0.0.4")
+            return response(http.HTTPStatus.OK, self.pipeline.metrics.render(), "text/plain; version=0.0.4")
         if path == "/results":
             return await self._results(query)
-        response = self._static(path)
-        if response.status_code == 200 and path in ("/", "/index.html"):
+        page = self._static(path)
+        if page.status_code == 200 and path in ("/", "/index.html"):
             self._note_public_url(scheme, host)
             if self.config.token:
                 secure = "; Secure" if scheme == "https" else ""  # never sent back over plain http
                 cookie = f"{COOKIE}={self.config.token}; HttpOnly; SameSite=Strict; Path={self.base}{secure}"
-                response.headers["Set-Cookie"] = cookie
-        return response
+                page.headers["Set-Cookie"] = cookie
+        return page
 
     def _note_public_url(self, scheme: str, host: str) -> None:
         """Behind a proxy, say once per address where viewers actually reach the server (what
@@ -175,6 +188,9 @@ class StreamServer:
         if not self.config.token:
             return True
         offered = query.get("token", [""])[0]
+        scheme, _, bearer = headers.get("Authorization", "").partition(" ")
+        if not offered and scheme.lower() == "bearer":  # how WHEP players send a token
+            offered = bearer.strip()
         if not offered:
             for part in headers.get("Cookie", "").split(";"):
                 name, _, value = part.strip().partition("=")
@@ -186,9 +202,9 @@ class StreamServer:
         relative = urllib.parse.unquote(path).lstrip("/") or "index.html"
         target = (self.web_dir / relative).resolve()
         if not target.is_relative_to(self.web_dir) or not target.is_file():
-            return _response(http.HTTPStatus.NOT_FOUND, "not found\n")
+            return response(http.HTTPStatus.NOT_FOUND, "not found\n")
         kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        return _response(http.HTTPStatus.OK, target.read_bytes(), kind)
+        return response(http.HTTPStatus.OK, target.read_bytes(), kind)
 
     async def _results(self, query: dict[str, list[str]]) -> Response:
         """The newest results of ``?stream=NAME`` (default: the first stream), ``&masks=rle|polygon``."""
@@ -199,12 +215,12 @@ class StreamServer:
             stream = self.pipeline.stream(query.get("stream", [None])[0])
         except StreamerError as exc:
             status = http.HTTPStatus.NOT_FOUND if exc.code == "unknown_stream" else http.HTTPStatus.BAD_REQUEST
-            return _response(status, error_reply(exc), "application/json")
+            return response(status, error_reply(exc), "application/json")
         text = await self.pipeline.hub.snapshot(stream.name, masks)
         if text is None:
             missing = ProtocolError("no_frame", f"stream {stream.name!r} has no tracked frame yet")
-            return _response(http.HTTPStatus.NOT_FOUND, error_reply(missing), "application/json")
-        return _response(http.HTTPStatus.OK, text, "application/json")
+            return response(http.HTTPStatus.NOT_FOUND, error_reply(missing), "application/json")
+        return response(http.HTTPStatus.OK, text, "application/json")
 
     def health(self) -> dict:
         streams = {}
@@ -283,22 +299,3 @@ class StreamServer:
 async def _send_quietly(ws: ServerConnection, text: str) -> None:
     with contextlib.suppress(ConnectionClosed):
         await ws.send(text)
-
-
-def _redirect(location: str) -> Response:
-    response = _response(http.HTTPStatus.MOVED_PERMANENTLY, f"moved to {location}\n")
-    response.headers["Location"] = location
-    return response
-
-
-def _response(status: http.HTTPStatus, body: str | bytes, content_type: str = "text/plain; charset=utf-8") -> Response:
-    data = body.encode() if isinstance(body, str) else body
-    headers = Headers(
-        [
-            ("Content-Type", content_type),
-            ("Content-Length", str(len(data))),
-            ("Cache-Control", "no-store"),
-            ("X-Content-Type-Options", "nosniff"),
-        ]
-    )
-    return Response(status.value, status.phrase, headers, data)

@@ -83,16 +83,21 @@ class Viewers:
     def camera_streams(self) -> list[str]:
         return [s.name for s in self.pipeline.streams.values() if s.camera is not None]
 
-    async def answer(self, offer_sdp: str, stream_name: str | None = None) -> tuple[RTCPeerConnection, str]:
+    async def answer(
+        self, offer_sdp: str, stream_name: str | None = None, receive_only: bool = False
+    ) -> tuple[RTCPeerConnection, str]:
         """Answer a viewer's offer with a peer sending the stream's video (ICE servers as configured).
 
-        On a browser-camera stream the first viewer that sends video becomes the camera.
+        On a browser-camera stream the first viewer that sends video becomes the camera (unless
+        ``receive_only``: a player that only watches, as over WHEP).
         """
         stream = self.pipeline.stream(stream_name)
         if len(self.peers) >= self.max_peers:
             raise TooManyViewersError(f"this server already has {self.max_peers} viewers; try again later")
         sends_video = "a=sendrecv" in offer_sdp or "a=sendonly" in offer_sdp
-        camera = stream.camera
+        camera = None if receive_only else stream.camera
+        if sends_video and receive_only:
+            raise OfferError("this endpoint only sends video: offer to receive (recvonly)")
         if sends_video and (camera is None or self._camera_peer(stream) is not None):
             raise OfferError(
                 f"stream {stream.name!r} does not take a camera from viewers"

@@ -192,3 +192,24 @@ def test_a_text_typed_in_the_page_adds_objects_with_their_labels() -> None:
     assert [v["label"] for v in result["labels"].values()] == ["cat"], result
     assert all(v["origin"] == "text" for v in result["labels"].values())
     assert result["server_exit"] == 0
+
+
+def test_a_whep_player_nobody_here_wrote_plays_the_masked_stream() -> None:
+    """Eyevinn's @eyevinn/webrtc-player (npm, bundled by the test), on a page of its own origin,
+    watches over WHEP: frames at the rate the server publishes, the object added meanwhile in its
+    overlay colour, and its session gone once it unloads."""
+    from ..whep_player import PlayerUnavailableError, player_bundle
+
+    try:
+        player_bundle()
+    except PlayerUnavailableError as exc:
+        pytest.skip(str(exc))
+    result = run_scenario("browser-whep")
+    assert result["size"] == [960, 540], result  # the clip's own size
+    assert result["viewers"] == 1, result
+    # The camera's rate, as the server publishes it, reaches the player.
+    assert result["server_video_fps"] > 15 and result["player_fps"] >= 0.8 * result["server_video_fps"], result
+    assert result["add"].get("objects") == [1], result["add"]
+    assert result["colour_before"] < 50 and max(result["colour_after"]) >= 300, result
+    assert result["viewers_after_unload"] == 0, result
+    assert result["server_exit"] == 0, result
