@@ -7,7 +7,8 @@ there); then the streams and the sinks. Stop, in this fixed order, each step bou
 (``STEP_TIMEOUT_S``: a step that hangs is logged and the next one runs):
 
 1. stop accepting: the server closes its listener, its websockets and every viewer's peer;
-2. flush the sinks: what the results file and MQTT hold goes out (MQTT says ``offline``);
+2. flush the sinks: what the results file and MQTT hold goes out (MQTT says ``offline``), and
+   open recordings are finished;
 3. stop the streams and the engine: feeders, encoders, sources, then the inference thread
    (or, on a cluster's front, every worker);
 4. free the GPU last: nothing can touch the model any more.
@@ -42,6 +43,7 @@ from .outputs.mqtt import MqttPublisher
 from .serve.server import StreamServer
 from .serve.tls import local_names, self_signed
 from .sources import open_source
+from .video.recordings import Recorder
 from .video.styles import load_background
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class App:
         self.config, self.serving = config, serving
         self.sinks: list[QueuedSink] = list(sinks)
         self.server: StreamServer | None = None
+        self.recorder: Recorder | None = None
         self._started = False
         self._stopping = False
 
@@ -118,10 +121,13 @@ class App:
         try:
             self._warn_unserved_zones()
             self.sinks += self._configured_sinks()
+            if self.config.recordings.dir:
+                self.recorder = self._recorder()
             server_config = await self._with_certificate()
             if server_config.ice.servers:
                 logger.info("ICE servers: %s", server_config.ice.describe())
-            self.server = StreamServer(self.serving, server_config)
+            store = None if self.recorder is None else self.recorder.store
+            self.server = StreamServer(self.serving, server_config, recordings=store)
             await self.server.start()
         except BaseException:
             await self.stop()
@@ -130,6 +136,8 @@ class App:
         for sink in self.sinks:
             sink.start()
             self.serving.hub.add(sink)
+        if self.recorder is not None:
+            self.serving.hub.add(self.recorder)
 
     async def stop(self) -> None:
         """Down in the fixed order (module docstring), each step bounded. Once: later calls return."""
@@ -140,8 +148,12 @@ class App:
             await self._step("stop accepting and close the viewers", self.server.stop())
         for sink in self.sinks:
             self.serving.hub.discard(sink)
-        if self.sinks:
-            await self._step("flush the outputs", asyncio.gather(*(sink.close() for sink in self.sinks)))
+        closing = [sink.close() for sink in self.sinks]
+        if self.recorder is not None:  # its open clips are finished, not lost
+            self.serving.hub.discard(self.recorder)
+            closing.append(self.recorder.close())
+        if closing:
+            await self._step("flush the outputs", asyncio.gather(*closing))
         await self._step("stop the streams and the engine", self.serving.stop())
         _free_gpu()
 
@@ -192,6 +204,19 @@ class App:
         if mqtt.url:
             sinks.append(MqttPublisher(mqtt, self.serving.metrics))
         return sinks
+
+    def _recorder(self) -> Recorder:
+        """Recordings of every stream the config records, from each one's H.264 packets; a folder
+        that cannot be written is a usage error here, before anything serves."""
+        streams = self.serving.streams
+        recorder = Recorder(
+            self.config.recordings,
+            lambda: {name: stream.video("h264") for name, stream in streams.items()},
+            self.serving.hub.announce,
+            self.serving.metrics,
+        )
+        recorder.start()
+        return recorder
 
     async def _with_certificate(self) -> ServerConfig:
         """The server's settings, with a self-signed certificate made (or taken from the cache)."""

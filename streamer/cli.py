@@ -122,6 +122,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="publish events and objects to mqtt://[user:pass@]HOST[:PORT][/PREFIX] (prefix default: sam2)",
     )
     parser.add_argument(
+        "--record",
+        metavar="DIR",
+        help="write MP4 clips of the masked video around events (an object added, a zone entered) to DIR, "
+        "listed at /recordings (also recordings: in YAML)",
+    )
+    parser.add_argument(
+        "--record-segments",
+        type=float,
+        metavar="SECONDS",
+        help="with --record: also record everything, in segments this long",
+    )
+    parser.add_argument(
         "--max-width", type=int, help="send viewers video at most this wide (a 4K camera shown at 1280, say)"
     )
     parser.add_argument("--bitrate", type=int, help="bits per second of each stream's video (default 2500000)")
@@ -257,6 +269,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.results_masks:
         config.results.masks = args.results_masks
     config.mqtt = _flags_over(parser, config.mqtt, url=args.mqtt)
+    config.recordings = _flags_over(
+        parser, config.recordings, "recordings: ", dir=args.record, segment_s=args.record_segments
+    )
+    if config.recordings.segment_s is not None and not config.recordings.dir:
+        parser.error("--record-segments needs --record DIR (or recordings.dir)")
     auto: dict[str, object] = {
         "detector": args.auto_detector,
         "every_frames": args.auto_every,

@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from streamer.app import App
-from streamer.config import Config, DisplayConfig, EventsConfig, ServerConfig
+from streamer.config import Config, DisplayConfig, EventsConfig, RecordingsConfig, ServerConfig
 from streamer.live.landing import PromptRequest
 from streamer.live.pipeline import Pipeline
 from streamer.outputs.hub import QueuedSink
@@ -50,13 +50,18 @@ async def oracle_server(
     sinks: tuple[QueuedSink, ...] = (),
     restream: dict[str, str] | None = None,
     display: DisplayConfig | None = None,
+    recordings: RecordingsConfig | None = None,
     **server_options: object,
 ) -> AsyncIterator[StreamServer]:
     """A started server on 127.0.0.1 (any port), each stream showing frames; ``sinks`` are
     started and closed with it, in the ``App``'s order (as the command line does)."""
     options = {"events": events, "restream": restream, "display": display}
     pipeline = oracle_pipeline(streams, width=width, height=height, speed=speed, delay=delay, **options)
-    config = Config(server=ServerConfig(port=0, **server_options), events=events or EventsConfig())  # type: ignore[arg-type]
+    config = Config(
+        server=ServerConfig(port=0, **server_options),  # type: ignore[arg-type]
+        events=events or EventsConfig(),
+        recordings=recordings or RecordingsConfig(),
+    )
     async with App(config, pipeline, sinks=sinks) as app:
         for stream in pipeline.streams.values():
             await stream.next_output(-1)

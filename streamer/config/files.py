@@ -25,7 +25,7 @@ class ConfigError(StreamerError):
 
 
 # Their dataclasses check their values.
-CHECKED_SECTIONS = ("server", "display", "events", "results", "mqtt", "cluster", "auto")
+CHECKED_SECTIONS = ("server", "display", "events", "results", "mqtt", "recordings", "cluster", "auto")
 
 
 DEFAULTS_FILE = CONFIG_DIR / "defaults.yaml"

@@ -12,6 +12,7 @@ from typing import Any
 from .values import (
     ANCHORS,
     CLUSTER_WORKERS,
+    EVENT_TYPES,
     MASK_MOTIONS,
     OBJECT_STYLES,
     IceConfig,
@@ -298,6 +299,45 @@ class ResultsFileConfig:
 
 
 @dataclass
+class RecordingsConfig:
+    """``recordings:`` in YAML (``--record DIR`` sets ``dir``): MP4 clips of the masked video around
+    events, and optionally the whole stream in segments (video/recordings.py)."""
+
+    dir: str | None = None  # None: no recordings
+    events: list[str] = field(default_factory=lambda: ["added", "entered"])  # what starts or extends a clip
+    labels: list[str] = field(default_factory=list)  # only objects with these labels (empty: any object)
+    streams: list[str] = field(default_factory=list)  # only these streams (empty: every stream)
+    pre_roll_s: float = 3.0  # a clip starts this long before its event (at the keyframe at or before)
+    post_roll_s: float = 5.0  # and ends this long after the last event about its objects
+    max_clip_s: float = 300.0  # a longer clip is cut, and the next one goes on from there
+    segment_s: float | None = None  # also record everything, in segments of this length (None: events only)
+    max_bytes: int = 10_000_000_000  # the folder's recordings at most; the oldest are deleted first
+    max_days: float | None = 30.0  # recordings older than this are deleted (None: kept while they fit)
+
+    def __post_init__(self) -> None:
+        unknown = [e for e in self.events if e not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"recordings.events: {unknown} are not events; choose from {', '.join(EVENT_TYPES)}")
+        for name, value, low, high in (
+            ("pre_roll_s", self.pre_roll_s, 0, 60),
+            ("post_roll_s", self.post_roll_s, 0, 600),
+            ("max_clip_s", self.max_clip_s, 1, 86400),
+        ):
+            if not isinstance(value, (int, float)) or not low <= value <= high:
+                raise ValueError(f"recordings.{name} must be {low} to {high} seconds, got {value!r}")
+        segment = self.segment_s
+        if segment is not None and (not isinstance(segment, (int, float)) or not 1 <= segment <= 86400):
+            raise ValueError(f"recordings.segment_s must be 1 to 86400 seconds (or null), got {self.segment_s!r}")
+        if not isinstance(self.max_bytes, int) or self.max_bytes < 1_000_000:
+            raise ValueError(f"recordings.max_bytes must be an integer of at least 1000000, got {self.max_bytes!r}")
+        if self.max_days is not None and (not isinstance(self.max_days, (int, float)) or self.max_days <= 0):
+            raise ValueError(f"recordings.max_days must be more than 0 (or null), got {self.max_days!r}")
+
+    def records(self, stream: str) -> bool:
+        return self.dir is not None and (not self.streams or stream in self.streams)
+
+
+@dataclass
 class MqttConfig:
     """``mqtt:`` in YAML (``--mqtt URL`` sets ``url``)."""
 
@@ -331,6 +371,7 @@ class Config:
     events: EventsConfig = field(default_factory=EventsConfig)
     results: ResultsFileConfig = field(default_factory=ResultsFileConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    recordings: RecordingsConfig = field(default_factory=RecordingsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     auto: AutoConfig = field(default_factory=AutoConfig)
 

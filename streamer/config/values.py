@@ -29,6 +29,7 @@ ANCHORS = ("centroid", "bottom_center")  # the point of an object a zone holds
 MAX_ZONE_POINTS = 256
 CLUSTER_WORKERS = ("auto", "gpu", "cpu")
 AUTO_DETECTORS = ("rtdetr", "owlv2", "faces")  # built in; or package.module:function (auto/detectors.py)
+EVENT_TYPES = ("added", "removed", "lost", "found", "entered", "left")  # what happens to objects (outputs/events.py)
 MQTT_PORT = 1883
 MQTT_PREFIX = "sam2"
 

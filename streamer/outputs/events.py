@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import EventsConfig
+from ..config.values import EVENT_TYPES
 from .results import FrameResults, ObjectResult
-
-EVENT_TYPES = ("added", "removed", "lost", "found", "entered", "left")
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,7 @@ class Event:
     zone: str | None = None  # for entered and left
     label: str | None = None  # the object's label then (None: it has none)
     reason: str | None = None  # for removed, when known: viewer, reset, undetected, absent, merged
+    clip: dict[str, Any] | None = None  # for clip: the recording now on disk (video/recordings.py)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -53,6 +53,9 @@ class Event:
             data["zone"] = self.zone
         if self.reason is not None:
             data["reason"] = self.reason
+        if self.clip is not None:  # as Frigate's events say it
+            data["has_clip"] = True
+            data["clip"] = self.clip
         return data
 
     def message(self) -> str:

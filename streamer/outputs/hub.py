@@ -126,6 +126,19 @@ class Outputs:
         tracked = self.latest(stream)
         return None if tracked is None else await self._thread.run(tracked.message, masks)
 
+    def announce(self, event: Event) -> None:
+        """An event from outside the tracked frames (a recording is ready), to every sink that
+        wants its stream; on the event loop."""
+        metrics = self._stream_metrics.get(event.stream)
+        if metrics is not None:
+            metrics.event(event.type)
+        for sink in list(self.sinks):
+            if sink.wants(event.stream) is not None:
+                try:
+                    sink.event(event)
+                except Exception:
+                    logger.exception("%s output failed on %s's %s event", sink.kind, event.stream, event.type)
+
     def forget(self, stream: str) -> None:
         """A stream was removed: drop what is kept for it."""
         with self._lock:

@@ -22,6 +22,7 @@ import mimetypes
 import re
 import urllib.parse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -45,6 +46,9 @@ from .tls import server_context
 from .webrtc import Viewers
 from .whep import Whep, WhepRequest, is_whep
 
+if TYPE_CHECKING:
+    from ..video.recordings import RecordingStore
+
 logger = logging.getLogger(__name__)
 
 COOKIE = "streamer_token"
@@ -64,7 +68,13 @@ def is_loopback(host: str) -> bool:
 class StreamServer:
     """Serves every stream of one pipeline (local, or a cluster's front) to any number of viewers."""
 
-    def __init__(self, pipeline: Serving, config: ServerConfig, web_dir: Path = WEB_DIR) -> None:
+    def __init__(
+        self,
+        pipeline: Serving,
+        config: ServerConfig,
+        web_dir: Path = WEB_DIR,
+        recordings: RecordingStore | None = None,
+    ) -> None:
         if not is_loopback(config.host) and not config.token and not config.insecure:
             raise StreamerError(
                 f"refusing to listen on {config.host} without --token: anyone on the network could "
@@ -79,6 +89,7 @@ class StreamServer:
                 f"base path {config.base_path!r} must be like /cams/ (letters, digits, '.', '_', '-', '~')"
             )
         self.pipeline, self.config, self.web_dir = pipeline, config, web_dir.resolve()
+        self.recordings = recordings
         self._public: set[tuple[str, str]] = set()  # proxied addresses already logged
         self.viewers = Viewers(pipeline, config.max_peers, config.ice)
         self.whep = Whep(self.viewers, self.base, config.whep_origins)
@@ -158,6 +169,8 @@ class StreamServer:
             return response(http.HTTPStatus.OK, self.pipeline.metrics.render(), "text/plain; version=0.0.4")
         if path == "/results":
             return await self._results(query)
+        if path == "/recordings" or path.startswith("/recordings/"):
+            return await self._recording(path.removeprefix("/recordings").strip("/"), query, request.headers)
         page = self._static(path)
         if page.status_code == 200 and path in ("/", "/index.html"):
             self._note_public_url(scheme, host)
@@ -221,6 +234,36 @@ class StreamServer:
             missing = ProtocolError("no_frame", f"stream {stream.name!r} has no tracked frame yet")
             return response(http.HTTPStatus.NOT_FOUND, error_reply(missing), "application/json")
         return response(http.HTTPStatus.OK, text, "application/json")
+
+    async def _recording(self, name: str, query: dict[str, list[str]], headers: Headers) -> Response:
+        """``/recordings`` (``?stream=NAME``): the finished recordings, newest first;
+        ``/recordings/NAME.mp4`` or ``.json``: one of their files (byte ranges for a player's seeks)."""
+        if self.recordings is None:
+            return response(http.HTTPStatus.NOT_FOUND, "recordings are off: start with --record DIR\n")
+        store = self.recordings
+        if not name:
+            listing = await asyncio.to_thread(store.listing, query.get("stream", [None])[0])
+            return response(http.HTTPStatus.OK, json.dumps({"recordings": listing}), "application/json")
+        path = store.file(urllib.parse.unquote(name))
+        if path is None:
+            return response(http.HTTPStatus.NOT_FOUND, "no such recording\n")
+        kind = "video/mp4" if path.suffix == ".mp4" else "application/json"
+        try:
+            size = path.stat().st_size
+            wanted = _byte_range(headers.get("Range"), size)
+            if wanted is None:
+                return response(
+                    http.HTTPStatus.OK, await asyncio.to_thread(path.read_bytes), kind, {"Accept-Ranges": "bytes"}
+                )
+            first, last = wanted
+            data = await asyncio.to_thread(_read_range, path, first, last)
+        except OSError:  # deleted meanwhile (the folder's bounds)
+            return response(http.HTTPStatus.NOT_FOUND, "no such recording\n")
+        except ValueError:
+            unsatisfiable = {"Content-Range": f"bytes */{size}"}
+            return response(http.HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, "bad range\n", headers=unsatisfiable)
+        ranged = {"Accept-Ranges": "bytes", "Content-Range": f"bytes {first}-{last}/{size}"}
+        return response(http.HTTPStatus.PARTIAL_CONTENT, data, kind, ranged)
 
     def health(self) -> dict:
         streams = {}
@@ -299,3 +342,28 @@ class StreamServer:
 async def _send_quietly(ws: ServerConnection, text: str) -> None:
     with contextlib.suppress(ConnectionClosed):
         await ws.send(text)
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The one range of ``Range: bytes=A-B`` (or ``A-``, ``-N``) as (first, last), inclusive; None
+    without the header or for several ranges (the whole file is sent); ValueError if unsatisfiable."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    start, _, end = header.removeprefix("bytes=").strip().partition("-")
+    if not start:  # the last N bytes
+        if not end.isdigit():
+            raise ValueError(header)
+        first, last = max(size - int(end), 0), size - 1
+    elif start.isdigit() and (not end or end.isdigit()):
+        first, last = int(start), min(int(end) if end else size - 1, size - 1)
+    else:
+        raise ValueError(header)
+    if first > last or first >= size:
+        raise ValueError(header)
+    return first, last
+
+
+def _read_range(path: Path, first: int, last: int) -> bytes:
+    with path.open("rb") as f:
+        f.seek(first)
+        return f.read(last - first + 1)

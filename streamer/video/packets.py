@@ -7,6 +7,7 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import av
 
@@ -26,6 +27,17 @@ class EncodedFrame:
     keyframe: bool
     source: int  # the camera frame it shows
     captured: float  # that frame's capture time, seconds since the epoch
+
+
+class PacketFeed(Protocol):
+    """A stream's video in one codec as its viewers take it (``StreamEncoder``, or a cluster's
+    relay): read in order while keeping up, from the next keyframe after falling behind."""
+
+    def subscribe(self) -> object: ...
+
+    async def unsubscribe(self) -> None: ...
+
+    async def next_frame(self, after: int | None) -> EncodedFrame: ...
 
 
 class PacketHistory:

@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
-import re
 from dataclasses import dataclass
-from typing import Protocol
 
 import av
 
@@ -29,8 +26,9 @@ from ..concurrency.waits import CLOSE_TIMEOUT_S, stop_tasks, within
 from ..config.values import check_restream_url
 from ..metrics import StreamMetrics
 from ..sources.source import mask_credentials
-from .codecs import TIME_BASE, VIDEO_CLOCK
-from .packets import EncodedFrame
+from .codecs import VIDEO_CLOCK
+from .packets import EncodedFrame, PacketFeed
+from .remux import Remux
 
 logger = logging.getLogger(__name__)
 
@@ -41,16 +39,6 @@ PTS_GAP = VIDEO_CLOCK // 10  # ticks kept between two bitstreams of the encoder 
 
 class NewBitstreamError(Exception):
     """The encoder started a bitstream with other parameters (a new size): its SDP no longer holds."""
-
-
-class PacketFeed(Protocol):
-    """A stream's video in H.264 as its viewers take it (``StreamEncoder``, or a cluster's relay)."""
-
-    def subscribe(self) -> object: ...
-
-    async def unsubscribe(self) -> None: ...
-
-    async def next_frame(self, after: int | None) -> EncodedFrame: ...
 
 
 @dataclass
@@ -167,32 +155,24 @@ class _Connection:
     """One RTSP session publishing one bitstream; its timestamps start at 0 and only go forward."""
 
     def __init__(self, url: str, keyframe: EncodedFrame) -> None:
-        # The stream's parameters (size, SPS/PPS for the SDP) from its first keyframe.
-        probe = av.open(io.BytesIO(bytes(keyframe.packet)), format="h264")
+        options = {
+            "rtsp_transport": "tcp",
+            "timeout": str(int(IO_TIMEOUT_S * 1_000_000)),  # microseconds
+            # RTCP sender reports date frames by their capture time: a receiver can tell latency.
+            "start_time_realtime": str(int(keyframe.captured * 1_000_000)),
+        }
+        self.container = av.open(url, "w", format="rtsp", container_options=options)
         try:
-            template = probe.streams.video[0]
-            options = {
-                "rtsp_transport": "tcp",
-                "timeout": str(int(IO_TIMEOUT_S * 1_000_000)),  # microseconds
-                # RTCP sender reports date frames by their capture time: a receiver can tell latency.
-                "start_time_realtime": str(int(keyframe.captured * 1_000_000)),
-            }
-            self.container = av.open(url, "w", format="rtsp", container_options=options)
-            try:
-                self.stream = self.container.add_stream_from_template(template)
-            except BaseException:
-                self.container.close()
-                raise
-        finally:
-            probe.close()
-        self._sps = _sps(bytes(keyframe.packet))
+            self.remux = Remux(self.container, keyframe)
+        except BaseException:
+            self.container.close()
+            raise
         self._first: int | None = None
         self._offset = 0
         self._last = -1
 
     def send(self, frame: EncodedFrame) -> None:
-        data = bytes(frame.packet)
-        if frame.keyframe and _sps(data) not in (None, self._sps):
+        if self.remux.new_picture(frame):
             raise NewBitstreamError("the stream's picture changed (size or encoder settings)")
         source_pts = frame.packet.pts
         assert source_pts is not None  # the encoder dates every packet
@@ -203,19 +183,8 @@ class _Connection:
             self._offset += self._last + PTS_GAP - pts
             pts = self._last + PTS_GAP
         self._last = pts
-        packet = av.Packet(data)  # a copy: the viewers share the original
-        packet.stream = self.stream
-        packet.pts = packet.dts = pts
-        packet.time_base = TIME_BASE
-        packet.is_keyframe = frame.keyframe
-        self.container.mux(packet)
+        self.remux.mux(frame, pts)
 
     def close(self) -> None:
         with contextlib.suppress(av.FFmpegError, OSError, ValueError):
             self.container.close()  # TEARDOWN, when the server is still there
-
-
-def _sps(access_unit: bytes) -> bytes | None:
-    """The sequence parameter set (NAL unit type 7) of an Annex B access unit, if it has one."""
-    units = re.split(b"\x00\x00\x01", access_unit)
-    return next((unit.rstrip(b"\x00") for unit in units if unit and unit[0] & 0x1F == 7), None)
