@@ -1,4 +1,4 @@
-"""``sam2-stream export``: a results file and its video as a COCO or YOLO-seg dataset
+"""``sam2-stream export``: a results file and its video, or a recording, as a COCO or YOLO-seg dataset
 (``outputs/dataset.py``). Imports neither torch nor the server: it runs where they are not."""
 
 from __future__ import annotations
@@ -18,8 +18,14 @@ def main(argv: list[str]) -> int:
         description="Write a results file's tracked frames and masks as a dataset: the frames as images, "
         "the masks with their track ids and labels (COCO with video fields, or YOLO-seg).",
     )
-    parser.add_argument("results", type=Path, help="a results file (--results, with --results-masks rle or polygon)")
-    parser.add_argument("--video", type=Path, required=True, help="the video these results were tracked on")
+    parser.add_argument(
+        "results",
+        type=Path,
+        help="a results file (--results, with --results-masks rle or polygon), or a recording's .json (--record)",
+    )
+    parser.add_argument(
+        "--video", type=Path, help="the video these results were tracked on (a recording: its own MP4, by default)"
+    )
     parser.add_argument("--frames", type=Path, required=True, metavar="DIR", help="the dataset's folder (made)")
     parser.add_argument("--format", choices=FORMATS, default="coco")
     parser.add_argument("--stream", help="the stream to export (default: the file's only one)")

@@ -307,6 +307,7 @@ class RecordingsConfig:
     events: list[str] = field(default_factory=lambda: ["added", "entered"])  # what starts or extends a clip
     labels: list[str] = field(default_factory=list)  # only objects with these labels (empty: any object)
     streams: list[str] = field(default_factory=list)  # only these streams (empty: every stream)
+    masks: str = "rle"  # none | rle | polygon: the tracked frames' masks in each sidecar (for a dataset)
     pre_roll_s: float = 3.0  # a clip starts this long before its event (at the keyframe at or before)
     post_roll_s: float = 5.0  # and ends this long after the last event about its objects
     max_clip_s: float = 300.0  # a longer clip is cut, and the next one goes on from there
@@ -315,6 +316,7 @@ class RecordingsConfig:
     max_days: float | None = 30.0  # recordings older than this are deleted (None: kept while they fit)
 
     def __post_init__(self) -> None:
+        check_mask_format(self.masks, "recordings.masks")
         unknown = [e for e in self.events if e not in EVENT_TYPES]
         if unknown:
             raise ValueError(f"recordings.events: {unknown} are not events; choose from {', '.join(EVENT_TYPES)}")

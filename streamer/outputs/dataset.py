@@ -1,10 +1,13 @@
 """Tracked results as a training dataset: ``sam2-stream export RESULTS.jsonl --video FILE --format
-coco|yolo-seg --frames DIR``.
+coco|yolo-seg --frames DIR``, or ``sam2-stream export RECORDING.json ...`` (a recording's sidecar).
 
 A results file (``--results``, written with ``results.masks: rle`` or ``polygon``) has every tracked
 frame's masks with their track ids and labels; the video those frames came from (the file tracked
-with ``--out``, whose results number frames as the file does) has their pixels. The export writes
-each tracked frame as an image and its objects in one of two formats annotators and trainers read:
+with ``--out``, whose results number frames as the file does) has their pixels. A recording
+(``--record``) holds both: its sidecar has its tracked frames' results and the camera frame each
+of its MP4's frames shows. The export writes each tracked frame as an image and its objects in one
+of two formats annotators and trainers read (the camera's overlay is in a recording's pixels:
+record with ``--style plain`` for clean images):
 
 - ``coco``: ``annotations.json``, COCO instances as pycocotools loads them, with the video fields
   TAO and BURST add: images carry ``video_id`` and ``frame_index``, annotations ``track_id`` (the
@@ -44,8 +47,8 @@ class ExportError(StreamerError, ValueError):
 
 @dataclass(frozen=True)
 class ExportJob:
-    results: Path  # a results file (JSON Lines), with masks
-    video: Path  # the video its frames came from
+    results: Path  # a results file (JSON Lines) with masks, or a recording's sidecar (.json)
+    video: Path | None  # the video its frames came from (None: a recording's own MP4)
     frames: Path  # the dataset's folder (made)
     format: str = "coco"
     stream: str | None = None  # the stream to export (None: the file's only one)
@@ -68,26 +71,28 @@ class Exported:
 
 def export(job: ExportJob) -> Exported:
     """Write ``job``'s dataset; an ``ExportError`` says what is wrong with the inputs."""
-    frames = _tracked_frames(job)
+    frames, video = _inputs(job)
     job.frames.mkdir(parents=True, exist_ok=True)
     images = job.frames / "images"
     images.mkdir(exist_ok=True)
     names = sorted({obj.get("label") or UNLABELLED for frame in frames.values() for obj in _masked(frame)})
     written = []
-    for number, image in _video_frames(job.video, sorted(frames)):
+    found = set()
+    for number, image in _video_frames(video, sorted(frames)):
         frame = frames[number]
         if image.shape[:2] != (frame["height"], frame["width"]):
             raise ExportError(
-                f"{job.video} is {image.shape[1]}x{image.shape[0]}, but the results' frames are "
+                f"{video} is {image.shape[1]}x{image.shape[0]}, but the results' frames are "
                 f"{frame['width']}x{frame['height']}: export from the video these results were tracked on"
             )
-        file_name = f"{frame['stream']}_{number:06d}.jpg"
+        file_name = f"{frame['stream']}_{frame['source_frame']:06d}.jpg"
         cv2.imwrite(str(images / file_name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
         written.append((file_name, frame))
+        found.add(number)
     if len(written) < len(frames):
-        missing = sorted(set(frames) - {frame["source_frame"] for _, frame in written})
+        missing = sorted(set(frames) - found)
         raise ExportError(
-            f"{job.video} has no frame {missing[0]} ({len(missing)} of the results' frames are past its end): "
+            f"{video} has no frame {missing[0]} ({len(missing)} of the results' frames are past its end): "
             "export from the video these results were tracked on"
         )
     if job.format == "coco":
@@ -95,12 +100,41 @@ def export(job: ExportJob) -> Exported:
     return _write_yolo(job.frames, written, names)
 
 
-def _tracked_frames(job: ExportJob) -> dict[int, dict[str, Any]]:
-    """The stream's results by source frame (a frame tracked twice: its last results), every Nth."""
+def _inputs(job: ExportJob) -> tuple[dict[int, dict[str, Any]], Path]:
+    """The tracked frames to export, by their number in the video, and that video."""
     try:
-        lines = job.results.read_text(encoding="utf-8").splitlines()
+        text = job.results.read_text(encoding="utf-8")
     except OSError as exc:
         raise ExportError(f"cannot read the results file {job.results}: {exc}") from None
+    if job.results.suffix == ".json":
+        return _recording_frames(job, text)
+    if job.video is None:
+        raise ExportError("a results file needs --video: the video its frames were tracked on")
+    return _tracked_frames(job, text.splitlines()), job.video
+
+
+def _recording_frames(job: ExportJob, text: str) -> tuple[dict[int, dict[str, Any]], Path]:
+    """A recording's tracked frames, numbered as its MP4's frames (the camera frames they show)."""
+    try:
+        sidecar = json.loads(text)
+        sources, results = sidecar["frame_sources"], sidecar["results"]
+    except (ValueError, KeyError, TypeError):
+        raise ExportError(f"{job.results} is not a recording's sidecar (from --record)") from None
+    video = job.video or job.results.with_name(str(sidecar.get("file", job.results.with_suffix(".mp4").name)))
+    number_of: dict[int, int] = {}
+    for number, source in enumerate(sources):
+        number_of.setdefault(source, number)
+    frames = {number_of[r["source_frame"]]: r for r in results if r["source_frame"] in number_of}
+    if not frames:
+        raise ExportError(f"{job.results} has no tracked frames in its video")
+    if all(frame["masks"] == "none" for frame in frames.values()):
+        raise ExportError(f"{job.results} was recorded without masks: record with recordings.masks: rle")
+    kept = sorted(frames)[:: job.every]
+    return {number: frames[number] for number in kept}, video
+
+
+def _tracked_frames(job: ExportJob, lines: list[str]) -> dict[int, dict[str, Any]]:
+    """The stream's results by source frame (a frame tracked twice: its last results), every Nth."""
     by_stream: dict[str, dict[int, dict[str, Any]]] = {}
     for number, line in enumerate(lines, start=1):
         try:

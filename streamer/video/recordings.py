@@ -11,7 +11,9 @@ minus the pre-roll; every later event about the clip's objects, and every other 
 open one, keeps it going until ``post_roll_s`` after it (a clip longer than ``max_clip_s`` is
 cut, and the next one goes on from there). Packets are remuxed, never re-encoded, into MP4 dated
 by their capture times. Beside each clip a JSON sidecar: its events, each object's track (label,
-and the box on every tracked frame, in seconds from the clip's start), its times and size.
+and the box on every tracked frame, in seconds from the clip's start), every tracked frame's
+results with masks (``recordings.masks``) and the camera frame each video frame shows, so that
+``sam2-stream export`` makes a dataset of it; and its times and size.
 
 Files are written as ``NAME.part`` and renamed once complete, so only finished recordings are
 listed or served. The folder is bounded: after each recording (and at start) the oldest go until
@@ -43,7 +45,7 @@ from ..config import RecordingsConfig
 from ..errors import StreamerError
 from ..metrics import Metrics
 from ..outputs.events import Event
-from ..outputs.results import FrameResults
+from ..outputs.results import FrameResults, Tracked
 from .codecs import TIME_BASE, VIDEO_CLOCK
 from .packets import EncodedFrame, PacketFeed
 from .remux import Remux
@@ -54,7 +56,14 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.(mp4|json)")  # a recording's fi
 LAG_S = 10.0  # events come after their frames (the tracker's delay): packets are kept this much longer
 MAX_BUFFERED = 30 * 90  # packets kept per stream at most, whatever their times
 TRACK_COLUMNS = ["t", "frame_index", "source_frame", "x0", "y0", "x1", "y1"]  # a track's boxes; t: s from the start
-WATCH_S = 1.0  # how often the recorder looks for streams added or removed
+WATCH_S = 1.0
+SIDECAR_ONLY = (
+    "events",
+    "track_columns",
+    "tracks",
+    "frame_sources",
+    "results",
+)  # not in the listing  # how often the recorder looks for streams added or removed
 
 
 class RecordingsError(StreamerError):
@@ -154,7 +163,7 @@ class RecordingStore:
             data = json.loads(sidecar.read_text())
         except (OSError, ValueError):
             return None
-        summary = {k: v for k, v in data.items() if k not in ("tracks", "track_columns", "events")}
+        summary = {k: v for k, v in data.items() if k not in SIDECAR_ONLY}
         self._summaries[sidecar.name] = (mtime, summary)
         return summary
 
@@ -200,10 +209,14 @@ class _Clip:
     objects: set[int] = field(default_factory=set)
     labels: set[str] = field(default_factory=set)
     tracks: dict[int, dict[str, Any]] = field(default_factory=dict)
+    results: list[dict[str, Any]] = field(default_factory=list)  # every tracked frame's, as the results file has them
+    sources: list[int] = field(default_factory=list)  # the camera frame each of its frames shows
     frames: int = 0
     last: float = 0.0  # capture time of its last frame
 
     def note(self, results: FrameResults) -> None:
+        if results.time >= self.start:
+            self.results.append(results.to_dict())
         for obj in results.objects:
             if (
                 (self.kind == "segment" or obj.obj_id in self.objects)
@@ -365,6 +378,7 @@ class _StreamRecorder:
         if frame.captured < clip.start:
             return
         await self.owner.thread.run(clip.file.write, frame)
+        clip.sources.append(frame.source)
         clip.frames += 1
         clip.last = frame.captured
 
@@ -400,6 +414,8 @@ class _StreamRecorder:
             "events": [e.to_dict() for e in clip.events],
             "track_columns": TRACK_COLUMNS,
             "tracks": {str(k): v for k, v in sorted(clip.tracks.items())},
+            "frame_sources": clip.sources,
+            "results": clip.results,
         }
         store = self.owner.store
         await self.owner.thread.run(store.commit, clip.name, sidecar)
@@ -477,12 +493,12 @@ class Recorder:
     # -- a sink of the outputs ------------------------------------------------------------------
 
     def wants(self, stream: str) -> str | None:
-        return "none" if stream in self.streams else None
+        return self.config.masks if stream in self.streams else None
 
-    def results(self, tracked: Any, masks: str) -> None:
+    def results(self, tracked: Tracked, masks: str) -> None:
         recorder = self.streams.get(tracked.stream)
         if recorder is not None:
-            recorder.note_results(tracked.results("none"))
+            recorder.note_results(tracked.results(masks))
 
     def event(self, event: Event) -> None:
         recorder = self.streams.get(event.stream)

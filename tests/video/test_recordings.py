@@ -15,13 +15,16 @@ import time
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
+from pycocotools.coco import COCO
 
 from streamer.app import App
 from streamer.config import Config, MqttConfig, RecordingsConfig, ResultsFileConfig, ServerConfig
 from streamer.errors import StreamerError
 from streamer.metrics import Metrics
+from streamer.outputs.dataset import ExportJob, export
 from streamer.outputs.jsonl import ResultsFile
 from streamer.outputs.mqtt import MqttPublisher
 from streamer.video.overlay import color_for
@@ -156,6 +159,18 @@ def test_a_click_makes_a_clip_with_its_pre_roll(tmp_path) -> None:
         truth = scene.masks(source_frame)[0]
         ys, xs = np.nonzero(truth)
         assert np.allclose(box, [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=4), (source_frame, box)
+
+    # The recording as a dataset: each tracked frame its MP4 frame, each mask the true shape.
+    done = export(ExportJob(folder / f"{summary['name']}.json", None, tmp_path / "dataset"))
+    coco = COCO(str(done.path))
+    in_video = [r for r in sidecar["results"] if r["source_frame"] in sidecar["frame_sources"]]
+    assert done.images == len({r["source_frame"] for r in in_video}) and done.annotations >= 10 and done.tracks == 1
+    for image in coco.loadImgs(coco.getImgIds()):
+        assert cv2.imread(str(tmp_path / "dataset" / image["file_name"])).shape == (360, 640, 3)
+        for annotation in coco.loadAnns(coco.getAnnIds(imgIds=image["id"])):
+            assert annotation["track_id"] == 1
+            mask, truth = coco.annToMask(annotation).astype(bool), scene.masks(image["frame_index"])[0]
+            assert (mask & truth).sum() / (mask | truth).sum() > 0.9, image
 
 
 def test_segments_follow_each_other(tmp_path) -> None:
