@@ -8,7 +8,12 @@ drawn on every frame as they would be). Each phase runs for ``--seconds``:
 - ``h264_viewer``: one consumer of the stream's H.264 packets (what an H.264 viewer's track reads);
 - ``h264_viewer+restream``: the same plus a restream to an RTSP server: no second encode;
 - ``restream``: the restream alone (the H.264 encoder runs for it);
-- ``vp8_viewer`` and ``vp8_viewer+restream``: a VP8 viewer, where the restream needs its own encode.
+- ``vp8_viewer`` and ``vp8_viewer+restream``: a VP8 viewer, where the restream needs its own encode;
+- ``recording`` and ``h264_viewer+recording``: recordings (video/recordings.py) of everything in
+  5 s segments, and event clips (pre-roll 2 s, post-roll 1 s) of an object added every 4 s and
+  removed 1.5 s later: the CPU of keeping, remuxing and writing the packets, and each clip's
+  pre-roll as recorded (its first frame's capture time vs the event's minus the pre-roll: the
+  clip starts on the keyframe at or before it).
 
 Per phase: the server process's CPU per published frame (the receiver runs in another process),
 its encoders' share, and at the RTSP server (a PyAV listener in a subprocess, timing each packet
@@ -27,6 +32,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,16 +43,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.machine import describe, publish  # noqa: E402
 from bench.stats import percentile  # noqa: E402
+from streamer.config import RecordingsConfig  # noqa: E402
 from streamer.config.values import STYLES  # noqa: E402
 from streamer.live.landing import PromptRequest  # noqa: E402
 from streamer.sources.shapes import ShapesScene  # noqa: E402
 from streamer.video.packets import EncodedFrame  # noqa: E402
+from streamer.video.recordings import Recorder  # noqa: E402
 from streamer.video.restream import Restream  # noqa: E402
 from streamer.video.styles import Look, render  # noqa: E402
 from tests.mosquitto import free_port  # noqa: E402
 from tests.oracle_server import oracle_pipeline  # noqa: E402
 
-PHASES = ("h264_viewer", "h264_viewer+restream", "restream", "vp8_viewer", "vp8_viewer+restream")
+PHASES = (
+    "h264_viewer",
+    "h264_viewer+restream",
+    "restream",
+    "vp8_viewer",
+    "vp8_viewer+restream",
+    "recording",
+    "h264_viewer+recording",
+)
+PRE_ROLL_S = 2.0
 # An RTSP server that records when each packet arrives: one JSON line per packet.
 LISTENER = """
 import json, sys, time
@@ -107,6 +124,14 @@ async def phase(pipeline, name: str, seconds: float) -> dict:
         feed = Recorded(stream.video("h264"))
         restream = Restream("cam", url, feed, stream.metrics)
         restream.start()
+    recorder = folder = None
+    if "recording" in name:
+        folder = tempfile.TemporaryDirectory()
+        config = RecordingsConfig(folder.name, events=["added"], pre_roll_s=PRE_ROLL_S, post_roll_s=1.0, segment_s=5.0)
+        recorder = Recorder(config, lambda: {"cam": stream.video("h264")}, pipeline.hub.announce, pipeline.metrics)
+        recorder.start()
+        pipeline.hub.add(recorder)
+        tasks.append(asyncio.create_task(add_and_remove(stream, stop)))
     await asyncio.sleep(2.0)  # encoders and connections up
     process = psutil.Process()
     encoders = list(stream.encoders.values())
@@ -132,9 +157,49 @@ async def phase(pipeline, name: str, seconds: float) -> dict:
         arrivals = [json.loads(line) for line in lines]
         result["restream"] = received(arrivals, feed.first, (window, window + seconds))
         result["restream"]["connections"] = restream.status.connections
+    if recorder is not None and folder is not None:
+        pipeline.hub.discard(recorder)
+        await recorder.close()
+        result["recording"] = recorded(Path(folder.name))
+        folder.cleanup()
     for encoder in list(stream.encoders.values()):
         await encoder.stop()
     return result
+
+
+async def add_and_remove(stream, stop: asyncio.Event) -> None:
+    """An object added every 4 s on the second shape and removed 1.5 s later: an event clip each."""
+    scene, obj_id = stream.source.scene, 10
+    while not stop.is_set():
+        await asyncio.sleep(2.5)
+        shown = stream.latest
+        x, y = scene.centres(shown.index)[1]
+        await stream.prompt(
+            PromptRequest(obj_id, points=((x / scene.width, y / scene.height),), labels=(1,), shown=shown.index)
+        )
+        await asyncio.sleep(1.5)
+        await stream.remove_object(obj_id)
+        obj_id += 1
+
+
+def recorded(folder: Path) -> dict:
+    """What the recorder wrote: segments, and each event clip's pre-roll against the one asked."""
+    sidecars = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    # The bench's own objects (ids from 10): the one tracked before the recorder started is
+    # reported added at once, before the buffer reaches back to any keyframe.
+    clips = [s for s in sidecars if s["kind"] == "event" and "pre_roll_s" in s and s["trigger"]["obj_id"] >= 10]
+    segments = [s for s in sidecars if s["kind"] == "segment"]
+    errors = sorted(s["pre_roll_s"] - PRE_ROLL_S for s in clips)
+    return {
+        "segments": len(segments),
+        "segment_frames": sum(s["frames"] for s in segments),
+        "event_clips": len(clips),
+        "pre_roll_asked_s": PRE_ROLL_S,
+        "pre_roll_error_s": {"min": errors[0], "median": percentile(errors, 0.5), "max": errors[-1]}
+        if errors
+        else None,
+        "bytes_per_second": sum(s["bytes"] for s in segments) / max(sum(s["duration_s"] for s in segments), 1e-6),
+    }
 
 
 def received(arrivals: list[list[float]], first: EncodedFrame | None, window: tuple[float, float]) -> dict:
