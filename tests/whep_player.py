@@ -29,25 +29,24 @@ def player_bundle() -> Path:
             raise PlayerUnavailableError("npm not found: the WHEP player test installs @eyevinn/webrtc-player with it")
         FOLDER.mkdir(parents=True, exist_ok=True)
         (FOLDER / "package.json").write_text('{"name": "whep-player-for-tests", "private": true}\n')
-        run = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", *PACKAGES],
-            cwd=FOLDER,
-            capture_output=True,
-            text=True,
-            timeout=300,
+        _step(
+            [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", *PACKAGES], f"npm install {PACKAGES}", 300
         )
-        if run.returncode != 0:
-            raise PlayerUnavailableError(f"npm install {' '.join(PACKAGES)} failed: {run.stderr.strip()[-500:]}")
         (FOLDER / "entry.js").write_text('window.WebRTCPlayer = require("@eyevinn/webrtc-player").WebRTCPlayer;\n')
-        esbuild = FOLDER / "node_modules" / ".bin" / "esbuild"
-        made = subprocess.run(
-            [str(esbuild), "entry.js", "--bundle", "--format=iife", f"--outfile={bundle.name}.tmp"],
-            cwd=FOLDER,
-            capture_output=True,
-            text=True,
-            timeout=120,
+        esbuild = str(FOLDER / "node_modules" / ".bin" / "esbuild")
+        _step(
+            [esbuild, "entry.js", "--bundle", "--format=iife", f"--outfile={bundle.name}.tmp"], "esbuild's bundle", 120
         )
-        if made.returncode != 0:
-            raise PlayerUnavailableError(f"esbuild could not bundle the player: {made.stderr.strip()[-500:]}")
         (FOLDER / f"{bundle.name}.tmp").rename(bundle)
     return bundle
+
+
+def _step(command: list[str], what: str, timeout: float) -> None:
+    """Run one step of the setup in the cache folder; its failure (or a registry that does not
+    answer) makes the player unavailable, saying why."""
+    try:
+        run = subprocess.run(command, cwd=FOLDER, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise PlayerUnavailableError(f"{what} took over {timeout:g} s (is the npm registry reachable?)") from None
+    if run.returncode != 0:
+        raise PlayerUnavailableError(f"{what} failed: {run.stderr.strip()[-500:]}")

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -40,6 +41,7 @@ from streamer.config import (  # noqa: E402
 from streamer.errors import RemoteError  # noqa: E402
 from streamer.live.landing import PromptRequest  # noqa: E402
 from streamer.serve.server import StreamServer
+from streamer.video.styles import KEY_COLOUR
 
 from ..conftest import wait_for_line  # noqa: E402
 from ..ray_cluster import LocalCluster  # noqa: E402
@@ -293,6 +295,8 @@ def test_the_front_restreams_a_stream_through_its_failover(cluster, tmp_path) ->
             restream = stream.restream
             assert restream is not None
             await until(lambda: restream.status.frames_sent >= 16, 90, "frames restreamed from the first worker")
+            # A style set at the front reaches the worker, and the next one after the failover.
+            assert (await stream.set_style("cutout"))["style"] == "cutout"
             before = restream.status.frames_sent
             cluster.add_node()
             await asyncio.to_thread(cluster.kill_node, first)
@@ -309,6 +313,18 @@ def test_the_front_restreams_a_stream_through_its_failover(cluster, tmp_path) ->
     found = probe(receiver.file)
     assert (found["codec"], found["width"], found["height"]) == ("h264", 160, 120), found
     assert found["frames"] >= 32, found
+    keyed = key_coloured(receiver.file)
+    assert max(keyed[:8]) < 0.2 and min(keyed[-8:]) > 0.5, keyed  # before the style: the scene; after: cutout
+
+
+def key_coloured(path) -> list[float]:
+    """Per frame, the share of pixels in cutout's key colour."""
+    key = np.array(KEY_COLOUR, np.int16)
+    with av.open(str(path)) as container:
+        return [
+            float((np.abs(f.to_ndarray(format="rgb24").astype(np.int16) - key).max(axis=2) <= 40).mean())
+            for f in container.decode(video=0)
+        ]
 
 
 def test_a_silent_worker_is_given_up_and_stream_control_reaches_the_workers(cluster) -> None:
