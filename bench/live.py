@@ -22,8 +22,8 @@ server's ack at the page (the prompt done: the rest is the video's way to the sc
 random weights a mask that may not cover the spot at first), with where the server's part went
 (``click_wait_ms_mean``: queued behind the round in flight, up to its pause for changes;
 ``click_run_ms_mean``: the prompt itself), beside one tracker period. ``--hog 0.5`` adds another
-process busy half a core at normal priority: a slower day. WebRTC needs a real interface, so run
-it inside the isolated network namespace:
+process busy half a core at normal priority: a slower day (``--hog 1.5``: two, busy 0.75 each).
+WebRTC needs a real interface, so run it inside the isolated network namespace:
 
     ../shared/tools/isolated-net python bench/live.py --out bench/results/live_cpu_256.json
 """
@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import subprocess
 import sys
 import time
@@ -233,16 +234,21 @@ while True:
 
 @contextlib.contextmanager
 def cpu_hog(share: float):  # type: ignore[no-untyped-def]
-    """A slower day: another process busy ``share`` of one core (in 100 ms periods) at normal priority."""
+    """A slower day: other processes busy ``share`` cores in all (one per started core, in 100 ms
+    periods) at normal priority."""
     if share <= 0:
         yield
         return
-    hog = subprocess.Popen([sys.executable, "-c", HOG.format(busy=0.1 * share, idle=0.1 * (1 - share))])
+    count = math.ceil(share)
+    each = share / count
+    code = HOG.format(busy=0.1 * each, idle=0.1 * (1 - each))
+    hogs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(count)]
     try:
         yield
     finally:
-        hog.kill()
-        hog.wait()
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
 
 
 async def clip_run(clip: Path, args: argparse.Namespace) -> dict:
@@ -294,7 +300,12 @@ def main() -> None:
     parser.add_argument("--auto", metavar="LABELS", help="automatic tracking on, for these labels (all: any)")
     parser.add_argument("--auto-detector", default="rtdetr")
     parser.add_argument("--auto-every", type=int, default=5)
-    parser.add_argument("--hog", type=float, default=0.0, help="a slower day: a process busy this share of a core")
+    parser.add_argument(
+        "--hog",
+        type=float,
+        default=0.0,
+        help="a slower day: other processes busy this many cores (1.5: two, each busy 0.75)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     report = {
