@@ -1,7 +1,7 @@
 """One running server, built from one ``Config``: what it serves, the outputs it feeds, and the
 order in which they start and stop.
 
-Start: the outputs the config names (the results file, MQTT) and any given; the TLS certificate
+Start: the outputs the config names (the results file, MQTT, the recordings) and any given; the TLS certificate
 (made and cached when self-signed); the server (it listens only once everything behind it is
 there); then the streams and the sinks. Stop, in this fixed order, each step bounded
 (``STEP_TIMEOUT_S``: a step that hangs is logged and the next one runs):

@@ -12,6 +12,9 @@ stream; an object is in a zone while its anchor point (its centroid, or the midd
 where a person or a car touches the ground) lies inside. A brief disappearance does not take it
 out of a zone: it leaves when it is seen outside, is lost or is removed. A zone may follow some
 labels only (``a person entered door``): objects with other labels, or none, never enter it.
+
+One more type comes from outside the results: ``clip``, a recording of an event finished
+(video/recordings.py, handed to the sinks by ``Outputs.announce``), carrying the recording.
 """
 
 from __future__ import annotations
