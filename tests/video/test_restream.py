@@ -91,6 +91,13 @@ def test_the_restream_comes_back_when_the_receiver_does(tmp_path) -> None:
     async def main() -> None:
         async with oracle_server(width=WIDTH, height=HEIGHT, restream={"cam": receiver.url}) as server:
             stream, restream = await restreaming(server)
+
+            # FFmpeg writes nothing until it has probed the stream (over a second on a busy host):
+            # it is killed once its file holds some of the stream.
+            def written() -> bool:
+                return receiver.file.is_file() and receiver.file.stat().st_size > 150_000
+
+            await until(written, 30, "the first receiver to write")
             await asyncio.to_thread(receiver.kill)
             await until(lambda: not restream.status.connected, 15, "the restream to notice")
             assert "restream to rtsp://127.0.0.1" in (restream.status.last_error or "")
@@ -110,7 +117,7 @@ def test_the_restream_comes_back_when_the_receiver_does(tmp_path) -> None:
     time.sleep(0.5)
     receiver.kill()
     first, second = (probe(path) for path in receiver.files)
-    assert first["frames"] >= 25 and second["frames"] >= 55, (first, second)
+    assert first["frames"] >= 10 and second["frames"] >= 55, (first, second)
     assert (second["codec"], second["width"], second["height"]) == ("h264", WIDTH, HEIGHT)
 
 
