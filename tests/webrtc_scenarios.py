@@ -682,10 +682,7 @@ def browser_whep() -> dict:
     result: dict = {}
 
     def health() -> dict:
-        import urllib.request
-
-        with urllib.request.urlopen(f"{server_url}/healthz?token={TOKEN}", timeout=10) as answer:
-            return json.loads(answer.read())
+        return _health(port, HOST, TOKEN)
 
     try:
         with sync_playwright() as p:
@@ -734,10 +731,11 @@ def browser_whep() -> dict:
     return result
 
 
-def _health(port: int) -> dict:
+def _health(port: int, host: str = "127.0.0.1", token: str | None = None) -> dict:
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+    query = f"?token={token}" if token else ""
+    with urllib.request.urlopen(f"http://{host}:{port}/healthz{query}", timeout=10) as response:
         return json.loads(response.read())
 
 

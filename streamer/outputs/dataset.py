@@ -101,16 +101,23 @@ def export(job: ExportJob) -> Exported:
 
 
 def _inputs(job: ExportJob) -> tuple[dict[int, dict[str, Any]], Path]:
-    """The tracked frames to export, by their number in the video, and that video."""
+    """The tracked frames to export (every Nth), by their number in the video, and that video."""
     try:
         text = job.results.read_text(encoding="utf-8")
     except OSError as exc:
         raise ExportError(f"cannot read the results file {job.results}: {exc}") from None
     if job.results.suffix == ".json":
-        return _recording_frames(job, text)
-    if job.video is None:
+        frames, video = _recording_frames(job, text)
+        unmasked = "was recorded without masks: record with recordings.masks: rle"
+    elif job.video is None:
         raise ExportError("a results file needs --video: the video its frames were tracked on")
-    return _tracked_frames(job, text.splitlines()), job.video
+    else:
+        frames, video = _tracked_frames(job, text.splitlines()), job.video
+        unmasked = "was written without masks: track with --results-masks rle"
+    if all(frame["masks"] == "none" for frame in frames.values()):
+        raise ExportError(f"{job.results} {unmasked}")
+    kept = sorted(frames)[:: job.every]
+    return {number: frames[number] for number in kept}, video
 
 
 def _recording_frames(job: ExportJob, text: str) -> tuple[dict[int, dict[str, Any]], Path]:
@@ -127,14 +134,11 @@ def _recording_frames(job: ExportJob, text: str) -> tuple[dict[int, dict[str, An
     frames = {number_of[r["source_frame"]]: r for r in results if r["source_frame"] in number_of}
     if not frames:
         raise ExportError(f"{job.results} has no tracked frames in its video")
-    if all(frame["masks"] == "none" for frame in frames.values()):
-        raise ExportError(f"{job.results} was recorded without masks: record with recordings.masks: rle")
-    kept = sorted(frames)[:: job.every]
-    return {number: frames[number] for number in kept}, video
+    return frames, video
 
 
 def _tracked_frames(job: ExportJob, lines: list[str]) -> dict[int, dict[str, Any]]:
-    """The stream's results by source frame (a frame tracked twice: its last results), every Nth."""
+    """The stream's results by source frame (a frame tracked twice: its last results)."""
     by_stream: dict[str, dict[int, dict[str, Any]]] = {}
     for number, line in enumerate(lines, start=1):
         try:
@@ -155,11 +159,7 @@ def _tracked_frames(job: ExportJob, lines: list[str]) -> dict[int, dict[str, Any
         stream = next(iter(by_stream))
     if stream not in by_stream:
         raise ExportError(f"{job.results} has no stream {stream!r}; it has {', '.join(by_stream)}")
-    frames = by_stream[stream]
-    if all(frame["masks"] == "none" for frame in frames.values()):
-        raise ExportError(f"{job.results} was written without masks: track with --results-masks rle")
-    kept = sorted(frames)[:: job.every]
-    return {number: frames[number] for number in kept}
+    return by_stream[stream]
 
 
 def _masked(frame: dict[str, Any]) -> list[dict[str, Any]]:

@@ -62,6 +62,10 @@ class OfferError(StreamerError):
     code = "offer"
 
 
+class NoCodecError(OfferError):
+    """The offer takes no codec the server sends (WHEP answers it 406)."""
+
+
 @dataclass
 class _Peer:
     stream: ServedStream
@@ -107,7 +111,7 @@ class Viewers:
         # A stream that restreams encodes H.264 anyway: a viewer who takes it costs no second encode.
         codec = offered_codec(offer_sdp, prefer="h264" if stream.restream is not None else None)
         if codec is None:
-            raise OfferError(f"the offer takes no video codec this server sends ({', '.join(CODECS)})")
+            raise NoCodecError(f"the offer takes no video codec this server sends ({', '.join(CODECS)})")
         video = stream.video(codec)
         peer = RTCPeerConnection(rtc_configuration(self.ice))
         entry = self.peers[peer] = _Peer(stream, video)

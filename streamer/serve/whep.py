@@ -27,7 +27,7 @@ from websockets.http11 import Response
 
 from ..errors import StreamerError
 from .http import response
-from .webrtc import OfferError, TooManyViewersError, Viewers
+from .webrtc import NoCodecError, OfferError, TooManyViewersError, Viewers
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _status(exc: StreamerError) -> http.HTTPStatus:
         return http.HTTPStatus.NOT_FOUND
     if isinstance(exc, TooManyViewersError):
         return http.HTTPStatus.SERVICE_UNAVAILABLE
-    if isinstance(exc, OfferError) and "codec" in str(exc):
+    if isinstance(exc, NoCodecError):
         return http.HTTPStatus.NOT_ACCEPTABLE
     return http.HTTPStatus.BAD_REQUEST
 

@@ -56,14 +56,8 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.(mp4|json)")  # a recording's fi
 LAG_S = 10.0  # events come after their frames (the tracker's delay): packets are kept this much longer
 MAX_BUFFERED = 30 * 90  # packets kept per stream at most, whatever their times
 TRACK_COLUMNS = ["t", "frame_index", "source_frame", "x0", "y0", "x1", "y1"]  # a track's boxes; t: s from the start
-WATCH_S = 1.0
-SIDECAR_ONLY = (
-    "events",
-    "track_columns",
-    "tracks",
-    "frame_sources",
-    "results",
-)  # not in the listing  # how often the recorder looks for streams added or removed
+WATCH_S = 1.0  # how often the recorder looks for streams added or removed
+SIDECAR_ONLY = ("events", "track_columns", "tracks", "frame_sources", "results")  # not in the listing
 
 
 class RecordingsError(StreamerError):
@@ -119,10 +113,13 @@ class RecordingStore:
         return sorted(found, key=lambda s: s.get("start", 0), reverse=True)
 
     def commit(self, name: str, sidecar: dict[str, Any]) -> None:
-        """The clip ``name`` is complete: its sidecar written, then its MP4 renamed into place."""
+        """The clip ``name`` is complete: its sidecar written, then its MP4 renamed into place (and
+        its summary kept for the listing, which need not read the sidecar back)."""
         (self.folder / f"{name}.json.part").write_text(json.dumps(sidecar, separators=(",", ":")))
         (self.folder / f"{name}.mp4.part").rename(self.folder / f"{name}.mp4")
-        (self.folder / f"{name}.json.part").rename(self.folder / f"{name}.json")
+        done = self.folder / f"{name}.json"
+        (self.folder / f"{name}.json.part").rename(done)
+        self._summaries[done.name] = (done.stat().st_mtime, _summary_of(sidecar))
 
     def prune(self) -> list[str]:
         """Delete the oldest recordings until the rest fit ``max_bytes`` and ``max_days``."""
@@ -163,7 +160,7 @@ class RecordingStore:
             data = json.loads(sidecar.read_text())
         except (OSError, ValueError):
             return None
-        summary = {k: v for k, v in data.items() if k not in SIDECAR_ONLY}
+        summary = _summary_of(data)
         self._summaries[sidecar.name] = (mtime, summary)
         return summary
 
@@ -215,17 +212,14 @@ class _Clip:
     last: float = 0.0  # capture time of its last frame
 
     def note(self, results: FrameResults) -> None:
-        if results.time >= self.start:
-            self.results.append(results.to_dict())
+        if results.time < self.start:
+            return
+        self.results.append(results.to_dict())
+        t = round(results.time - self.start, 3)
         for obj in results.objects:
-            if (
-                (self.kind == "segment" or obj.obj_id in self.objects)
-                and obj.bbox is not None
-                and results.time >= self.start
-            ):
+            if (self.kind == "segment" or obj.obj_id in self.objects) and obj.bbox is not None:
                 track = self.tracks.setdefault(obj.obj_id, {"label": None, "boxes": []})
                 track["label"] = obj.label or track["label"]
-                t = round(results.time - self.start, 3)
                 track["boxes"].append([t, results.frame_index, results.source_frame, *obj.bbox])
 
 
@@ -518,6 +512,10 @@ class Recorder:
             except Exception:
                 logger.exception("recordings: looking for streams failed; trying again")
             await asyncio.sleep(WATCH_S)
+
+
+def _summary_of(sidecar: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in sidecar.items() if k not in SIDECAR_ONLY}
 
 
 def _safe(text: str) -> str:

@@ -95,6 +95,9 @@ def test_bad_requests_say_what_is_wrong(tracker) -> None:
             assert (await request(server, "POST", "/whep/nowhere", offer, **sdp))[0] == 404
             status, _, body = await request(server, "POST", "/whep/main", offer, **{"Content-Type": "text/plain"})
             assert status == 415 and b"application/sdp" in body
+            foreign = offer.replace(b"VP8/90000", b"XV8/90000").replace(b"H264/90000", b"XH4/90000")
+            status, _, body = await request(server, "POST", "/whep/main", foreign, **sdp)
+            assert status == 406 and b"codec" in body, body  # no codec this server sends
             status, _, body = await request(server, "POST", "/whep/main", b"v=0 nonsense", **sdp)
             assert status == 400 and body, body
             status, _, body = await request(server, "POST", "/whep/main", b"\xff\xfe", **sdp)
