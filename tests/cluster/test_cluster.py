@@ -117,15 +117,14 @@ class Viewer:
     def replies(self, tag: str) -> list[dict]:
         return [m for m in self.messages if str(m.get("id", "")).startswith(tag)]
 
+    def results(self, stream: str) -> list[dict]:
+        """``stream``'s results messages, in the order they came."""
+        return [m for m in self.messages if m["type"] == "results" and m["stream"] == stream]
+
     def masks(self, stream: str, after: float = 0.0, before: float = float("inf")) -> list[np.ndarray]:
         """The first object's masks in ``stream``'s results of frames captured in (after, before)."""
-        found = []
-        for m in self.messages:
-            if m["type"] == "results" and m["stream"] == stream and m["objects"] and after < m["time"] < before:
-                rle = m["objects"][0]["mask"]
-                if rle:
-                    found.append(coco_mask.decode({**rle, "counts": rle["counts"].encode()}).astype(bool))
-        return found
+        masks = [first_mask(m) for m in self.results(stream) if after < m["time"] < before]
+        return [mask for mask in masks if mask is not None]
 
     async def close(self) -> None:
         self._reader.cancel()
@@ -182,6 +181,18 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
 
+def first_mask(results: dict) -> np.ndarray | None:
+    """The first object's mask in a results message (None: no object, or no mask)."""
+    rle = results["objects"][0]["mask"] if results["objects"] else None
+    return coco_mask.decode({**rle, "counts": rle["counts"].encode()}).astype(bool) if rle else None
+
+
+def restarted(results: list[dict]) -> int | None:
+    """Where a stream's frame indices start again (its new worker counts from 0), if they do."""
+    indices = [m["frame_index"] for m in results]
+    return next((i for i in range(1, len(indices)) if indices[i] < indices[i - 1]), None)
+
+
 def click(stream: str, obj_id: int) -> dict:
     return {"type": "add_points", "stream": stream, "obj_id": obj_id, "points": [[0.5, 0.5]], "labels": [1]}
 
@@ -235,17 +246,21 @@ def test_streams_spread_rebalance_and_fail_over_with_their_objects(cluster) -> N
             await until(lambda: [placements(server)[n] is not None for n in on_first].count(True) == 1, 10, "a move")
             (moved,) = [n for n in on_first if placements(server)[n] is not None]
             (stranded,) = set(on_first) - {moved}
-            await until(lambda: bool(client.masks(moved, after=killed)), 10, "masks of the moved stream")
+            # The new worker counts its frames from 0: its first result is the restored object (not
+            # the first captured after `killed`: the lost worker reports frames while it is killed).
+            await until(lambda: restarted(client.results(moved)) is not None, 10, "masks of the moved stream")
             assert time.time() - killed < 10 and pipeline.streams[moved].obj_ids == [ids[moved]]
             report = await health(server)
             assert report["streams"][moved]["objects"] == [ids[moved]] and not report["ok"]
             assert report["streams"][stranded]["placement"] == "waiting"
             assert "no worker has room" in report["streams"][stranded]["last_error"]
-            # Re-prompted from its last mask: the first mask after the move is the last the front had
-            # (this subscriber may have got it a frame earlier), as the model takes a mask prompt, at
-            # a quarter of its input size (32x32 here).
-            restored = client.masks(moved, after=killed)[0]
-            assert max(iou(mask, restored) for mask in client.masks(moved, before=killed)[-3:]) > 0.75
+            # Re-prompted from its last mask: the new worker's first mask is the last the front had
+            # (the last this subscriber got from the lost worker), as the model takes a mask prompt,
+            # at a quarter of its input size (32x32 here: measured IoU 0.87-0.90).
+            seen = client.results(moved)
+            first = restarted(seen)
+            last, restored = first_mask(seen[first - 1]), first_mask(seen[first])
+            assert last is not None and restored is not None and iou(last, restored) > 0.75
 
             third = cluster.add_node()
             await until(lambda: placements(server)[stranded] is not None, 60, "the waiting stream resumed")
@@ -644,14 +659,14 @@ def test_a_worker_runs_its_streams_detector_and_labels_reach_the_front(cluster) 
             await until(lambda: stream.last_tracked is not None and bool(stream.last_tracked.obj_ids), 30, "masks")
             kept, lost = set(stream.last_tracked.obj_ids), placements(server)["cam"]
             cluster.add_node()
-            killed = time.time()
             await asyncio.to_thread(cluster.kill_node, first)
             await until(lambda: placements(server)["cam"] not in (None, lost), 60, "the stream moved")
 
             def restored() -> list[dict]:
-                return [
-                    o for m in client.messages if m["type"] == "results" and m["time"] > killed for o in m["objects"]
-                ]
+                """The objects in the new worker's results (it counts its frames from 0)."""
+                seen = client.results("cam")
+                start = restarted(seen)
+                return [] if start is None else [o for m in seen[start:] for o in m["objects"]]
 
             await until(lambda: any(o["obj_id"] in kept for o in restored()), 60, "the objects restored")
             again = [o for o in restored() if o["obj_id"] in kept]
