@@ -154,7 +154,7 @@ def _blur_into(out: np.ndarray, frame: np.ndarray, mask: np.ndarray, grow: int, 
     region = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE) <= grow
     blurred = cv2.blur(frame[y0:y1, x0:x1], (side, side))
     window = out[y0:y1, x0:x1]
-    window[region] = blurred[region]
+    cv2.copyTo(blurred, region.view(np.uint8), window)  # in place: ``window`` is a view of ``out``
     covered[y0:y1, x0:x1] |= region
 
 
